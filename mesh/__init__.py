@@ -1,0 +1,69 @@
+"""smolmesh: small focused agents that write code, call tools and delegate.
+
+The public API, with the names a smolagents user already knows.
+"""
+
+from mesh.agents import (
+    AgentEvent,
+    CodeAgent,
+    ManagedAgent,
+    MultiStepAgent,
+    RunResult,
+    ToolCallingAgent,
+)
+from mesh.errors import MeshError
+from mesh.models import (
+    Cassette,
+    ChatMessage,
+    LiteLLMModel,
+    Model,
+    ModelResponse,
+    RecordingModel,
+    ReplayModel,
+    ReplayServer,
+    TokenUsage,
+    ToolCall,
+)
+from mesh.sandbox import UnsafeLocalExecutor
+from mesh.tools import (
+    DuckDuckGoTool,
+    FinalAnswerTool,
+    MemoTool,
+    PrimeTool,
+    Tool,
+    celsius_to_fahrenheit,
+    factorial,
+    tool,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AgentEvent",
+    "Cassette",
+    "ChatMessage",
+    "CodeAgent",
+    "DuckDuckGoTool",
+    "FinalAnswerTool",
+    "LiteLLMModel",
+    "ManagedAgent",
+    "MemoTool",
+    "MeshError",
+    "Model",
+    "ModelResponse",
+    "MultiStepAgent",
+    "PrimeTool",
+    "RecordingModel",
+    "ReplayModel",
+    "ReplayServer",
+    "RunResult",
+    "TokenUsage",
+    "Tool",
+    "ToolCall",
+    "ToolCallingAgent",
+    "UnsafeLocalExecutor",
+    "__version__",
+    "celsius_to_fahrenheit",
+    "factorial",
+    "tool",
+]

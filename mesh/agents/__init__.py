@@ -1,0 +1,43 @@
+"""Agents: the shared multi-step loop and its two kinds."""
+
+from mesh.agents.base import MultiStepAgent, RunResult
+from mesh.agents.code_agent import CodeAgent
+from mesh.agents.context import RunContext
+from mesh.agents.events import (
+    AgentEvent,
+    CodeAction,
+    FinalAnswer,
+    ModelOutput,
+    Observation,
+    RunFinished,
+    RunStarted,
+    StepFailed,
+    ToolCallFinished,
+    ToolCallStarted,
+)
+from mesh.agents.managed import ManagedAgent, ManagedAgentTool
+from mesh.agents.memory import ActionStep, AgentMemory, ToolCallRecord
+from mesh.agents.tool_calling_agent import ToolCallingAgent
+
+__all__ = [
+    "ActionStep",
+    "AgentEvent",
+    "AgentMemory",
+    "CodeAction",
+    "CodeAgent",
+    "FinalAnswer",
+    "ManagedAgent",
+    "ManagedAgentTool",
+    "ModelOutput",
+    "MultiStepAgent",
+    "Observation",
+    "RunContext",
+    "RunFinished",
+    "RunResult",
+    "RunStarted",
+    "StepFailed",
+    "ToolCallFinished",
+    "ToolCallStarted",
+    "ToolCallRecord",
+    "ToolCallingAgent",
+]

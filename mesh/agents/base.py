@@ -1,0 +1,324 @@
+"""``MultiStepAgent``: the loop both agent kinds share.
+
+Each step asks the model for the next action, lets the agent kind act on it
+(run code, or call tools), and records everything in the run's memory until
+a final answer or the step limit. The agent object holds configuration
+(model, tools, prompt); each run gets its own context and memory, so one
+agent can serve several runs at once.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import queue
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, overload
+
+from mesh.agents.context import EventSink, RunContext, current_run
+from mesh.agents.events import (
+    AgentEvent,
+    FinalAnswer,
+    ModelOutput,
+    Observation,
+    RunFinished,
+    RunStarted,
+    StepFailed,
+)
+from mesh.agents.managed import ManagedAgent, ManagedAgentTool
+from mesh.agents.memory import ActionStep, AgentMemory
+from mesh.agents.prompts import render_prompt
+from mesh.agents.tool_runner import ToolRunner
+from mesh.errors import ConfigError, MaxStepsError, MeshError, ModelOutputError
+from mesh.models.base import ChatMessage, Model, ModelResponse, TokenUsage
+from mesh.tools.base import Tool
+from mesh.tools.final_answer import FINAL_ANSWER, FinalAnswerTool
+
+__all__ = ["MultiStepAgent", "RunResult"]
+
+MAX_STEPS_PROMPT = (
+    "You have reached the maximum number of steps. Based on everything above, give your "
+    "best final answer to the task now, as plain text, without calling tools or writing code."
+)
+RETRY_HINT = "Now let's retry: take care not to repeat previous errors!"
+
+
+@dataclass(frozen=True)
+class RunResult:
+    output: Any
+    state: Literal["success", "max_steps"]
+    run_id: str
+    steps: list[ActionStep] = field(repr=False)
+    usage: TokenUsage
+    duration_s: float
+
+
+@dataclass
+class RunState:
+    """The mutable state of one run; agent kinds may hang resources on it."""
+
+    ctx: RunContext
+    memory: AgentMemory
+    resources: dict[str, Any] = field(default_factory=dict)
+
+
+class MultiStepAgent(ABC):
+    template_name: str = ""
+
+    def __init__(
+        self,
+        tools: Iterable[Tool] = (),
+        model: Model | None = None,
+        *,
+        managed_agents: Iterable[ManagedAgent] = (),
+        max_steps: int = 20,
+        name: str | None = None,
+        description: str | None = None,
+        instructions: str | None = None,
+        prompt_template: str | None = None,
+    ) -> None:
+        if model is None:
+            raise ConfigError(f"{type(self).__name__} needs a model, e.g. LiteLLMModel()")
+        if max_steps < 1:
+            raise ConfigError(f"max_steps must be at least 1 (got {max_steps})")
+        self.model = model
+        self.max_steps = max_steps
+        self.name = name or "agent"
+        if not self.name.isidentifier():
+            raise ConfigError(f"agent name {self.name!r} must be a Python identifier")
+        self.description = description or ""
+        self.instructions = instructions
+        self.prompt_template = prompt_template
+        self.tools: dict[str, Tool] = {}
+        for item in [*tools, FinalAnswerTool()]:
+            if not isinstance(item, Tool):
+                raise ConfigError(f"{item!r} is not a Tool; decorate it with @tool")
+            if item.name in self.tools and item.name != FINAL_ANSWER:
+                raise ConfigError(f"two tools are named {item.name!r}")
+            self.tools.setdefault(item.name, item)
+        self.managed_agents: dict[str, ManagedAgent] = {}
+        for agent in managed_agents:
+            if not getattr(agent, "description", ""):
+                raise ConfigError(f"managed agent {agent.name!r} needs a description")
+            if agent.name in self.tools or agent.name in self.managed_agents:
+                raise ConfigError(f"managed agent name {agent.name!r} is already taken")
+            self.managed_agents[agent.name] = agent
+        self.memory: AgentMemory | None = None
+        """The memory of the most recent run started on this agent."""
+
+    # ----------------------------------------------------------------- running
+
+    @overload
+    def run(self, task: str, *, stream: Literal[False] = ..., max_steps: int | None = ...,
+            return_full_result: Literal[False] = ...) -> Any: ...
+    @overload
+    def run(self, task: str, *, stream: Literal[False] = ..., max_steps: int | None = ...,
+            return_full_result: Literal[True]) -> RunResult: ...
+    @overload
+    def run(self, task: str, *, stream: Literal[True], max_steps: int | None = ...,
+            return_full_result: bool = ...) -> Iterator[AgentEvent]: ...
+
+    def run(
+        self,
+        task: str,
+        *,
+        stream: bool = False,
+        max_steps: int | None = None,
+        return_full_result: bool = False,
+    ) -> Any:
+        """Solve ``task``; the final answer, a ``RunResult``, or (stream) an event iterator.
+
+        Started inside another agent's run, this run becomes its child: its
+        events join the parent's stream and the parent's cancellation stops it.
+        """
+        if not isinstance(task, str) or not task.strip():
+            raise ConfigError("task must be a non-empty string")
+        if stream:
+            return self._stream(task, max_steps)
+        result = self._run_in(self._new_context(sink=None), task, max_steps)
+        return result if return_full_result else result.output
+
+    def _new_context(self, sink: EventSink | None) -> RunContext:
+        parent = current_run.get()
+        child = RunContext(agent=self.name) if parent is None else parent.child(self.name)
+        if sink is not None:
+            child.sink = sink
+        return child
+
+    def _stream(self, task: str, max_steps: int | None) -> Iterator[AgentEvent]:
+        events: queue.Queue[AgentEvent | None] = queue.Queue()
+        ctx = self._new_context(sink=events.put)
+        failure: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                self._run_in(ctx, task, max_steps)
+            except BaseException as err:
+                failure.append(err)
+            finally:
+                events.put(None)
+
+        thread = threading.Thread(target=contextvars.copy_context().run, args=(work,),
+                                  name=f"run-{ctx.run_id[:8]}", daemon=True)
+        thread.start()
+        try:
+            while (event := events.get()) is not None:
+                yield event
+        finally:
+            ctx.cancel()  # no-op when the run is over; stops it when the reader gave up
+            thread.join()
+        if failure:
+            raise failure[0]
+
+    def _run_in(self, ctx: RunContext, task: str, max_steps: int | None) -> RunResult:
+        token = current_run.set(ctx)
+        started = time.monotonic()
+        state = RunState(ctx=ctx, memory=AgentMemory(system_prompt="", task=task))
+        self.memory = state.memory
+        ctx.report(RunStarted, task=task)
+        error: str | None = None
+        try:
+            self._open_run(state)
+            output, end_state = self._loop(state, max_steps or self.max_steps)
+            return RunResult(output=output, state=end_state, run_id=ctx.run_id,
+                             steps=state.memory.steps, usage=state.memory.usage,
+                             duration_s=time.monotonic() - started)
+        except MeshError as err:
+            error = f"{err.code}: {err.message}"
+            raise
+        finally:
+            self._close_run(state)
+            ctx.report(RunFinished, usage=state.memory.usage, steps=len(state.memory.steps),
+                       duration_s=time.monotonic() - started, error=error)
+            current_run.reset(token)
+
+    def _loop(self, state: RunState, max_steps: int) -> tuple[Any, Literal["success", "max_steps"]]:
+        for number in range(1, max_steps + 1):
+            state.ctx.raise_if_cancelled()
+            step = self._step(state, number)
+            if step.is_final:
+                state.ctx.report(FinalAnswer, number, answer=step.final_answer)
+                return step.final_answer, "success"
+        answer = self._answer_after_max_steps(state, max_steps)
+        state.ctx.report(FinalAnswer, max_steps + 1, answer=answer)
+        return answer, "max_steps"
+
+    def _step(self, state: RunState, number: int) -> ActionStep:
+        toolbox = self.toolbox()
+        step = ActionStep(step_number=number, start_time=time.time())
+        state.memory.steps.append(step)
+        step.model_input = self._messages(state, toolbox)
+        response = self._generate(state, step, toolbox)
+        if response is not None:
+            try:
+                self._act(state, step, response, ToolRunner(state.ctx, step, toolbox))
+            except ModelOutputError as err:
+                step.error = err.message
+        step.end_time = time.time()
+        if step.error is not None:
+            state.ctx.report(StepFailed, number, error=step.error)
+        elif step.observation is not None:
+            state.ctx.report(Observation, number, text=step.observation)
+        return step
+
+    def _generate(self, state: RunState, step: ActionStep,
+                  toolbox: dict[str, Tool]) -> ModelResponse | None:
+        started = time.monotonic()
+        try:
+            response = self.model.generate(
+                step.model_input, tools=self._model_tools(toolbox), stop=self._stop_sequences()
+            )
+        except ModelOutputError as err:
+            step.error = err.message
+            return None
+        step.model_output, step.usage = response.message, response.usage
+        state.ctx.report(ModelOutput, step.step_number, text=response.message.content,
+                         tool_calls=response.message.tool_calls, usage=response.usage,
+                         model_id=response.model_id, duration_s=time.monotonic() - started)
+        return response
+
+    def _answer_after_max_steps(self, state: RunState, max_steps: int) -> Any:
+        step = ActionStep(step_number=max_steps + 1, start_time=time.time())
+        step.model_input = [*self._messages(state, self.toolbox()),
+                            ChatMessage(role="user", content=MAX_STEPS_PROMPT)]
+        try:
+            response = self.model.generate(step.model_input)
+        except MeshError as err:
+            raise MaxStepsError(
+                f"{self.name} reached max_steps={max_steps} without a final answer, and asking "
+                f"for one failed: {err.message}"
+            ) from err
+        text = (response.message.content or "").strip()
+        step.model_output, step.usage, step.end_time = response.message, response.usage, time.time()
+        state.memory.steps.append(step)
+        if not text:
+            raise MaxStepsError(f"{self.name} reached max_steps={max_steps} without a final answer")
+        step.is_final, step.final_answer = True, text
+        return text
+
+    # ----------------------------------------------------------- conversation
+
+    def toolbox(self) -> dict[str, Tool]:
+        """Everything callable this step: tools, managed agents, final_answer."""
+        box = dict(self.tools)
+        for agent in self.managed_agents.values():
+            box[agent.name] = ManagedAgentTool(agent)
+        box.setdefault(FINAL_ANSWER, FinalAnswerTool())
+        return box
+
+    def system_prompt(self, toolbox: dict[str, Tool] | None = None) -> str:
+        toolbox = toolbox if toolbox is not None else self.toolbox()
+        return render_prompt(
+            self.template_name,
+            self.prompt_template,
+            name=self.name,
+            description=self.description,
+            instructions=self.instructions,
+            tools=[t for n, t in toolbox.items() if n not in self.managed_agents],
+            managed_agents=list(self.managed_agents.values()),
+            **self._prompt_values(),
+        )
+
+    def _messages(self, state: RunState, toolbox: dict[str, Tool]) -> list[ChatMessage]:
+        state.memory.system_prompt = self.system_prompt(toolbox)
+        messages = [ChatMessage(role="system", content=state.memory.system_prompt),
+                    ChatMessage(role="user", content=state.memory.task)]
+        for step in state.memory.steps:
+            if step.model_output is not None or step.error is not None:
+                messages.extend(self._step_messages(step))
+        return messages
+
+    def _error_message(self, step: ActionStep) -> ChatMessage:
+        return ChatMessage(role="user", content=f"Error:\n{step.error}\n{RETRY_HINT}")
+
+    # ------------------------------------------------------ agent-kind hooks
+
+    @abstractmethod
+    def _act(self, state: RunState, step: ActionStep, response: ModelResponse,
+             tools: ToolRunner) -> None:
+        """Carry out the model's answer; set the step's observation, error or final answer."""
+
+    @abstractmethod
+    def _step_messages(self, step: ActionStep) -> list[ChatMessage]:
+        """How a finished step reads in the conversation sent to the model."""
+
+    def _model_tools(self, toolbox: dict[str, Tool]) -> Sequence[Tool] | None:
+        return None
+
+    def _stop_sequences(self) -> Sequence[str] | None:
+        return None
+
+    def _prompt_values(self) -> dict[str, Any]:
+        return {}
+
+    def _open_run(self, state: RunState) -> None:
+        """Acquire per-run resources (e.g. an executor)."""
+
+    def _close_run(self, state: RunState) -> None:
+        """Release them; called however the run ends."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r} tools={list(self.tools)}>"

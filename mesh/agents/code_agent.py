@@ -1,0 +1,124 @@
+"""``CodeAgent``: the model acts by writing Python that runs in an executor.
+
+Each step the model answers with reasoning and a code block; the code runs
+in the run's executor, where tools and managed agents are plain functions;
+what it prints (and its last expression) is the observation. The executor
+is chosen by name and lives exactly as long as one run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from mesh.agents.base import MultiStepAgent, RunState
+from mesh.agents.events import CodeAction
+from mesh.agents.memory import ActionStep
+from mesh.agents.parsing import extract_code
+from mesh.agents.tool_runner import ToolRunner
+from mesh.errors import ConfigError
+from mesh.models.base import ChatMessage, ModelResponse
+from mesh.sandbox.base import ExecutionResult, Executor
+from mesh.sandbox.snippet import DEFAULT_AUTHORIZED_IMPORTS
+
+__all__ = ["EXECUTORS", "CodeAgent"]
+
+ExecutorFactory = Callable[["CodeAgent"], Executor]
+
+
+def _unsafe_local(agent: CodeAgent) -> Executor:
+    from mesh.sandbox.local import UnsafeLocalExecutor
+
+    return UnsafeLocalExecutor(authorized_imports=agent.authorized_imports)
+
+
+EXECUTORS: dict[str, ExecutorFactory] = {"unsafe-local": _unsafe_local}
+"""Executors by name. The sandboxed ``nsjail`` executor registers itself here."""
+
+
+class CodeAgent(MultiStepAgent):
+    template_name = "code_agent.j2"
+
+    def __init__(
+        self,
+        tools: Iterable[Any] = (),
+        model: Any = None,
+        *,
+        executor: str | ExecutorFactory = "nsjail",
+        additional_authorized_imports: Iterable[str] = (),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(tools, model, **kwargs)
+        self.authorized_imports = sorted(
+            {*DEFAULT_AUTHORIZED_IMPORTS, *additional_authorized_imports}
+        )
+        self.executor_factory = self._resolve_executor(executor)
+
+    @staticmethod
+    def _resolve_executor(executor: str | ExecutorFactory) -> ExecutorFactory:
+        if callable(executor):
+            return executor
+        if executor not in EXECUTORS:
+            available = ", ".join(sorted(EXECUTORS)) or "none"
+            hint = (
+                " The nsjail sandbox is not available in this build yet; choose "
+                "executor='unsafe-local' explicitly to run model code in-process (no isolation)."
+                if executor == "nsjail"
+                else ""
+            )
+            raise ConfigError(f"unknown executor {executor!r} (available: {available}).{hint}")
+        return EXECUTORS[executor]
+
+    def _open_run(self, state: RunState) -> None:
+        state.resources["executor"] = self.executor_factory(self)
+
+    def _close_run(self, state: RunState) -> None:
+        executor: Executor | None = state.resources.pop("executor", None)
+        if executor is not None:
+            executor.close()
+
+    def _prompt_values(self) -> dict[str, Any]:
+        imports = "any module" if "*" in self.authorized_imports else ", ".join(
+            self.authorized_imports
+        )
+        return {"authorized_imports": imports}
+
+    def _stop_sequences(self) -> Sequence[str] | None:
+        return ["Observation:"]
+
+    def _act(self, state: RunState, step: ActionStep, response: ModelResponse,
+             tools: ToolRunner) -> None:
+        step.code = extract_code(response.message.content)
+        state.ctx.report(CodeAction, step.step_number, code=step.code)
+        executor: Executor = state.resources["executor"]
+        result = executor.run(step.code, tools)
+        if result.is_final:
+            step.is_final, step.final_answer = True, result.final_answer
+        observation = format_observation(result)
+        if result.error is not None:
+            step.error = observation
+        else:
+            step.observation = observation
+
+    def _step_messages(self, step: ActionStep) -> list[ChatMessage]:
+        messages = []
+        if step.model_output is not None:
+            messages.append(ChatMessage(role="assistant", content=step.model_output.content))
+        if step.error is not None:
+            messages.append(self._error_message(step))
+        elif step.observation is not None:
+            messages.append(ChatMessage(role="user", content=f"Observation:\n{step.observation}"))
+        return messages
+
+
+def format_observation(result: ExecutionResult) -> str:
+    parts = []
+    if result.note:
+        parts.append(f"Note: {result.note}")
+    if result.output:
+        parts.append(f"Execution logs:\n{result.output.rstrip()}")
+    if result.error is not None:
+        parts.append(f"Code failed:\n{result.error}")
+    elif result.value is not None:
+        parts.append(f"Last output from code snippet:\n{result.value}")
+    return "\n".join(parts) or "The code ran and printed nothing."

@@ -1,0 +1,82 @@
+"""The context of one agent run: identity, its parent, events, cancellation.
+
+A run started while another run is active in the same context (a managed
+agent called from a manager's step) becomes that run's child: its events
+flow into the parent's stream one level deeper, and cancelling the parent
+cancels it. The active run travels in a ``ContextVar`` so that it follows
+the call into tool code without every tool having to pass it along.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from mesh.agents.events import AgentEvent
+from mesh.errors import RunCancelledError
+
+__all__ = ["RunContext", "current_run"]
+
+EventSink = Callable[[AgentEvent], None]
+E = TypeVar("E", bound=AgentEvent)
+
+current_run: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(
+    "mesh_current_run", default=None
+)
+
+
+def _drop(event: AgentEvent) -> None:
+    pass
+
+
+@dataclass
+class RunContext:
+    agent: str
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    parent: RunContext | None = None
+    sink: EventSink = _drop
+    _cancelled: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def depth(self) -> int:
+        return 0 if self.parent is None else self.parent.depth + 1
+
+    @property
+    def parent_run_id(self) -> str | None:
+        return None if self.parent is None else self.parent.run_id
+
+    def child(self, agent: str) -> RunContext:
+        return RunContext(agent=agent, parent=self, sink=self.sink)
+
+    def emit(self, event: AgentEvent) -> None:
+        self.sink(event)
+
+    def report(self, event_type: type[E], step: int = 0, **fields: Any) -> E:
+        """Build an event stamped with this run's identity, emit it, return it."""
+        event = event_type(
+            agent=self.agent,
+            run_id=self.run_id,
+            parent_run_id=self.parent_run_id,
+            depth=self.depth,
+            step=step,
+            timestamp=time.time(),
+            **fields,
+        )
+        self.sink(event)
+        return event
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set() or (self.parent is not None and self.parent.cancelled)
+
+    def raise_if_cancelled(self) -> None:
+        if self.cancelled:
+            raise RunCancelledError(f"run {self.run_id} of {self.agent} was cancelled")

@@ -1,0 +1,97 @@
+"""Step events: what a run reports as it happens.
+
+``agent.run(task, stream=True)`` yields these; a delegated run's events are
+relayed into its parent's stream with ``depth`` + 1 and ``parent_run_id``
+set, so one stream shows the whole delegation tree. Later the gRPC layer
+converts them to ``mesh.v1`` messages at its edge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from mesh.models.base import TokenUsage, ToolCall
+
+__all__ = [
+    "AgentEvent",
+    "CodeAction",
+    "FinalAnswer",
+    "ModelOutput",
+    "Observation",
+    "RunFinished",
+    "RunStarted",
+    "StepFailed",
+    "ToolCallFinished",
+    "ToolCallStarted",
+]
+
+
+@dataclass(frozen=True, kw_only=True)
+class AgentEvent:
+    agent: str
+    run_id: str
+    parent_run_id: str | None = None
+    depth: int = 0
+    step: int = 0
+    timestamp: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunStarted(AgentEvent):
+    task: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelOutput(AgentEvent):
+    text: str | None
+    tool_calls: tuple[ToolCall, ...] = ()
+    usage: TokenUsage = field(default_factory=TokenUsage)
+    model_id: str = ""
+    duration_s: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class CodeAction(AgentEvent):
+    code: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolCallStarted(AgentEvent):
+    call_id: str
+    name: str
+    arguments: dict[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolCallFinished(AgentEvent):
+    call_id: str
+    name: str
+    result: str
+    error: str | None = None
+    duration_s: float = 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Observation(AgentEvent):
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepFailed(AgentEvent):
+    """An error the model will see as an observation; the run goes on."""
+
+    error: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class FinalAnswer(AgentEvent):
+    answer: Any
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunFinished(AgentEvent):
+    usage: TokenUsage
+    duration_s: float
+    steps: int
+    error: str | None = None

@@ -1,0 +1,100 @@
+"""Running the tool calls of one step: lookup, validation, events, records.
+
+Both agent kinds and the code executors' bridge go through here, so every
+call, however it was written, is validated the same way, recorded in the
+step's memory, reported as events, and turned into an error the model can
+read instead of an exception that ends the run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from mesh.agents.context import RunContext
+from mesh.agents.events import ToolCallFinished, ToolCallStarted
+from mesh.agents.memory import ActionStep, ToolCallRecord
+from mesh.errors import MeshError, RunCancelledError, ToolNotFoundError
+from mesh.tools.base import Tool
+from mesh.tools.schema import bind_arguments
+
+__all__ = ["ToolRunner"]
+
+MAX_EVENT_RESULT_CHARS = 4000
+
+
+class ToolRunner:
+    """The tools of one step; also the ``ToolBridge`` code executors call back into."""
+
+    def __init__(self, ctx: RunContext, step: ActionStep, toolbox: Mapping[str, Tool]) -> None:
+        self.ctx = ctx
+        self.step = step
+        self.toolbox = dict(toolbox)  # a snapshot: agent.tools changes apply next step
+        self._calls = 0
+
+    def tool_names(self) -> Sequence[str]:
+        return list(self.toolbox)
+
+    def call_tool(self, name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+        """A call from code: the result, or the tool's error raised into the code."""
+        self._calls += 1
+        record = self.invoke(f"code_{self.step.step_number}_{self._calls}", name, args, kwargs)
+        if record.exception is not None:
+            raise record.exception
+        return record.result
+
+    def invoke(
+        self,
+        call_id: str,
+        name: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+    ) -> ToolCallRecord:
+        kwargs = dict(kwargs or {})
+        shown = {**{f"arg{i}": value for i, value in enumerate(args)}, **kwargs}
+        record = ToolCallRecord(call_id=call_id, name=name, arguments=shown)
+        self.step.tool_calls.append(record)
+        self.ctx.report(ToolCallStarted, self.step.step_number, call_id=call_id, name=name,
+                        arguments=shown)
+        started = time.monotonic()
+        try:
+            self.ctx.raise_if_cancelled()
+            tool = self._lookup(name)
+            record.arguments = bind_arguments(name, tool.input_specs, args, kwargs)
+            record.result = tool.call(record.arguments)
+        except RunCancelledError:
+            raise
+        except MeshError as err:
+            record.error, record.exception = err.message, err
+        finally:
+            record.duration_s = time.monotonic() - started
+            self.ctx.report(
+                ToolCallFinished, self.step.step_number, call_id=call_id, name=name,
+                result=_clip(record.observation), error=record.error,
+                duration_s=record.duration_s,
+            )
+        return record
+
+    def fail(self, call_id: str, name: str, error: MeshError) -> ToolCallRecord:
+        """Record a call that could not even be read (e.g. invalid JSON arguments)."""
+        record = ToolCallRecord(call_id=call_id, name=name, arguments={}, error=error.message,
+                                exception=error)
+        self.step.tool_calls.append(record)
+        self.ctx.report(ToolCallFinished, self.step.step_number, call_id=call_id, name=name,
+                        result=record.observation, error=record.error)
+        return record
+
+    def _lookup(self, name: str) -> Tool:
+        tool = self.toolbox.get(name)
+        if tool is None:
+            raise ToolNotFoundError(
+                f"there is no tool named {name!r}. Available tools: {', '.join(self.toolbox)}"
+            )
+        return tool
+
+
+def _clip(text: str) -> str:
+    if len(text) <= MAX_EVENT_RESULT_CHARS:
+        return text
+    return text[:MAX_EVENT_RESULT_CHARS] + f"... [{len(text) - MAX_EVENT_RESULT_CHARS} more]"

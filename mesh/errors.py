@@ -1,0 +1,116 @@
+"""The one error hierarchy of smolmesh.
+
+Every error the library raises on purpose is a ``MeshError``. Each carries a
+stable machine-readable ``code`` and whether retrying the same call may
+succeed (``retryable``), so that callers, and later the gRPC layer, can map
+them without parsing messages::
+
+    MeshError
+    ├── ConfigError                  bad configuration or arguments at start-up
+    ├── ToolError
+    │   ├── ToolDefinitionError      a @tool function or Tool class is ill-formed
+    │   ├── ToolNotFoundError        no tool of that name
+    │   ├── ToolArgumentError        a call does not match the tool's schema
+    │   └── ToolExecutionError       the tool ran and failed
+    ├── ModelError
+    │   ├── ModelCallError           the provider call failed (retryable or not)
+    │   ├── ModelOutputError         the model answered something unusable
+    │   └── CassetteError            a replay cassette has no answer for a request
+    ├── ExecutorError                the code executor itself broke (not the code)
+    └── AgentError
+        ├── MaxStepsError            no final answer within max_steps
+        └── RunCancelledError        the run was cancelled
+
+Errors *inside* a run (a bad tool call, code that raises, unparseable model
+output) become observations the model can read; they only escape ``run()``
+when the run cannot go on.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AgentError",
+    "CassetteError",
+    "ConfigError",
+    "ExecutorError",
+    "MaxStepsError",
+    "MeshError",
+    "ModelCallError",
+    "ModelError",
+    "ModelOutputError",
+    "RunCancelledError",
+    "ToolArgumentError",
+    "ToolDefinitionError",
+    "ToolError",
+    "ToolExecutionError",
+    "ToolNotFoundError",
+]
+
+
+class MeshError(Exception):
+    """Base of every smolmesh error."""
+
+    code: str = "mesh_error"
+    retryable: bool = False
+
+    def __init__(self, message: str, *, retryable: bool | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if retryable is not None:
+            self.retryable = retryable
+
+
+class ConfigError(MeshError):
+    code = "config_error"
+
+
+class ToolError(MeshError):
+    code = "tool_error"
+
+
+class ToolDefinitionError(ToolError):
+    code = "tool_definition_error"
+
+
+class ToolNotFoundError(ToolError):
+    code = "tool_not_found"
+
+
+class ToolArgumentError(ToolError):
+    code = "tool_invalid_arguments"
+
+
+class ToolExecutionError(ToolError):
+    code = "tool_execution_error"
+
+
+class ModelError(MeshError):
+    code = "model_error"
+
+
+class ModelCallError(ModelError):
+    code = "model_call_error"
+
+
+class ModelOutputError(ModelError):
+    code = "model_output_error"
+
+
+class CassetteError(ModelError):
+    code = "cassette_error"
+
+
+class ExecutorError(MeshError):
+    code = "executor_error"
+
+
+class AgentError(MeshError):
+    code = "agent_error"
+
+
+class MaxStepsError(AgentError):
+    code = "max_steps_exceeded"
+
+
+class RunCancelledError(AgentError):
+    code = "run_cancelled"

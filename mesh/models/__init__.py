@@ -1,0 +1,21 @@
+"""Models: the chat contract, LiteLLM, and recorded (cassette) models."""
+
+from mesh.models.base import ChatMessage, Model, ModelResponse, TokenUsage, ToolCall
+from mesh.models.litellm_model import DEFAULT_MODEL_ID, LiteLLMModel, RetryPolicy
+from mesh.models.replay import Cassette, RecordingModel, ReplayModel
+from mesh.models.replay_server import ReplayServer
+
+__all__ = [
+    "DEFAULT_MODEL_ID",
+    "Cassette",
+    "ChatMessage",
+    "LiteLLMModel",
+    "Model",
+    "ModelResponse",
+    "RecordingModel",
+    "ReplayModel",
+    "ReplayServer",
+    "RetryPolicy",
+    "TokenUsage",
+    "ToolCall",
+]

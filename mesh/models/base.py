@@ -1,0 +1,110 @@
+"""The model contract: chat messages in, one assistant message out.
+
+Plain frozen dataclasses, independent of any provider's wire format, so that
+agents, cassettes and (later) the protobuf edge convert at their borders and
+nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from mesh.tools.base import Tool
+
+__all__ = ["ChatMessage", "Model", "ModelResponse", "Role", "TokenUsage", "ToolCall"]
+
+Role = Literal["system", "user", "assistant", "tool"]
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A tool call as the model wrote it; ``arguments`` stays the raw JSON text
+    so that malformed arguments reach the agent as-is and can be reported."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"id": self.id, "name": self.name, "arguments": self.arguments}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ToolCall:
+        args = data.get("arguments", "{}")
+        return cls(id=str(data["id"]), name=str(data["name"]), arguments=_as_json_text(args))
+
+
+def _as_json_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    import json
+
+    return json.dumps(value)
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: Role
+    content: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            out["tool_calls"] = [call.to_dict() for call in self.tool_calls]
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ChatMessage:
+        return cls(
+            role=data["role"],
+            content=data.get("content"),
+            tool_calls=tuple(ToolCall.from_dict(c) for c in data.get("tool_calls") or ()),
+            tool_call_id=data.get("tool_call_id"),
+        )
+
+
+@dataclass(frozen=True)
+class TokenUsage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def __add__(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(
+            self.input_tokens + other.input_tokens, self.output_tokens + other.output_tokens
+        )
+
+    def to_dict(self) -> dict[str, int]:
+        return {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}
+
+
+@dataclass(frozen=True)
+class ModelResponse:
+    message: ChatMessage
+    usage: TokenUsage = field(default_factory=TokenUsage)
+    model_id: str = ""
+    finish_reason: str | None = None
+
+
+@runtime_checkable
+class Model(Protocol):
+    """Anything that turns a conversation into the next assistant message."""
+
+    model_id: str
+
+    def generate(
+        self,
+        messages: Sequence[ChatMessage],
+        tools: Sequence[Tool] | None = None,
+        stop: Sequence[str] | None = None,
+    ) -> ModelResponse: ...

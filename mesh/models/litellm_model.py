@@ -1,0 +1,171 @@
+"""``LiteLLMModel``: any provider LiteLLM reaches (OpenAI, Ollama, vLLM, ...).
+
+LiteLLM is imported on the first call, never at import time: it costs about
+two seconds and 150 MB, which services driven by a replay model should not
+pay, and it is told to use its bundled cost map so that importing it never
+touches the network. Retries with exponential backoff cover rate limits and
+transient failures; every other failure becomes a ``ModelCallError`` with
+the provider's message.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from mesh.errors import ModelCallError, ModelOutputError
+from mesh.models.base import ChatMessage, ModelResponse, TokenUsage, ToolCall
+
+if TYPE_CHECKING:
+    from mesh.tools.base import Tool
+
+__all__ = ["DEFAULT_MODEL_ID", "LiteLLMModel", "RetryPolicy", "to_openai_message"]
+
+DEFAULT_MODEL_ID = "openai/gpt-4o-mini"
+
+_RETRYABLE = (
+    "RateLimitError",
+    "APIConnectionError",  # includes Timeout
+    "InternalServerError",
+    "ServiceUnavailableError",
+    "BadGatewayError",
+)
+_import_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_retries: int = 3
+    initial_delay_s: float = 1.0
+    multiplier: float = 2.0
+    max_delay_s: float = 20.0
+
+    def delay(self, attempt: int) -> float:
+        return float(min(self.max_delay_s, self.initial_delay_s * self.multiplier**attempt))
+
+
+def _litellm() -> ModuleType:
+    with _import_lock:
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        import litellm
+
+        litellm.suppress_debug_info = True
+        return litellm
+
+
+class LiteLLMModel:
+    """A ``Model`` backed by ``litellm.completion``."""
+
+    def __init__(
+        self,
+        model_id: str = DEFAULT_MODEL_ID,
+        api_base: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout_s: float = 120.0,
+        retry: RetryPolicy | None = None,
+        **completion_kwargs: Any,
+    ) -> None:
+        self.model_id = model_id
+        self.api_base = api_base
+        self.api_key = api_key
+        self.timeout_s = timeout_s
+        self.retry = retry or RetryPolicy()
+        self.completion_kwargs = completion_kwargs
+
+    def generate(
+        self,
+        messages: Sequence[ChatMessage],
+        tools: Sequence[Tool] | None = None,
+        stop: Sequence[str] | None = None,
+    ) -> ModelResponse:
+        request = self._request(messages, tools, stop)
+        litellm = _litellm()
+        retryable = tuple(getattr(litellm.exceptions, name) for name in _RETRYABLE)
+        attempt = 0
+        while True:
+            try:
+                raw = litellm.completion(**request)
+            except retryable as err:
+                if attempt >= self.retry.max_retries:
+                    raise ModelCallError(
+                        f"{self.model_id}: {type(err).__name__} after {attempt + 1} attempt(s): "
+                        f"{_short(err)}",
+                        retryable=True,
+                    ) from err
+                time.sleep(self.retry.delay(attempt))
+                attempt += 1
+            except Exception as err:
+                raise ModelCallError(
+                    f"{self.model_id}: {type(err).__name__}: {_short(err)}", retryable=False
+                ) from err
+            else:
+                return self._response(raw)
+
+    def _request(
+        self,
+        messages: Sequence[ChatMessage],
+        tools: Sequence[Tool] | None,
+        stop: Sequence[str] | None,
+    ) -> dict[str, Any]:
+        request: dict[str, Any] = {
+            "model": self.model_id,
+            "messages": [to_openai_message(m) for m in messages],
+            "timeout": self.timeout_s,
+            "num_retries": 0,  # retries are ours, so that they are counted and bounded
+            **self.completion_kwargs,
+        }
+        if self.api_base:
+            request["api_base"] = self.api_base
+        if self.api_key:
+            request["api_key"] = self.api_key
+        if tools:
+            request["tools"] = [tool.to_json_schema() for tool in tools]
+            request.setdefault("tool_choice", "required")
+        if stop:
+            request["stop"] = list(stop)
+        return request
+
+    def _response(self, raw: Any) -> ModelResponse:
+        try:
+            choice = raw.choices[0]
+            message = choice.message
+            calls = tuple(
+                ToolCall(id=c.id or f"call_{i}", name=c.function.name, arguments=c.function.arguments)
+                for i, c in enumerate(message.tool_calls or ())
+            )
+            usage = getattr(raw, "usage", None)
+            return ModelResponse(
+                message=ChatMessage(role="assistant", content=message.content, tool_calls=calls),
+                usage=TokenUsage(
+                    input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+                    output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+                ),
+                model_id=str(getattr(raw, "model", "") or self.model_id),
+                finish_reason=choice.finish_reason,
+            )
+        except (AttributeError, IndexError, TypeError) as err:
+            raise ModelOutputError(f"{self.model_id}: unexpected response shape: {err}") from err
+
+
+def to_openai_message(message: ChatMessage) -> dict[str, Any]:
+    """One message in the OpenAI chat format that LiteLLM takes."""
+    out: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        out["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in message.tool_calls
+        ]
+    if message.tool_call_id is not None:
+        out["tool_call_id"] = message.tool_call_id
+    return out
+
+
+def _short(err: BaseException, limit: int = 500) -> str:
+    text = " ".join(str(err).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,132 @@
+"""An OpenAI-compatible HTTP server that answers from a cassette.
+
+Point ``LiteLLMModel(api_base=server.api_base)`` at it and the whole real
+provider path runs (LiteLLM, the OpenAI SDK, HTTP, JSON parsing) with
+deterministic answers and no network beyond loopback. Tests use it; so can
+anyone who wants to exercise a client against recorded outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from mesh.errors import CassetteError, ModelCallError
+from mesh.models.base import ChatMessage
+from mesh.models.replay import Cassette, conversation_key
+
+__all__ = ["ReplayServer"]
+
+_ERROR_STATUS = {"rate_limit": 429, "server": 500, "bad_request": 400, "timeout": 504}
+
+
+class ReplayServer:
+    """``with ReplayServer(cassette) as server: ... server.api_base ...``"""
+
+    def __init__(self, cassette: Cassette, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.cassette = cassette
+        self.requests: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        self._httpd = ThreadingHTTPServer((host, port), self._handler_class())
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @property
+    def api_base(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host!s}:{port}/v1"
+
+    def __enter__(self) -> ReplayServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def answer(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        with self._lock:
+            self.requests.append(body)
+        if body.get("stream"):
+            return 400, _error("streaming is not supported by the replay server")
+        messages = [ChatMessage.from_dict(_from_openai(m)) for m in body.get("messages", [])]
+        try:
+            entry = self.cassette.lookup(*conversation_key(messages))
+            response = entry.replay()
+        except CassetteError as err:
+            return 404, _error(str(err))
+        except ModelCallError as err:
+            kind = (entry.error or {}).get("kind", "server")
+            return _ERROR_STATUS.get(kind, 500), _error(str(err))
+        message = response.message
+        payload_message: dict[str, Any] = {"role": "assistant", "content": message.content}
+        if message.tool_calls:
+            payload_message["tool_calls"] = [
+                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                for c in message.tool_calls
+            ]
+        usage = response.usage
+        return 200, {
+            "id": f"chatcmpl-replay-{len(self.requests)}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": response.model_id or body.get("model", "replay"),
+            "choices": [{
+                "index": 0,
+                "message": payload_message,
+                "finish_reason": response.finish_reason
+                or ("tool_calls" if message.tool_calls else "stop"),
+            }],
+            "usage": {
+                "prompt_tokens": usage.input_tokens,
+                "completion_tokens": usage.output_tokens,
+                "total_tokens": usage.total_tokens,
+            },
+        }
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                if not self.path.rstrip("/").endswith("/chat/completions"):
+                    self._send(404, _error(f"no route {self.path}"))
+                    return
+                length = int(self.headers.get("Content-Length") or 0)
+                try:
+                    body = json.loads(self.rfile.read(length) or b"{}")
+                except ValueError:
+                    self._send(400, _error("request body is not JSON"))
+                    return
+                self._send(*server.answer(body))
+
+            def _send(self, status: int, payload: dict[str, Any]) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        return Handler
+
+
+def _from_openai(message: dict[str, Any]) -> dict[str, Any]:
+    out = dict(message)
+    if isinstance(out.get("content"), list):  # content parts: keep the text ones
+        out["content"] = "".join(p.get("text", "") for p in out["content"] if isinstance(p, dict))
+    out["tool_calls"] = [
+        {"id": c.get("id", ""), "name": c["function"]["name"], "arguments": c["function"]["arguments"]}
+        for c in message.get("tool_calls") or ()
+    ]
+    return out
+
+
+def _error(message: str) -> dict[str, Any]:
+    return {"error": {"message": message, "type": "replay_error"}}

@@ -1,0 +1,115 @@
+"""Run one snippet in a persistent namespace: stdlib only.
+
+Shared by every executor, and importable inside the jail where nothing but
+the standard library exists. A snippet is compiled under one filename so
+that tracebacks can be cut down to the frames of the model's own code, which
+is the part a model can act on.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "DEFAULT_AUTHORIZED_IMPORTS",
+    "FinalAnswerSignal",
+    "SnippetOutcome",
+    "execute_snippet",
+    "import_guard",
+]
+
+SNIPPET_FILENAME = "<code>"
+
+DEFAULT_AUTHORIZED_IMPORTS = frozenset({
+    "bisect", "collections", "copy", "dataclasses", "datetime", "decimal", "enum",
+    "fractions", "functools", "heapq", "itertools", "json", "math", "operator", "queue",
+    "random", "re", "stat", "statistics", "string", "textwrap", "time", "typing",
+    "unicodedata",
+})  # fmt: skip
+
+
+class FinalAnswerSignal(BaseException):
+    """Raised by the ``final_answer`` stub; a BaseException so that a bare
+    ``except Exception`` in model code cannot swallow the end of the run."""
+
+    def __init__(self, value: Any) -> None:
+        super().__init__("final_answer")
+        self.value = value
+
+
+@dataclass(frozen=True)
+class SnippetOutcome:
+    value: str | None = None
+    error: str | None = None
+    is_final: bool = False
+    final_answer: Any = None
+
+
+def import_guard(authorized: Iterable[str]) -> Callable[..., Any]:
+    """An ``__import__`` that only lets the authorised top-level modules in."""
+    allowed = frozenset(authorized)
+    real_import = builtins.__import__
+
+    def guarded_import(name: str, globals: Any = None, locals: Any = None,
+                       fromlist: Any = (), level: int = 0) -> Any:
+        root = name.split(".")[0]
+        if level == 0 and "*" not in allowed and root not in allowed:
+            raise ImportError(
+                f"import of {root!r} is not allowed. Allowed modules: "
+                f"{', '.join(sorted(allowed))}. To allow it, add {root!r} to the agent's "
+                "additional_authorized_imports."
+            )
+        return real_import(name, globals, locals, fromlist, level)
+
+    return guarded_import
+
+
+def execute_snippet(code: str, namespace: dict[str, Any]) -> SnippetOutcome:
+    """Execute ``code`` in ``namespace``; the last expression's value is reported."""
+    try:
+        tree = ast.parse(code, filename=SNIPPET_FILENAME)
+    except SyntaxError as err:
+        return SnippetOutcome(error=_format_syntax_error(err))
+    last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+    try:
+        exec(compile(tree, SNIPPET_FILENAME, "exec"), namespace)
+        value = None
+        if last is not None:
+            expr = ast.Expression(last.value)
+            value = eval(compile(expr, SNIPPET_FILENAME, "eval"), namespace)
+    except FinalAnswerSignal as signal:
+        return SnippetOutcome(is_final=True, final_answer=signal.value)
+    except SystemExit as err:
+        return SnippetOutcome(error=f"the code called exit({err.code!r}); use final_answer() to finish")
+    except Exception as err:
+        return SnippetOutcome(error=format_exception(err))
+    return SnippetOutcome(value=None if value is None else _repr(value))
+
+
+def format_exception(err: BaseException) -> str:
+    """The traceback frames of the snippet itself, then the exception line."""
+    frames = [f for f in traceback.extract_tb(err.__traceback__) if f.filename == SNIPPET_FILENAME]
+    lines = [f"  line {f.lineno}, in {f.name}" for f in frames]
+    head = "Traceback (code lines only):\n" + "\n".join(lines) + "\n" if lines else ""
+    return head + "".join(traceback.format_exception_only(type(err), err)).strip()
+
+
+def _format_syntax_error(err: SyntaxError) -> str:
+    where = f"line {err.lineno}" + (f", column {err.offset}" if err.offset else "")
+    text = (err.text or "").rstrip("\n")
+    caret = " " * max(0, (err.offset or 1) - 1) + "^" if text else ""
+    detail = f"\n    {text}\n    {caret}" if text else ""
+    return f"SyntaxError: {err.msg} ({where}){detail}"
+
+
+def _repr(value: Any, limit: int = 2000) -> str:
+    try:
+        text = repr(value)
+    except Exception as err:  # a user-defined __repr__ may raise
+        text = f"<unrepresentable {type(value).__name__}: {err}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,89 @@
+"""``DuckDuckGoTool``: web search behind a small, injectable backend.
+
+The tool owns formatting, limits and error messages; the backend only turns
+a query into results. The default backend uses ``ddgs`` with one engine and
+a timeout (its "auto" mode can take several timeouts to fail); tests inject
+their own backend and never touch the network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypedDict
+
+from mesh.errors import ToolExecutionError
+from mesh.tools.base import Tool
+
+__all__ = ["DDGSBackend", "DuckDuckGoTool", "SearchBackend", "SearchResult"]
+
+
+class SearchResult(TypedDict):
+    title: str
+    href: str
+    body: str
+
+
+SearchBackend = Callable[[str, int], list[SearchResult]]
+
+
+class DDGSBackend:
+    """Search DuckDuckGo through ``ddgs`` (imported on first use)."""
+
+    def __init__(self, timeout_s: float = 5.0, engine: str = "duckduckgo") -> None:
+        self.timeout_s = timeout_s
+        self.engine = engine
+
+    def __call__(self, query: str, max_results: int) -> list[SearchResult]:
+        from ddgs import DDGS
+        from ddgs.exceptions import DDGSException, TimeoutException
+
+        try:
+            raw: list[dict[str, Any]] = DDGS(timeout=int(max(1, self.timeout_s))).text(
+                query, max_results=max_results, backend=self.engine
+            )
+        except TimeoutException as err:
+            raise ToolExecutionError(
+                f"web search timed out after {self.timeout_s:g} s: {err}", retryable=True
+            ) from err
+        except DDGSException as err:
+            raise ToolExecutionError(
+                f"web search failed; the network may be unreachable: {err}", retryable=True
+            ) from err
+        return [
+            SearchResult(title=r.get("title", ""), href=r.get("href", ""), body=r.get("body", ""))
+            for r in raw
+        ]
+
+
+class DuckDuckGoTool(Tool):
+    name = "web_search"
+    description = "Search the web. Returns the top results with title, link and a snippet."
+    inputs = {
+        "query": {"type": "string", "description": "What to search for."},
+        "max_results": {
+            "type": "integer",
+            "description": "How many results to return (1-10).",
+            "default": 5,
+        },
+    }
+    output_type = "string"
+
+    def __init__(self, backend: SearchBackend | None = None, max_query_chars: int = 500) -> None:
+        self.backend: SearchBackend = backend or DDGSBackend()
+        self.max_query_chars = max_query_chars
+        super().__init__()
+
+    def forward(self, query: str, max_results: int = 5) -> str:
+        query = query.strip()
+        if not query:
+            raise ValueError("query is empty")
+        if len(query) > self.max_query_chars:
+            raise ValueError(f"query is longer than {self.max_query_chars} characters")
+        if not 1 <= max_results <= 10:
+            raise ValueError(f"max_results must be between 1 and 10 (got {max_results})")
+        results = self.backend(query, max_results)[:max_results]
+        if not results:
+            return f"No results for {query!r}."
+        return "\n\n".join(
+            f"{i}. [{r['title']}]({r['href']})\n{r['body']}" for i, r in enumerate(results, 1)
+        )
