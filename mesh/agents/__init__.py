@@ -37,7 +37,7 @@ __all__ = [
     "RunStarted",
     "StepFailed",
     "ToolCallFinished",
-    "ToolCallStarted",
     "ToolCallRecord",
+    "ToolCallStarted",
     "ToolCallingAgent",
 ]

@@ -112,14 +112,32 @@ class MultiStepAgent(ABC):
     # ----------------------------------------------------------------- running
 
     @overload
-    def run(self, task: str, *, stream: Literal[False] = ..., max_steps: int | None = ...,
-            return_full_result: Literal[False] = ...) -> Any: ...
+    def run(
+        self,
+        task: str,
+        *,
+        stream: Literal[False] = ...,
+        max_steps: int | None = ...,
+        return_full_result: Literal[False] = ...,
+    ) -> Any: ...
     @overload
-    def run(self, task: str, *, stream: Literal[False] = ..., max_steps: int | None = ...,
-            return_full_result: Literal[True]) -> RunResult: ...
+    def run(
+        self,
+        task: str,
+        *,
+        stream: Literal[False] = ...,
+        max_steps: int | None = ...,
+        return_full_result: Literal[True],
+    ) -> RunResult: ...
     @overload
-    def run(self, task: str, *, stream: Literal[True], max_steps: int | None = ...,
-            return_full_result: bool = ...) -> Iterator[AgentEvent]: ...
+    def run(
+        self,
+        task: str,
+        *,
+        stream: Literal[True],
+        max_steps: int | None = ...,
+        return_full_result: bool = ...,
+    ) -> Iterator[AgentEvent]: ...
 
     def run(
         self,
@@ -161,8 +179,12 @@ class MultiStepAgent(ABC):
             finally:
                 events.put(None)
 
-        thread = threading.Thread(target=contextvars.copy_context().run, args=(work,),
-                                  name=f"run-{ctx.run_id[:8]}", daemon=True)
+        thread = threading.Thread(
+            target=contextvars.copy_context().run,
+            args=(work,),
+            name=f"run-{ctx.run_id[:8]}",
+            daemon=True,
+        )
         thread.start()
         try:
             while (event := events.get()) is not None:
@@ -183,16 +205,26 @@ class MultiStepAgent(ABC):
         try:
             self._open_run(state)
             output, end_state = self._loop(state, max_steps or self.max_steps)
-            return RunResult(output=output, state=end_state, run_id=ctx.run_id,
-                             steps=state.memory.steps, usage=state.memory.usage,
-                             duration_s=time.monotonic() - started)
+            return RunResult(
+                output=output,
+                state=end_state,
+                run_id=ctx.run_id,
+                steps=state.memory.steps,
+                usage=state.memory.usage,
+                duration_s=time.monotonic() - started,
+            )
         except MeshError as err:
             error = f"{err.code}: {err.message}"
             raise
         finally:
             self._close_run(state)
-            ctx.report(RunFinished, usage=state.memory.usage, steps=len(state.memory.steps),
-                       duration_s=time.monotonic() - started, error=error)
+            ctx.report(
+                RunFinished,
+                usage=state.memory.usage,
+                steps=len(state.memory.steps),
+                duration_s=time.monotonic() - started,
+                error=error,
+            )
             current_run.reset(token)
 
     def _loop(self, state: RunState, max_steps: int) -> tuple[Any, Literal["success", "max_steps"]]:
@@ -224,8 +256,9 @@ class MultiStepAgent(ABC):
             state.ctx.report(Observation, number, text=step.observation)
         return step
 
-    def _generate(self, state: RunState, step: ActionStep,
-                  toolbox: dict[str, Tool]) -> ModelResponse | None:
+    def _generate(
+        self, state: RunState, step: ActionStep, toolbox: dict[str, Tool]
+    ) -> ModelResponse | None:
         started = time.monotonic()
         try:
             response = self.model.generate(
@@ -235,15 +268,23 @@ class MultiStepAgent(ABC):
             step.error = err.message
             return None
         step.model_output, step.usage = response.message, response.usage
-        state.ctx.report(ModelOutput, step.step_number, text=response.message.content,
-                         tool_calls=response.message.tool_calls, usage=response.usage,
-                         model_id=response.model_id, duration_s=time.monotonic() - started)
+        state.ctx.report(
+            ModelOutput,
+            step.step_number,
+            text=response.message.content,
+            tool_calls=response.message.tool_calls,
+            usage=response.usage,
+            model_id=response.model_id,
+            duration_s=time.monotonic() - started,
+        )
         return response
 
     def _answer_after_max_steps(self, state: RunState, max_steps: int) -> Any:
         step = ActionStep(step_number=max_steps + 1, start_time=time.time())
-        step.model_input = [*self._messages(state, self.toolbox()),
-                            ChatMessage(role="user", content=MAX_STEPS_PROMPT)]
+        step.model_input = [
+            *self._messages(state, self.toolbox()),
+            ChatMessage(role="user", content=MAX_STEPS_PROMPT),
+        ]
         try:
             response = self.model.generate(step.model_input)
         except MeshError as err:
@@ -284,8 +325,10 @@ class MultiStepAgent(ABC):
 
     def _messages(self, state: RunState, toolbox: dict[str, Tool]) -> list[ChatMessage]:
         state.memory.system_prompt = self.system_prompt(toolbox)
-        messages = [ChatMessage(role="system", content=state.memory.system_prompt),
-                    ChatMessage(role="user", content=state.memory.task)]
+        messages = [
+            ChatMessage(role="system", content=state.memory.system_prompt),
+            ChatMessage(role="user", content=state.memory.task),
+        ]
         for step in state.memory.steps:
             if step.model_output is not None or step.error is not None:
                 messages.extend(self._step_messages(step))
@@ -297,8 +340,9 @@ class MultiStepAgent(ABC):
     # ------------------------------------------------------ agent-kind hooks
 
     @abstractmethod
-    def _act(self, state: RunState, step: ActionStep, response: ModelResponse,
-             tools: ToolRunner) -> None:
+    def _act(
+        self, state: RunState, step: ActionStep, response: ModelResponse, tools: ToolRunner
+    ) -> None:
         """Carry out the model's answer; set the step's observation, error or final answer."""
 
     @abstractmethod
@@ -314,10 +358,10 @@ class MultiStepAgent(ABC):
     def _prompt_values(self) -> dict[str, Any]:
         return {}
 
-    def _open_run(self, state: RunState) -> None:
+    def _open_run(self, state: RunState) -> None:  # noqa: B027 - optional hook
         """Acquire per-run resources (e.g. an executor)."""
 
-    def _close_run(self, state: RunState) -> None:
+    def _close_run(self, state: RunState) -> None:  # noqa: B027 - optional hook
         """Release them; called however the run ends."""
 
     def __repr__(self) -> str:

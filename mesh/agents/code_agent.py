@@ -78,16 +78,17 @@ class CodeAgent(MultiStepAgent):
             executor.close()
 
     def _prompt_values(self) -> dict[str, Any]:
-        imports = "any module" if "*" in self.authorized_imports else ", ".join(
-            self.authorized_imports
+        imports = (
+            "any module" if "*" in self.authorized_imports else ", ".join(self.authorized_imports)
         )
         return {"authorized_imports": imports}
 
     def _stop_sequences(self) -> Sequence[str] | None:
         return ["Observation:"]
 
-    def _act(self, state: RunState, step: ActionStep, response: ModelResponse,
-             tools: ToolRunner) -> None:
+    def _act(
+        self, state: RunState, step: ActionStep, response: ModelResponse, tools: ToolRunner
+    ) -> None:
         step.code = extract_code(response.message.content)
         state.ctx.report(CodeAction, step.step_number, code=step.code)
         executor: Executor = state.resources["executor"]
@@ -97,8 +98,8 @@ class CodeAgent(MultiStepAgent):
         observation = format_observation(result)
         if result.error is not None:
             step.error = observation
-        else:
-            step.observation = observation
+        elif observation or not result.is_final:
+            step.observation = observation or "The code ran and printed nothing."
 
     def _step_messages(self, step: ActionStep) -> list[ChatMessage]:
         messages = []
@@ -121,4 +122,4 @@ def format_observation(result: ExecutionResult) -> str:
         parts.append(f"Code failed:\n{result.error}")
     elif result.value is not None:
         parts.append(f"Last output from code snippet:\n{result.value}")
-    return "\n".join(parts) or "The code ran and printed nothing."
+    return "\n".join(parts)

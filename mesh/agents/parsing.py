@@ -7,6 +7,7 @@ next observation.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from typing import Any
@@ -16,7 +17,9 @@ from mesh.models.base import ToolCall
 
 __all__ = ["extract_code", "parse_arguments", "tool_calls_from_text"]
 
-_FENCE = re.compile(r"```[ \t]*(python|py|python3)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL | re.IGNORECASE)
+_FENCE = re.compile(
+    r"```[ \t]*(python|py|python3)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL | re.IGNORECASE
+)
 
 
 def extract_code(text: str | None) -> str:
@@ -35,16 +38,14 @@ def parse_arguments(call: ToolCall) -> dict[str, Any]:
     raw = call.arguments.strip() or "{}"
     try:
         value = json.loads(raw)
-    except ValueError as err:
+    except json.JSONDecodeError as err:
         raise ModelOutputError(
             f"the arguments of your call to {call.name} are not valid JSON ({err.msg} at "
             f"position {err.pos}): {raw[:200]}"
         ) from err
     if isinstance(value, str):  # some models double-encode
-        try:
+        with contextlib.suppress(ValueError):
             value = json.loads(value)
-        except ValueError:
-            pass
     if not isinstance(value, dict):
         raise ModelOutputError(
             f"the arguments of your call to {call.name} must be a JSON object, "

@@ -31,5 +31,7 @@ def _load(name: str) -> str:
 
 def render_prompt(template_name: str, custom_template: str | None = None, **values: Any) -> str:
     env = _environment()
-    template = env.from_string(custom_template) if custom_template else env.get_template(template_name)
+    template = (
+        env.from_string(custom_template) if custom_template else env.get_template(template_name)
+    )
     return template.render(**values).strip() + "\n"

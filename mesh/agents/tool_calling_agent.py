@@ -32,23 +32,24 @@ NO_TOOL_CALL = (
 class ToolCallingAgent(MultiStepAgent):
     template_name = "tool_calling_agent.j2"
 
-    def __init__(self, tools: Any = (), model: Any = None, *, max_parallel_calls: int = 8,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, tools: Any = (), model: Any = None, *, max_parallel_calls: int = 8, **kwargs: Any
+    ) -> None:
         super().__init__(tools, model, **kwargs)
         self.max_parallel_calls = max_parallel_calls
 
     def _model_tools(self, toolbox: dict[str, Tool]) -> Sequence[Tool] | None:
         return list(toolbox.values())
 
-    def _act(self, state: RunState, step: ActionStep, response: ModelResponse,
-             tools: ToolRunner) -> None:
+    def _act(
+        self, state: RunState, step: ActionStep, response: ModelResponse, tools: ToolRunner
+    ) -> None:
         message = response.message
         calls = message.tool_calls or tool_calls_from_text(message.content, step.step_number)
         if not calls:
             raise ModelOutputError(NO_TOOL_CALL)
         calls = _with_unique_ids(calls, step.step_number)
-        step.model_output = ChatMessage(role="assistant", content=message.content,
-                                        tool_calls=calls)
+        step.model_output = ChatMessage(role="assistant", content=message.content, tool_calls=calls)
         records = self._run_calls(calls, tools)
         step.observation = "\n".join(f"{r.name}: {r.observation}" for r in records)
         final = next((r for r in records if r.name == FINAL_ANSWER and r.error is None), None)
@@ -60,8 +61,10 @@ class ToolCallingAgent(MultiStepAgent):
             return [self._run_call(calls[0], tools)]
         workers = min(len(calls), self.max_parallel_calls)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tool") as pool:
-            futures = [pool.submit(contextvars.copy_context().run, self._run_call, call, tools)
-                       for call in calls]
+            futures = [
+                pool.submit(contextvars.copy_context().run, self._run_call, call, tools)
+                for call in calls
+            ]
             return [future.result() for future in futures]
 
     @staticmethod

@@ -55,8 +55,9 @@ class ToolRunner:
         shown = {**{f"arg{i}": value for i, value in enumerate(args)}, **kwargs}
         record = ToolCallRecord(call_id=call_id, name=name, arguments=shown)
         self.step.tool_calls.append(record)
-        self.ctx.report(ToolCallStarted, self.step.step_number, call_id=call_id, name=name,
-                        arguments=shown)
+        self.ctx.report(
+            ToolCallStarted, self.step.step_number, call_id=call_id, name=name, arguments=shown
+        )
         started = time.monotonic()
         try:
             self.ctx.raise_if_cancelled()
@@ -70,19 +71,30 @@ class ToolRunner:
         finally:
             record.duration_s = time.monotonic() - started
             self.ctx.report(
-                ToolCallFinished, self.step.step_number, call_id=call_id, name=name,
-                result=_clip(record.observation), error=record.error,
+                ToolCallFinished,
+                self.step.step_number,
+                call_id=call_id,
+                name=name,
+                result=_clip(record.observation),
+                error=record.error,
                 duration_s=record.duration_s,
             )
         return record
 
     def fail(self, call_id: str, name: str, error: MeshError) -> ToolCallRecord:
         """Record a call that could not even be read (e.g. invalid JSON arguments)."""
-        record = ToolCallRecord(call_id=call_id, name=name, arguments={}, error=error.message,
-                                exception=error)
+        record = ToolCallRecord(
+            call_id=call_id, name=name, arguments={}, error=error.message, exception=error
+        )
         self.step.tool_calls.append(record)
-        self.ctx.report(ToolCallFinished, self.step.step_number, call_id=call_id, name=name,
-                        result=record.observation, error=record.error)
+        self.ctx.report(
+            ToolCallFinished,
+            self.step.step_number,
+            call_id=call_id,
+            name=name,
+            result=record.observation,
+            error=record.error,
+        )
         return record
 
     def _lookup(self, name: str) -> Tool:

@@ -136,7 +136,9 @@ class LiteLLMModel:
             choice = raw.choices[0]
             message = choice.message
             calls = tuple(
-                ToolCall(id=c.id or f"call_{i}", name=c.function.name, arguments=c.function.arguments)
+                ToolCall(
+                    id=c.id or f"call_{i}", name=c.function.name, arguments=c.function.arguments
+                )
                 for i, c in enumerate(message.tool_calls or ())
             )
             usage = getattr(raw, "usage", None)

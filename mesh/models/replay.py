@@ -114,7 +114,9 @@ class Cassette:
         return cls(entries, description)
 
     @classmethod
-    def from_responses(cls, responses: Iterable[ModelResponse | str], task: str | None = None) -> Cassette:
+    def from_responses(
+        cls, responses: Iterable[ModelResponse | str], task: str | None = None
+    ) -> Cassette:
         """A one-task cassette from responses in order (handy in tests)."""
         entries = []
         for turn, response in enumerate(responses):
@@ -210,8 +212,9 @@ class ReplayModel:
             time.sleep(self.latency_s)
         response = entry.replay()
         if not response.model_id:
-            response = ModelResponse(response.message, response.usage, self.model_id,
-                                     response.finish_reason)
+            response = ModelResponse(
+                response.message, response.usage, self.model_id, response.finish_reason
+            )
         return response
 
 

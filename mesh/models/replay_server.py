@@ -29,10 +29,13 @@ class ReplayServer:
     def __init__(self, cassette: Cassette, host: str = "127.0.0.1", port: int = 0) -> None:
         self.cassette = cassette
         self.requests: list[dict[str, Any]] = []
+        self._faults: list[int | str] = []
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer((host, port), self._handler_class())
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     @property
     def api_base(self) -> str:
@@ -47,9 +50,27 @@ class ReplayServer:
         self._httpd.shutdown()
         self._httpd.server_close()
 
-    def answer(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    def inject_faults(self, *faults: int | str) -> None:
+        """Answer the next requests with these faults, in order, before replaying again.
+
+        An int is an HTTP error status (429, 500, ...); ``"garbage"`` is a 200
+        whose body is not JSON.
+        """
+        with self._lock:
+            self._faults.extend(faults)
+
+    def _next_fault(self) -> int | str | None:
+        with self._lock:
+            return self._faults.pop(0) if self._faults else None
+
+    def answer(self, body: dict[str, Any]) -> tuple[int, dict[str, Any] | bytes]:
         with self._lock:
             self.requests.append(body)
+        fault = self._next_fault()
+        if fault == "garbage":
+            return 200, b"{this is not json"
+        if isinstance(fault, int):
+            return fault, _error(f"injected fault {fault}")
         if body.get("stream"):
             return 400, _error("streaming is not supported by the replay server")
         messages = [ChatMessage.from_dict(_from_openai(m)) for m in body.get("messages", [])]
@@ -65,7 +86,11 @@ class ReplayServer:
         payload_message: dict[str, Any] = {"role": "assistant", "content": message.content}
         if message.tool_calls:
             payload_message["tool_calls"] = [
-                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments},
+                }
                 for c in message.tool_calls
             ]
         usage = response.usage
@@ -74,12 +99,14 @@ class ReplayServer:
             "object": "chat.completion",
             "created": int(time.time()),
             "model": response.model_id or body.get("model", "replay"),
-            "choices": [{
-                "index": 0,
-                "message": payload_message,
-                "finish_reason": response.finish_reason
-                or ("tool_calls" if message.tool_calls else "stop"),
-            }],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": payload_message,
+                    "finish_reason": response.finish_reason
+                    or ("tool_calls" if message.tool_calls else "stop"),
+                }
+            ],
             "usage": {
                 "prompt_tokens": usage.input_tokens,
                 "completion_tokens": usage.output_tokens,
@@ -103,8 +130,8 @@ class ReplayServer:
                     return
                 self._send(*server.answer(body))
 
-            def _send(self, status: int, payload: dict[str, Any]) -> None:
-                data = json.dumps(payload).encode()
+            def _send(self, status: int, payload: dict[str, Any] | bytes) -> None:
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -122,7 +149,11 @@ def _from_openai(message: dict[str, Any]) -> dict[str, Any]:
     if isinstance(out.get("content"), list):  # content parts: keep the text ones
         out["content"] = "".join(p.get("text", "") for p in out["content"] if isinstance(p, dict))
     out["tool_calls"] = [
-        {"id": c.get("id", ""), "name": c["function"]["name"], "arguments": c["function"]["arguments"]}
+        {
+            "id": c.get("id", ""),
+            "name": c["function"]["name"],
+            "arguments": c["function"]["arguments"],
+        }
         for c in message.get("tool_calls") or ()
     ]
     return out

@@ -74,8 +74,13 @@ class UnsafeLocalExecutor:
             self._namespace[name] = _stub(name, bridge)
         self._stubs = names
 
-        def captured_print(*args: Any, sep: str | None = " ", end: str | None = "\n",
-                           file: Any = None, flush: bool = False) -> None:
+        def captured_print(
+            *args: Any,
+            sep: str | None = " ",
+            end: str | None = "\n",
+            file: Any = None,
+            flush: bool = False,
+        ) -> None:
             print(*args, sep=sep, end=end, file=file if file is not None else output)
 
         self._namespace["print"] = captured_print

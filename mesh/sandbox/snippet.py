@@ -55,8 +55,9 @@ def import_guard(authorized: Iterable[str]) -> Callable[..., Any]:
     allowed = frozenset(authorized)
     real_import = builtins.__import__
 
-    def guarded_import(name: str, globals: Any = None, locals: Any = None,
-                       fromlist: Any = (), level: int = 0) -> Any:
+    def guarded_import(
+        name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0
+    ) -> Any:
         root = name.split(".")[0]
         if level == 0 and "*" not in allowed and root not in allowed:
             raise ImportError(
@@ -75,7 +76,11 @@ def execute_snippet(code: str, namespace: dict[str, Any]) -> SnippetOutcome:
         tree = ast.parse(code, filename=SNIPPET_FILENAME)
     except SyntaxError as err:
         return SnippetOutcome(error=_format_syntax_error(err))
-    last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+    last = tree.body[-1] if tree.body else None
+    if isinstance(last, ast.Expr):
+        tree.body.pop()
+    else:
+        last = None
     try:
         exec(compile(tree, SNIPPET_FILENAME, "exec"), namespace)
         value = None
@@ -85,7 +90,9 @@ def execute_snippet(code: str, namespace: dict[str, Any]) -> SnippetOutcome:
     except FinalAnswerSignal as signal:
         return SnippetOutcome(is_final=True, final_answer=signal.value)
     except SystemExit as err:
-        return SnippetOutcome(error=f"the code called exit({err.code!r}); use final_answer() to finish")
+        return SnippetOutcome(
+            error=f"the code called exit({err.code!r}); use final_answer() to finish"
+        )
     except Exception as err:
         return SnippetOutcome(error=format_exception(err))
     return SnippetOutcome(value=None if value is None else _repr(value))

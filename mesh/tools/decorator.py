@@ -27,7 +27,9 @@ __all__ = ["tool"]
 _SCALARS: dict[Any, str] = {str: "string", int: "integer", float: "number", bool: "boolean"}
 _ARRAYS = (list, tuple, set, frozenset, collections.abc.Sequence)
 _OBJECTS = (dict, collections.abc.Mapping)
-_SECTION = re.compile(r"^\s*(Args|Arguments|Parameters|Returns|Return|Raises|Yields|Examples?|Notes?):\s*$")
+_SECTION = re.compile(
+    r"^\s*(Args|Arguments|Parameters|Returns|Return|Raises|Yields|Examples?|Notes?):\s*$"
+)
 _ARG_LINE = re.compile(r"^(\*{0,2}\w+)\s*(\([^)]*\))?\s*:\s*(.*)$")
 
 
@@ -68,7 +70,7 @@ class _FunctionTool(Tool):
         self.description = description
         self.inputs = {spec.name: spec.to_dict() for spec in inputs}
         self.output_type = output_type
-        functools.update_wrapper(self, func)  # type: ignore[arg-type]
+        functools.update_wrapper(self, func)
         super().__init__()
 
     def forward(self, **kwargs: Any) -> Any:

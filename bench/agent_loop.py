@@ -1,0 +1,121 @@
+"""The agent loop's own overhead, with a model that answers instantly.
+
+Run by hand: ``.venv/bin/python bench/agent_loop.py``. Prints one table row
+per measurement (p50 / p99 over the repetitions). Nothing here is asserted;
+the figures go into issue notes and guide optimisation.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+from mesh import (
+    Cassette,
+    ChatMessage,
+    CodeAgent,
+    LiteLLMModel,
+    MemoTool,
+    ReplayModel,
+    ReplayServer,
+    ToolCallingAgent,
+    factorial,
+)
+from mesh.models import ModelResponse, TokenUsage, ToolCall
+
+warnings.simplefilter("ignore", RuntimeWarning)  # the unsafe executor warns once per run:
+logging.getLogger("mesh.sandbox.local").setLevel(logging.ERROR)  # silence it for the bench
+
+
+def measure(fn: Callable[[], object], repeat: int, warmup: int = 3) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+def row(name: str, samples: list[float], per: int = 1) -> str:
+    ordered = sorted(s / per for s in samples)
+    p50 = statistics.median(ordered)
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return f"| {name:<48} | {p50 * 1e6:>10.1f} | {p99 * 1e6:>10.1f} | {len(samples):>6} |"
+
+
+def tool_calling_run(steps: int) -> Callable[[], object]:
+    call = ModelResponse(ChatMessage("assistant", None, (ToolCall("c", "factorial", '{"n": 5}'),)))
+    done = ModelResponse(
+        ChatMessage("assistant", None, (ToolCall("f", "final_answer", '{"answer": 1}'),))
+    )
+    agent = ToolCallingAgent(
+        [factorial], ReplayModel(Cassette.from_responses([call] * (steps - 1) + [done]))
+    )
+    return lambda: agent.run("bench")
+
+
+def code_run(steps: int) -> Callable[[], object]:
+    step = "Step.\n```python\nx = factorial(5)\nprint(x)\n```"
+    final = "Done.\n```python\nfinal_answer(x)\n```"
+    model = ReplayModel(Cassette.from_responses([step] * (steps - 1) + [final]))
+    agent = CodeAgent([factorial], model, executor="unsafe-local")
+    return lambda: agent.run("bench")
+
+
+def main() -> None:
+    steps = 10
+    rows = [
+        row("plain function call math.factorial(5)", measure(lambda: _plain(5), 5000)),
+        row("validated tool call factorial(5)", measure(lambda: factorial(5), 5000)),
+        row(
+            f"ToolCallingAgent step (run of {steps} steps)",
+            measure(tool_calling_run(steps), 200),
+            per=steps,
+        ),
+        row(
+            f"CodeAgent step, unsafe-local (run of {steps})",
+            measure(code_run(steps), 200),
+            per=steps,
+        ),
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        memo = MemoTool(Path(tmp) / "bench.db")
+        counter = iter(range(10**9))
+        rows.append(
+            row(
+                "MemoTool set (SQLite, WAL, synchronous=FULL)",
+                measure(lambda: memo("set", f"k{next(counter)}", 1), 300),
+            )
+        )
+        rows.append(row("MemoTool get", measure(lambda: memo("get", "k1"), 1000)))
+    answer = ModelResponse(ChatMessage("assistant", "ok"), TokenUsage(1, 1))
+    with ReplayServer(Cassette.from_responses([answer])) as server:
+        model = LiteLLMModel(api_base=server.api_base, api_key="bench")
+        messages = [ChatMessage("user", "ping")]
+        rows.append(
+            row(
+                "LiteLLM round trip to local replay server",
+                measure(lambda: model.generate(messages), 200),
+            )
+        )
+
+    print("| measurement                                      |   p50 (us) |   p99 (us) |      n |")
+    print("|--------------------------------------------------|------------|------------|--------|")
+    print("\n".join(rows))
+
+
+def _plain(n: int) -> int:
+    import math
+
+    return math.factorial(n)
+
+
+if __name__ == "__main__":
+    main()

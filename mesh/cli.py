@@ -1,0 +1,157 @@
+"""The ``mesh`` command line.
+
+``mesh run TASK`` runs one agent with the built-in tools and shows its
+steps live. With a model key (or ``--model``/``--api-base``) it talks to a
+real model through LiteLLM; without one it replays a bundled recording of a
+demo task, and says so, so that a new user sees a whole run offline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+
+from mesh.agents import CodeAgent, ToolCallingAgent
+from mesh.agents.base import MultiStepAgent
+from mesh.console import EventPrinter
+from mesh.errors import MeshError
+from mesh.models import DEFAULT_MODEL_ID, Cassette, LiteLLMModel, Model, RecordingModel, ReplayModel
+from mesh.tools import DuckDuckGoTool, MemoTool, PrimeTool, Tool, celsius_to_fahrenheit, factorial
+
+__all__ = ["main"]
+
+DEMO_CASSETTE = "demo.jsonl"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except MeshError as err:
+        print(f"error ({err.code}): {err.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mesh", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run one agent on a task and show its steps live")
+    run.add_argument("task", nargs="?", help="the task (default: the demo task)")
+    run.add_argument("--model", help=f"LiteLLM model id (default {DEFAULT_MODEL_ID})")
+    run.add_argument("--api-base", help="base URL of an OpenAI-compatible server")
+    run.add_argument("--api-key", help="API key (default: the provider's environment variable)")
+    run.add_argument("--replay", metavar="CASSETTE", help="replay model outputs from a cassette")
+    run.add_argument("--record", metavar="CASSETTE", help="append every model call to a cassette")
+    run.add_argument(
+        "--agent",
+        choices=["tool-calling", "code"],
+        default="tool-calling",
+        help="agent kind (default tool-calling)",
+    )
+    run.add_argument(
+        "--executor",
+        default="nsjail",
+        help="code executor for --agent code ('unsafe-local' runs code unsandboxed)",
+    )
+    run.add_argument("--max-steps", type=int, default=10)
+    run.add_argument("--memo-path", type=Path, help="SQLite file of the memo tool")
+    run.add_argument("--quiet", action="store_true", help="print only the final answer")
+    run.set_defaults(func=_run)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    model, task = _choose_model(args)
+    if args.record:
+        model = RecordingModel(model, args.record, description=f"recorded by mesh run: {task}")
+    agent = _build_agent(args, model)
+    printer = None if args.quiet else EventPrinter()
+    answer = None
+    for event in agent.run(task, stream=True, max_steps=args.max_steps):
+        if printer is not None:
+            printer(event)
+        if type(event).__name__ == "FinalAnswer" and event.depth == 0:
+            answer = getattr(event, "answer", None)
+    if args.quiet:
+        print(answer)
+    return 0
+
+
+def _choose_model(args: argparse.Namespace) -> tuple[Model, str]:
+    """A real model when one is configured, else the bundled replay."""
+    if args.replay:
+        cassette = Cassette.load(args.replay)
+        return ReplayModel(cassette), args.task or _only_task(cassette, args.replay)
+    model_id = args.model or DEFAULT_MODEL_ID
+    if args.model or args.api_base or args.api_key or _provider_key(model_id):
+        return LiteLLMModel(model_id, api_base=args.api_base, api_key=args.api_key), (
+            args.task or _demo_task()
+        )
+    cassette = _demo_cassette()
+    demo_task = cassette.tasks[0]
+    if args.task and args.task != demo_task:
+        _say(
+            f"No model configured, so this is a REPLAY of a recorded run, which only knows "
+            f"its own task. Replaying: {demo_task!r}"
+        )
+    else:
+        _say("No model configured: this is a REPLAY of a recorded run (bundled cassette).")
+    _say(f"For a real model set {_key_name(model_id)} or pass --model / --api-base.\n")
+    return ReplayModel(cassette, model_id="replay:demo"), demo_task
+
+
+def _build_agent(args: argparse.Namespace, model: Model) -> MultiStepAgent:
+    tools: list[Tool] = [
+        celsius_to_fahrenheit,
+        factorial,
+        PrimeTool(),
+        MemoTool(args.memo_path),
+        DuckDuckGoTool(),
+    ]
+    if args.agent == "code":
+        return CodeAgent(
+            tools, model, executor=args.executor, name="assistant", max_steps=args.max_steps
+        )
+    return ToolCallingAgent(tools, model, name="assistant", max_steps=args.max_steps)
+
+
+def _demo_cassette() -> Cassette:
+    text = resources.files("mesh.data").joinpath(DEMO_CASSETTE).read_text(encoding="utf-8")
+    return Cassette.parse(text.splitlines(), source=DEMO_CASSETTE)
+
+
+def _demo_task() -> str:
+    return _demo_cassette().tasks[0]
+
+
+def _only_task(cassette: Cassette, source: str) -> str:
+    if len(cassette.tasks) != 1:
+        raise MeshError(f"{source} holds {len(cassette.tasks)} tasks; name one as TASK")
+    return cassette.tasks[0]
+
+
+def _key_name(model_id: str) -> str:
+    provider = model_id.split("/", 1)[0] if "/" in model_id else "openai"
+    return f"{provider.upper()}_API_KEY"
+
+
+def _provider_key(model_id: str) -> bool:
+    return bool(os.environ.get(_key_name(model_id)))
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Rendering step events for people at a terminal.
+
+One line (or a short block) per event, indented by delegation depth, so a
+run reads top to bottom as it happens: what the model said, which code or
+tool ran with which arguments, what came back, and the final tally.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, TextIO
+
+from mesh.agents.events import (
+    AgentEvent,
+    CodeAction,
+    FinalAnswer,
+    ModelOutput,
+    Observation,
+    RunFinished,
+    RunStarted,
+    StepFailed,
+    ToolCallFinished,
+    ToolCallStarted,
+)
+
+__all__ = ["EventPrinter"]
+
+
+class EventPrinter:
+    def __init__(self, out: TextIO = sys.stdout, width: int = 400) -> None:
+        self.out = out
+        self.width = width
+        self._code_steps: set[tuple[str, int]] = set()
+
+    def __call__(self, event: AgentEvent) -> None:
+        for line in self.lines(event):
+            print("    " * event.depth + line, file=self.out, flush=True)
+
+    def lines(self, event: AgentEvent) -> list[str]:
+        who = f"[{event.agent}]"
+        match event:
+            case RunStarted():
+                return [f"{who} task: {self._clip(event.task)}"]
+            case ModelOutput():
+                usage = f"{event.usage.input_tokens} in / {event.usage.output_tokens} out tokens"
+                head = f"{who} step {event.step}: model ({usage}, {event.duration_s:.2f} s)"
+                text = [f"  | {line}" for line in (event.text or "").strip().splitlines()]
+                return [
+                    head,
+                    *[self._clip(line) for line in text if not line.startswith("  | ```")],
+                ]
+            case CodeAction():
+                self._code_steps.add((event.run_id, event.step))
+                return ["  code:", *[f"    {line}" for line in event.code.splitlines()]]
+            case ToolCallStarted() | ToolCallFinished() if event.name == "final_answer":
+                return []
+            case ToolCallStarted():
+                return [f"  -> {event.name}({_arguments(event.arguments)})"]
+            case ToolCallFinished():
+                outcome = f"error: {event.error}" if event.error else event.result
+                return [
+                    f"  <- {event.name}: {self._clip(outcome)} ({event.duration_s * 1000:.1f} ms)"
+                ]
+            case Observation() if (event.run_id, event.step) in self._code_steps:
+                return [
+                    f"  observation: {self._clip(line)}" for line in event.text.splitlines()[:20]
+                ]
+            case StepFailed():
+                return [f"  ! {self._clip(line)}" for line in event.error.splitlines()[:20]]
+            case FinalAnswer():
+                return [f"{who} final answer: {self._clip(str(event.answer))}"]
+            case RunFinished():
+                status = f"failed: {event.error}" if event.error else "done"
+                return [
+                    f"{who} {status} in {event.duration_s:.2f} s, {event.steps} step(s), "
+                    f"{event.usage.input_tokens} input + {event.usage.output_tokens} output tokens"
+                ]
+        return []
+
+    def _clip(self, text: str) -> str:
+        text = text.replace("\n", " ")
+        return text if len(text) <= self.width else text[: self.width - 3] + "..."
+
+
+def _arguments(arguments: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{k}={json.dumps(v, default=repr, ensure_ascii=False)}" for k, v in arguments.items()
+    )

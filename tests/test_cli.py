@@ -1,0 +1,115 @@
+"""The ``mesh`` command, run as a user runs it: a separate process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mesh import Cassette, ReplayServer
+from tests.support import calls, code
+
+MESH = str(Path(sys.executable).parent / "mesh")
+
+
+def mesh(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    env["MESH_MEMO_PATH"] = str(tmp_path / "memo.sqlite3")
+    return subprocess.run([MESH, *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_run_without_a_key_replays_the_demo(tmp_path: Path) -> None:
+    done = mesh("run", tmp_path=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "this is a REPLAY of a recorded run" in done.stderr
+    assert "set OPENAI_API_KEY or pass --model / --api-base" in done.stderr
+    assert "-> smallest_prime_factor(n=2021)" in done.stdout
+    assert "<- memo: stored 'spf_2021'" in done.stdout
+    assert "[assistant] final answer: 100 °C is 212 °F" in done.stdout
+    assert "3 step(s), 3893 input + 191 output tokens" in done.stdout
+    # The tools really ran: the memo holds what the replayed run stored.
+    from mesh import MemoTool
+
+    assert MemoTool(tmp_path / "memo.sqlite3")("get", "spf_2021") == 43
+
+
+def test_a_different_task_without_a_key_says_what_is_replayed(tmp_path: Path) -> None:
+    done = mesh("run", "What is the weather?", "--quiet", tmp_path=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert 'which only knows its own task. Replaying: "Convert 100 degrees' in done.stderr
+    assert done.stdout.startswith("100 °C is 212 °F")
+
+
+def test_real_model_path_records_a_cassette_that_replays(tmp_path: Path) -> None:
+    task = "What is 7!?"
+    cassette = Cassette.from_responses(
+        [calls(("factorial", {"n": 7})), calls(("final_answer", {"answer": "5040"}))], task=task
+    )
+    recording = tmp_path / "rec.jsonl"
+    with ReplayServer(cassette) as server:
+        live = mesh(
+            "run",
+            task,
+            "--api-base",
+            server.api_base,
+            "--api-key",
+            "k",
+            "--record",
+            str(recording),
+            tmp_path=tmp_path,
+        )
+    assert live.returncode == 0, live.stderr
+    assert "REPLAY" not in live.stderr
+    assert "<- factorial: 5040" in live.stdout
+    assert len(server.requests) == 2
+    lines = [json.loads(line) for line in recording.read_text().splitlines()]
+    assert [line.get("turn") for line in lines] == [None, 0, 1]
+
+    replayed = mesh("run", "--replay", str(recording), "--quiet", tmp_path=tmp_path)
+    assert replayed.returncode == 0, replayed.stderr
+    assert replayed.stdout.strip() == "5040"
+
+
+def test_code_agent_needs_an_explicit_executor(tmp_path: Path) -> None:
+    done = mesh("run", "--agent", "code", tmp_path=tmp_path)
+    assert done.returncode == 1
+    assert "error (config_error): unknown executor 'nsjail'" in done.stderr
+    assert "executor='unsafe-local'" in done.stderr
+
+
+def test_code_agent_with_the_unsafe_executor(tmp_path: Path) -> None:
+    path = tmp_path / "code.jsonl"
+    entries = [
+        {"task": "2+2?", "response": {"content": text}}
+        for text in (code("print(2 + 2)"), code("final_answer(4)"))
+    ]
+    path.write_text("\n".join(json.dumps(e) for e in entries))
+    done = mesh(
+        "run",
+        "--agent",
+        "code",
+        "--executor",
+        "unsafe-local",
+        "--replay",
+        str(path),
+        tmp_path=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "no sandbox" in done.stderr
+    assert "    print(2 + 2)" in done.stdout and "observation: Execution logs:" in done.stdout
+    assert "final answer: 4" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("not json", "bad.jsonl:1: not a cassette entry"), ("", "holds 0 tasks")],
+)
+def test_bad_cassette_is_a_clear_error(tmp_path: Path, content: str, message: str) -> None:
+    (tmp_path / "bad.jsonl").write_text(content)
+    done = mesh("run", "--replay", str(tmp_path / "bad.jsonl"), tmp_path=tmp_path)
+    assert done.returncode == 1 and message in done.stderr
+    assert "Traceback" not in done.stderr

@@ -1,0 +1,50 @@
+"""The public API is a promise: changing it must be a decision, not an accident."""
+
+from __future__ import annotations
+
+import mesh
+
+
+def test_public_exports() -> None:
+    assert sorted(mesh.__all__) == sorted(
+        [
+            "AgentEvent",
+            "Cassette",
+            "ChatMessage",
+            "CodeAgent",
+            "DuckDuckGoTool",
+            "FinalAnswerTool",
+            "LiteLLMModel",
+            "ManagedAgent",
+            "MemoTool",
+            "MeshError",
+            "Model",
+            "ModelResponse",
+            "MultiStepAgent",
+            "PrimeTool",
+            "RecordingModel",
+            "ReplayModel",
+            "ReplayServer",
+            "RunResult",
+            "TokenUsage",
+            "Tool",
+            "ToolCall",
+            "ToolCallingAgent",
+            "UnsafeLocalExecutor",
+            "__version__",
+            "celsius_to_fahrenheit",
+            "factorial",
+            "tool",
+        ]
+    )
+    for name in mesh.__all__:
+        assert getattr(mesh, name) is not None
+
+
+def test_importing_mesh_does_not_import_litellm() -> None:
+    import subprocess
+    import sys
+
+    probe = "import sys, mesh; print('litellm' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
