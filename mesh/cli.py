@@ -18,8 +18,9 @@ from pathlib import Path
 
 from mesh.agents import CodeAgent, ToolCallingAgent
 from mesh.agents.base import MultiStepAgent
+from mesh.agents.events import FinalAnswer
 from mesh.console import EventPrinter
-from mesh.errors import MeshError
+from mesh.errors import ConfigError, MeshError
 from mesh.models import DEFAULT_MODEL_ID, Cassette, LiteLLMModel, Model, RecordingModel, ReplayModel
 from mesh.tools import DuckDuckGoTool, MemoTool, PrimeTool, Tool, celsius_to_fahrenheit, factorial
 
@@ -80,8 +81,8 @@ def _run(args: argparse.Namespace) -> int:
     for event in agent.run(task, stream=True, max_steps=args.max_steps):
         if printer is not None:
             printer(event)
-        if type(event).__name__ == "FinalAnswer" and event.depth == 0:
-            answer = getattr(event, "answer", None)
+        if isinstance(event, FinalAnswer) and event.depth == 0:
+            answer = event.answer
     if args.quiet:
         print(answer)
     return 0
@@ -136,7 +137,7 @@ def _demo_task() -> str:
 
 def _only_task(cassette: Cassette, source: str) -> str:
     if len(cassette.tasks) != 1:
-        raise MeshError(f"{source} holds {len(cassette.tasks)} tasks; name one as TASK")
+        raise ConfigError(f"{source} holds {len(cassette.tasks)} tasks; name one as TASK")
     return cassette.tasks[0]
 
 

@@ -167,7 +167,7 @@ def test_stream_yields_events_in_order() -> None:
     assert isinstance(events[0], RunStarted) and events[0].task == "Three factorial?"
     assert all(e.agent == "calc" and e.run_id == events[0].run_id for e in events)
     assert isinstance(events[2], CodeAction) and events[2].code == "print(factorial(3))"
-    assert isinstance(events[3], ToolCallStarted) and events[3].arguments == {"arg0": 3}
+    assert isinstance(events[3], ToolCallStarted) and events[3].arguments == {"n": 3}
     assert isinstance(events[4], ToolCallFinished) and events[4].result == "6"
     assert isinstance(events[5], Observation) and events[5].text == "Execution logs:\n6"
     assert isinstance(events[1], ModelOutput) and events[1].usage == TokenUsage(100, 10)

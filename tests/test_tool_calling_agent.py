@@ -108,7 +108,7 @@ def test_duplicate_or_missing_call_ids_are_made_unique() -> None:
     )
     agent.run("t")
     ids = [r.call_id for r in agent.memory.steps[0].tool_calls]  # type: ignore[union-attr]
-    assert sorted(ids) == sorted({"same", "call_1_1", "call_1_2"})
+    assert ids == ["same", "call_1_1", "call_1_2"]
 
 
 def test_final_answer_alongside_other_calls_runs_them_first() -> None:

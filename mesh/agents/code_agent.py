@@ -17,9 +17,10 @@ from mesh.agents.memory import ActionStep
 from mesh.agents.parsing import extract_code
 from mesh.agents.tool_runner import ToolRunner
 from mesh.errors import ConfigError
-from mesh.models.base import ChatMessage, ModelResponse
+from mesh.models.base import ChatMessage, Model, ModelResponse
 from mesh.sandbox.base import ExecutionResult, Executor
 from mesh.sandbox.snippet import DEFAULT_AUTHORIZED_IMPORTS
+from mesh.tools.base import Tool
 
 __all__ = ["EXECUTORS", "CodeAgent"]
 
@@ -41,8 +42,8 @@ class CodeAgent(MultiStepAgent):
 
     def __init__(
         self,
-        tools: Iterable[Any] = (),
-        model: Any = None,
+        tools: Iterable[Tool] = (),
+        model: Model | None = None,
         *,
         executor: str | ExecutorFactory = "nsjail",
         additional_authorized_imports: Iterable[str] = (),

@@ -58,6 +58,10 @@ class CodeAction(AgentEvent):
 
 @dataclass(frozen=True, kw_only=True)
 class ToolCallStarted(AgentEvent):
+    """Reported once the call is bound to the tool's inputs. A call that cannot
+    be bound (unknown tool, unreadable arguments) gets only a ToolCallFinished
+    carrying the error."""
+
     call_id: str
     name: str
     arguments: dict[str, Any]

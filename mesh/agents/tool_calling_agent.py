@@ -8,7 +8,7 @@ without native tool calling may write the calls as JSON in their text.
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -17,7 +17,7 @@ from mesh.agents.memory import ActionStep, ToolCallRecord
 from mesh.agents.parsing import parse_arguments, tool_calls_from_text
 from mesh.agents.tool_runner import ToolRunner
 from mesh.errors import ModelOutputError
-from mesh.models.base import ChatMessage, ModelResponse, ToolCall
+from mesh.models.base import ChatMessage, Model, ModelResponse, ToolCall
 from mesh.tools.base import Tool
 from mesh.tools.final_answer import FINAL_ANSWER
 
@@ -33,7 +33,12 @@ class ToolCallingAgent(MultiStepAgent):
     template_name = "tool_calling_agent.j2"
 
     def __init__(
-        self, tools: Any = (), model: Any = None, *, max_parallel_calls: int = 8, **kwargs: Any
+        self,
+        tools: Iterable[Tool] = (),
+        model: Model | None = None,
+        *,
+        max_parallel_calls: int = 8,
+        **kwargs: Any,
     ) -> None:
         super().__init__(tools, model, **kwargs)
         self.max_parallel_calls = max_parallel_calls
@@ -51,6 +56,7 @@ class ToolCallingAgent(MultiStepAgent):
         calls = _with_unique_ids(calls, step.step_number)
         step.model_output = ChatMessage(role="assistant", content=message.content, tool_calls=calls)
         records = self._run_calls(calls, tools)
+        step.tool_calls = records  # call order, not completion order
         step.observation = "\n".join(f"{r.name}: {r.observation}" for r in records)
         final = next((r for r in records if r.name == FINAL_ANSWER and r.error is None), None)
         if final is not None:

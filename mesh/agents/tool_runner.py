@@ -52,17 +52,21 @@ class ToolRunner:
         kwargs: Mapping[str, Any] | None = None,
     ) -> ToolCallRecord:
         kwargs = dict(kwargs or {})
-        shown = {**{f"arg{i}": value for i, value in enumerate(args)}, **kwargs}
-        record = ToolCallRecord(call_id=call_id, name=name, arguments=shown)
+        unbound = {**{f"arg{i}": value for i, value in enumerate(args)}, **kwargs}
+        record = ToolCallRecord(call_id=call_id, name=name, arguments=unbound)
         self.step.tool_calls.append(record)
-        self.ctx.report(
-            ToolCallStarted, self.step.step_number, call_id=call_id, name=name, arguments=shown
-        )
         started = time.monotonic()
         try:
             self.ctx.raise_if_cancelled()
             tool = self._lookup(name)
             record.arguments = bind_arguments(name, tool.input_specs, args, kwargs)
+            self.ctx.report(
+                ToolCallStarted,
+                self.step.step_number,
+                call_id=call_id,
+                name=name,
+                arguments=record.arguments,
+            )
             record.result = tool.call(record.arguments)
         except RunCancelledError:
             raise

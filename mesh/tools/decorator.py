@@ -10,6 +10,7 @@ call.
 from __future__ import annotations
 
 import collections.abc
+import dataclasses
 import functools
 import inspect
 import re
@@ -27,6 +28,13 @@ __all__ = ["tool"]
 _SCALARS: dict[Any, str] = {str: "string", int: "integer", float: "number", bool: "boolean"}
 _ARRAYS = (list, tuple, set, frozenset, collections.abc.Sequence)
 _OBJECTS = (dict, collections.abc.Mapping)
+_SECTION_KINDS = {
+    "args": "args",
+    "arguments": "args",
+    "parameters": "args",
+    "returns": "returns",
+    "return": "returns",
+}
 _SECTION = re.compile(
     r"^\s*(Args|Arguments|Parameters|Returns|Return|Raises|Yields|Examples?|Notes?):\s*$"
 )
@@ -115,7 +123,7 @@ def _input_spec(
         items=items,
     )
     if default is not inspect.Parameter.empty:
-        spec = InputSpec(**{**spec.__dict__, "default": default})
+        spec = dataclasses.replace(spec, default=default)
     return spec.checked()
 
 
@@ -175,21 +183,19 @@ def parse_docstring(name: str, doc: str | None) -> tuple[str, dict[str, str], st
     """Split a Google-style docstring into (description, {arg: text}, returns text)."""
     if not doc or not doc.strip():
         raise ToolDefinitionError(f"@tool {name}: add a docstring that says what the tool does")
-    sections: dict[str, list[str]] = {"": []}
-    current = ""
+    sections: dict[str, list[str]] = {"summary": [], "args": [], "returns": [], "other": []}
+    current = "summary"
     for line in doc.splitlines():
         match = _SECTION.match(line)
         if match:
-            current = match.group(1).lower().rstrip("s").replace("argument", "arg")
-            current = {"parameter": "arg", "return": "return"}.get(current, current)
-            sections.setdefault(current, [])
+            current = _SECTION_KINDS.get(match.group(1).lower(), "other")
         else:
             sections[current].append(line)
-    description = " ".join(" ".join(sections[""]).split())
+    description = " ".join(" ".join(sections["summary"]).split())
     if not description:
         raise ToolDefinitionError(f"@tool {name}: the docstring needs a summary before Args:")
-    returns = " ".join(" ".join(sections.get("return", [])).split())
-    return description, _parse_args_section(sections.get("arg", [])), returns
+    returns = " ".join(" ".join(sections["returns"]).split())
+    return description, _parse_args_section(sections["args"]), returns
 
 
 def _parse_args_section(lines: list[str]) -> dict[str, str]:
