@@ -23,6 +23,7 @@ from mesh.agents.events import (
     ToolCallFinished,
     ToolCallStarted,
 )
+from mesh.text import clip
 
 __all__ = ["EventPrinter"]
 
@@ -41,14 +42,14 @@ class EventPrinter:
         who = f"[{event.agent}]"
         match event:
             case RunStarted():
-                return [f"{who} task: {self._clip(event.task)}"]
+                return [f"{who} task: {self._line(event.task)}"]
             case ModelOutput():
                 usage = f"{event.usage.input_tokens} in / {event.usage.output_tokens} out tokens"
                 head = f"{who} step {event.step}: model ({usage}, {event.duration_s:.2f} s)"
                 text = [f"  | {line}" for line in (event.text or "").strip().splitlines()]
                 return [
                     head,
-                    *[self._clip(line) for line in text if not line.startswith("  | ```")],
+                    *[self._line(line) for line in text if not line.startswith("  | ```")],
                 ]
             case CodeAction():
                 self._code_steps.add((event.run_id, event.step))
@@ -60,16 +61,16 @@ class EventPrinter:
             case ToolCallFinished():
                 outcome = f"error: {event.error}" if event.error else event.result
                 return [
-                    f"  <- {event.name}: {self._clip(outcome)} ({event.duration_s * 1000:.1f} ms)"
+                    f"  <- {event.name}: {self._line(outcome)} ({event.duration_s * 1000:.1f} ms)"
                 ]
             case Observation() if (event.run_id, event.step) in self._code_steps:
                 return [
-                    f"  observation: {self._clip(line)}" for line in event.text.splitlines()[:20]
+                    f"  observation: {self._line(line)}" for line in event.text.splitlines()[:20]
                 ]
             case StepFailed():
-                return [f"  ! {self._clip(line)}" for line in event.error.splitlines()[:20]]
+                return [f"  ! {self._line(line)}" for line in event.error.splitlines()[:20]]
             case FinalAnswer():
-                return [f"{who} final answer: {self._clip(str(event.answer))}"]
+                return [f"{who} final answer: {self._line(str(event.answer))}"]
             case RunFinished():
                 status = f"failed: {event.error}" if event.error else "done"
                 return [
@@ -78,9 +79,8 @@ class EventPrinter:
                 ]
         return []
 
-    def _clip(self, text: str) -> str:
-        text = text.replace("\n", " ")
-        return text if len(text) <= self.width else text[: self.width - 3] + "..."
+    def _line(self, text: str) -> str:
+        return clip(text, self.width, one_line=True)
 
 
 def _arguments(arguments: dict[str, Any]) -> str:

@@ -16,6 +16,7 @@ from mesh.agents.context import RunContext
 from mesh.agents.events import ToolCallFinished, ToolCallStarted
 from mesh.agents.memory import ActionStep, ToolCallRecord
 from mesh.errors import MeshError, RunCancelledError, ToolNotFoundError
+from mesh.text import clip
 from mesh.tools.base import Tool
 from mesh.tools.schema import bind_arguments
 
@@ -79,7 +80,7 @@ class ToolRunner:
                 self.step.step_number,
                 call_id=call_id,
                 name=name,
-                result=_clip(record.observation),
+                result=clip(record.observation, MAX_EVENT_RESULT_CHARS),
                 error=record.error,
                 duration_s=record.duration_s,
             )
@@ -108,9 +109,3 @@ class ToolRunner:
                 f"there is no tool named {name!r}. Available tools: {', '.join(self.toolbox)}"
             )
         return tool
-
-
-def _clip(text: str) -> str:
-    if len(text) <= MAX_EVENT_RESULT_CHARS:
-        return text
-    return text[:MAX_EVENT_RESULT_CHARS] + f"... [{len(text) - MAX_EVENT_RESULT_CHARS} more]"

@@ -20,11 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 from mesh.errors import ModelCallError, ModelOutputError
 from mesh.models.base import ChatMessage, ModelResponse, TokenUsage, ToolCall
+from mesh.models.openai_format import to_openai_message
+from mesh.text import clip
 
 if TYPE_CHECKING:
     from mesh.tools.base import Tool
 
-__all__ = ["DEFAULT_MODEL_ID", "LiteLLMModel", "RetryPolicy", "to_openai_message"]
+__all__ = ["DEFAULT_MODEL_ID", "LiteLLMModel", "RetryPolicy"]
 
 DEFAULT_MODEL_ID = "openai/gpt-4o-mini"
 
@@ -95,14 +97,15 @@ class LiteLLMModel:
                 if attempt >= self.retry.max_retries:
                     raise ModelCallError(
                         f"{self.model_id}: {type(err).__name__} after {attempt + 1} attempt(s): "
-                        f"{_short(err)}",
+                        f"{clip(str(err), 500, one_line=True)}",
                         retryable=True,
                     ) from err
                 time.sleep(self.retry.delay(attempt))
                 attempt += 1
             except Exception as err:
                 raise ModelCallError(
-                    f"{self.model_id}: {type(err).__name__}: {_short(err)}", retryable=False
+                    f"{self.model_id}: {type(err).__name__}: {clip(str(err), 500, one_line=True)}",
+                    retryable=False,
                 ) from err
             else:
                 return self._response(raw)
@@ -153,21 +156,3 @@ class LiteLLMModel:
             )
         except (AttributeError, IndexError, TypeError) as err:
             raise ModelOutputError(f"{self.model_id}: unexpected response shape: {err}") from err
-
-
-def to_openai_message(message: ChatMessage) -> dict[str, Any]:
-    """One message in the OpenAI chat format that LiteLLM takes."""
-    out: dict[str, Any] = {"role": message.role, "content": message.content}
-    if message.tool_calls:
-        out["tool_calls"] = [
-            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-            for c in message.tool_calls
-        ]
-    if message.tool_call_id is not None:
-        out["tool_call_id"] = message.tool_call_id
-    return out
-
-
-def _short(err: BaseException, limit: int = 500) -> str:
-    text = " ".join(str(err).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from mesh.errors import CassetteError, ModelCallError
 from mesh.models.base import ChatMessage, Model, ModelResponse, TokenUsage, ToolCall
+from mesh.text import clip
 
 if TYPE_CHECKING:
     from mesh.tools.base import Tool
@@ -139,8 +140,9 @@ class Cassette:
                 f"cassette has {turns} recorded turn(s) for this task; the agent asked for "
                 f"turn {turn + 1}"
             )
+        shown = "<none>" if task is None else repr(clip(task, 80))
         raise CassetteError(
-            f"cassette has no recording for task {_clip(task)}; it knows {self.tasks or 'none'}"
+            f"cassette has no recording for task {shown}; it knows {self.tasks or 'none'}"
         )
 
 
@@ -247,9 +249,3 @@ class RecordingModel:
         with self._lock, self.path.open("a", encoding="utf-8") as out:
             out.write(json.dumps(line, ensure_ascii=False) + "\n")
         return response
-
-
-def _clip(text: str | None, limit: int = 80) -> str:
-    if text is None:
-        return "<none>"
-    return repr(text if len(text) <= limit else text[: limit - 3] + "...")

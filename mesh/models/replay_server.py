@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from mesh.errors import CassetteError, ModelCallError
-from mesh.models.base import ChatMessage
+from mesh.models.openai_format import from_openai_message, to_openai_message
 from mesh.models.replay import Cassette, conversation_key
 
 __all__ = ["ReplayServer"]
@@ -73,7 +73,7 @@ class ReplayServer:
             return fault, _error(f"injected fault {fault}")
         if body.get("stream"):
             return 400, _error("streaming is not supported by the replay server")
-        messages = [ChatMessage.from_dict(_from_openai(m)) for m in body.get("messages", [])]
+        messages = [from_openai_message(m) for m in body.get("messages", [])]
         try:
             entry = self.cassette.lookup(*conversation_key(messages))
             response = entry.replay()
@@ -83,16 +83,6 @@ class ReplayServer:
             kind = (entry.error or {}).get("kind", "server")
             return _ERROR_STATUS.get(kind, 500), _error(str(err))
         message = response.message
-        payload_message: dict[str, Any] = {"role": "assistant", "content": message.content}
-        if message.tool_calls:
-            payload_message["tool_calls"] = [
-                {
-                    "id": c.id,
-                    "type": "function",
-                    "function": {"name": c.name, "arguments": c.arguments},
-                }
-                for c in message.tool_calls
-            ]
         usage = response.usage
         return 200, {
             "id": f"chatcmpl-replay-{len(self.requests)}",
@@ -102,7 +92,7 @@ class ReplayServer:
             "choices": [
                 {
                     "index": 0,
-                    "message": payload_message,
+                    "message": to_openai_message(message),
                     "finish_reason": response.finish_reason
                     or ("tool_calls" if message.tool_calls else "stop"),
                 }
@@ -142,21 +132,6 @@ class ReplayServer:
                 pass
 
         return Handler
-
-
-def _from_openai(message: dict[str, Any]) -> dict[str, Any]:
-    out = dict(message)
-    if isinstance(out.get("content"), list):  # content parts: keep the text ones
-        out["content"] = "".join(p.get("text", "") for p in out["content"] if isinstance(p, dict))
-    out["tool_calls"] = [
-        {
-            "id": c.get("id", ""),
-            "name": c["function"]["name"],
-            "arguments": c["function"]["arguments"],
-        }
-        for c in message.get("tool_calls") or ()
-    ]
-    return out
 
 
 def _error(message: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from mesh.sandbox.snippet import (
     execute_snippet,
     import_guard,
 )
+from mesh.text import cut
 from mesh.tools.final_answer import FINAL_ANSWER
 
 __all__ = ["UnsafeLocalExecutor"]
@@ -55,7 +56,7 @@ class UnsafeLocalExecutor:
         self._install(bridge, output)
         outcome = execute_snippet(code, self._namespace)
         return ExecutionResult(
-            output=_cap(output.getvalue(), self.max_output_chars),
+            output=cut(output.getvalue(), self.max_output_chars),
             value=outcome.value,
             error=outcome.error,
             is_final=outcome.is_final,
@@ -95,9 +96,3 @@ def _stub(name: str, bridge: ToolBridge) -> Any:
 
     call.__name__ = name
     return call
-
-
-def _cap(text: str, limit: int) -> str:
-    if len(text) <= limit:
-        return text
-    return text[:limit] + f"\n[output cut: {len(text) - limit} more characters not shown]"

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mesh.errors import ToolArgumentError, ToolDefinitionError
+from mesh.text import clip
 
 INPUT_TYPES = ("string", "integer", "number", "boolean", "array", "object", "any")
 OUTPUT_TYPES = (*INPUT_TYPES, "null")
@@ -202,7 +203,7 @@ def check_type(type_name: str, value: Any) -> Any:
         return dict(value)
     elif type_name == "null" and value is None:
         return None
-    raise ValueError(f"expected {type_name}, got {got} {_preview(value)}")
+    raise ValueError(f"expected {type_name}, got {got} {clip(repr(value), 40)}")
 
 
 def _json_type_name(value: Any) -> str:
@@ -219,8 +220,3 @@ def _json_type_name(value: Any) -> str:
     if isinstance(value, Mapping):
         return "object"
     return type(value).__name__
-
-
-def _preview(value: Any, limit: int = 40) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
