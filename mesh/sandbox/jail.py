@@ -19,6 +19,8 @@ from mesh.sandbox.protocol import FrameReader, ProtocolError, encode
 
 __all__ = ["Jail", "JailDied"]
 
+KILL_GRACE_S = 2.0
+
 
 class JailDied(Exception):
     """The jailed process is gone (or unusable); ``reason`` says why."""
@@ -75,11 +77,20 @@ class Jail:
         return message
 
     def kill(self) -> None:
-        """Kill nsjail and with it the jail's whole PID namespace; reap it."""
+        """End the jail and every process in it, leaving nothing to reap.
+
+        SIGTERM lets nsjail kill and reap the jail's init itself (killing
+        nsjail outright would orphan it); SIGKILL is the fallback.
+        """
         if self.process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self._reap()
+                os.kill(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=KILL_GRACE_S)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
         for stream in (self._stdin, self.process.stdout):
             try:
                 if stream is not None:

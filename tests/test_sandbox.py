@@ -1,0 +1,248 @@
+"""The nsjail executor: warm state, the tool bridge, limits, recovery, start-up checks."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import pytest
+
+from mesh import CodeAgent, NsjailExecutor, SandboxConfig, factorial
+from mesh.agents import ModelOutput
+from mesh.errors import ToolExecutionError
+from mesh.sandbox.nsjail import SandboxUnavailableError, jail_command
+from mesh.sandbox.pool import JailPool, pool_for
+from tests.support import code, scripted
+
+FAST = SandboxConfig(wall_seconds=3, pool_size=1)
+
+
+class Bridge:
+    """A host side that records calls: ``double`` works, ``broken`` fails."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, list[Any], dict[str, Any]]] = []
+
+    def tool_names(self) -> Sequence[str]:
+        return ["double", "broken", "final_answer"]
+
+    def call_tool(self, name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+        self.calls.append((name, list(args), dict(kwargs)))
+        if name == "broken":
+            raise ToolExecutionError("broken failed: it always does")
+        if name == "double":
+            return args[0] * 2
+        return (list(args) or [kwargs.get("answer")])[0]
+
+
+@pytest.fixture
+def executor() -> Iterator[NsjailExecutor]:
+    ex = NsjailExecutor(FAST, authorized_imports=["math"])
+    yield ex
+    ex.close()
+
+
+def descendants(root: int) -> set[int]:
+    """PIDs of every live process below ``root`` (zombies are not counted)."""
+    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid=,stat="], capture_output=True, text=True)
+    children: dict[int, list[int]] = {}
+    for line in out.stdout.splitlines():
+        pid, ppid, stat = line.split()[:3]
+        if not stat.startswith("Z"):
+            children.setdefault(int(ppid), []).append(int(pid))
+    found, todo = set(), [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def alive(pids: set[int]) -> set[int]:
+    out = subprocess.run(["ps", "-e", "-o", "pid=,stat="], capture_output=True, text=True)
+    return pids & {
+        int(p)
+        for p, s in (row.split()[:2] for row in out.stdout.splitlines())
+        if not s.startswith("Z")
+    }
+
+
+def test_state_persists_across_snippets(executor: NsjailExecutor) -> None:
+    bridge = Bridge()
+    first = executor.run("import math\ndef area(r):\n    return math.pi * r * r\nx = 2", bridge)
+    assert first.error is None and first.note is None
+    second = executor.run("print(round(area(x), 3))\nx + 1", bridge)
+    assert second.output == "12.566\n" and second.value == "3"
+
+
+def test_tool_calls_travel_to_the_host(executor: NsjailExecutor) -> None:
+    bridge = Bridge()
+    result = executor.run(
+        "print(double(21))\ntry:\n    broken()\nexcept Exception as err:\n"
+        "    print(type(err).__name__, err)\nfinal_answer({'n': double(x=4) if False else 8})",
+        bridge,
+    )
+    assert result.output == "42\nToolExecutionError broken failed: it always does\n"
+    assert result.is_final and result.final_answer == {"n": 8}
+    assert bridge.calls == [
+        ("double", [21], {}),
+        ("broken", [], {}),
+        ("final_answer", [{"n": 8}], {}),
+    ]
+
+
+def test_values_json_cannot_carry_are_made_readable(executor: NsjailExecutor) -> None:
+    result = executor.run("final_answer({3, 1, 2})", Bridge())
+    assert result.final_answer == [1, 2, 3]
+    result = executor.run(
+        "class P:\n    def __repr__(self):\n        return 'P()'\nfinal_answer(P())", Bridge()
+    )
+    assert result.final_answer == "P()"
+
+
+def test_wall_clock_limit_then_a_fresh_jail_with_a_note(executor: NsjailExecutor) -> None:
+    executor.run("kept = 1", Bridge())
+    started = time.monotonic()
+    stuck = executor.run("while True:\n    pass", Bridge())
+    assert time.monotonic() - started < 10
+    assert stuck.error == (
+        "The code ran longer than the wall-clock limit of 3 s per step and was stopped."
+    )
+    after = executor.run("print('alive')\nkept", Bridge())
+    assert after.output == "alive\n"
+    assert (
+        after.note is not None
+        and "variables, functions and imports from earlier steps are gone" in after.note
+    )
+    assert after.error is not None and "NameError: name 'kept' is not defined" in after.error
+
+
+def test_time_in_host_tools_does_not_count() -> None:
+    class SlowBridge(Bridge):
+        def call_tool(self, name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+            time.sleep(1.5)
+            return 1
+
+    ex = NsjailExecutor(SandboxConfig(wall_seconds=1, pool_size=1))
+    try:
+        result = ex.run("double(1)\ndouble(2)\nprint('done')", SlowBridge())
+    finally:
+        ex.close()
+    assert result.error is None and result.output == "done\n"
+
+
+def test_cpu_time_limit_is_named() -> None:
+    ex = NsjailExecutor(SandboxConfig(cpu_seconds=1, wall_seconds=20, pool_size=1))
+    try:
+        result = ex.run("while True:\n    pass", Bridge())
+        assert result.error is not None
+        assert "used up its CPU time limit of 1 s" in result.error
+        assert ex.run("print('again')", Bridge()).output == "again\n"
+    finally:
+        ex.close()
+
+
+def test_memory_limit_is_named(executor: NsjailExecutor) -> None:
+    result = executor.run("block = bytearray(2 * 1024 ** 3)", Bridge())
+    assert result.error is not None and "MemoryError" in result.error
+    assert "memory limit is 512 MB" in result.error
+    assert executor.run("print('still warm')", Bridge()).note is None
+
+
+def test_output_is_capped() -> None:
+    ex = NsjailExecutor(SandboxConfig(max_output_chars=1000, pool_size=1))
+    try:
+        result = ex.run("for i in range(10000):\n    print('line', i)", Bridge())
+    finally:
+        ex.close()
+    assert result.output.startswith("line 0\nline 1\n")
+    assert len(result.output) < 1100
+    assert "[output cut: " in result.output and "more characters not shown]" in result.output
+
+
+def test_a_crashing_interpreter_is_reported() -> None:
+    ex = NsjailExecutor(FAST, authorized_imports=["*"])
+    try:
+        crashed = ex.run("import ctypes\nctypes.string_at(0)", Bridge())
+        assert crashed.error == (
+            "The sandboxed interpreter died: the interpreter crashed with signal SIGSEGV."
+        )
+        exited = ex.run("import os\nos._exit(3)", Bridge())
+        assert exited.note is not None
+        assert exited.error == "The sandboxed interpreter died: the interpreter exited with code 3."
+    finally:
+        ex.close()
+
+
+def test_close_kills_the_jail_and_every_process_in_it() -> None:
+    ex = NsjailExecutor(FAST, authorized_imports=["*"])
+    ex.run(
+        "import subprocess\nchildren = [subprocess.Popen(['sleep', '60']) for _ in range(3)]",
+        Bridge(),
+    )
+    assert ex._jail is not None
+    nsjail_pid = ex._jail.process.pid
+    inside = descendants(nsjail_pid)
+    assert len(inside) == 4  # the runner and its three children
+    ex.close()
+    assert not alive({nsjail_pid} | inside)
+
+
+def test_a_run_never_gets_a_used_jail() -> None:
+    config = SandboxConfig(pool_size=2, wall_seconds=3)
+    first, second = NsjailExecutor(config), NsjailExecutor(config)
+    try:
+        first.run("secret = 'from run one'", Bridge())
+        result = second.run("print(globals().get('secret'))", Bridge())
+        assert result.output == "None\n"
+    finally:
+        first.close()
+        second.close()
+
+
+def test_the_pool_prestarts_jails() -> None:
+    pool = pool_for(SandboxConfig(pool_size=2, memory_mb=300))
+    deadline = time.monotonic() + 5
+    while len(pool._ready) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(pool._ready) == 2 and all(j.alive for j in pool._ready)
+    taken = pool.take()
+    assert taken.alive
+    taken.kill()
+
+
+def test_code_agent_runs_in_the_jail_and_cancellation_kills_it() -> None:
+    agent = CodeAgent(
+        [factorial],
+        scripted(code("print(factorial(5))"), code("while True:\n    pass"), code("x")),
+        sandbox=FAST,
+    )
+    stream = agent.run("t", stream=True)
+    started = None
+    for event in stream:
+        if isinstance(event, ModelOutput) and event.step == 2:
+            started = time.monotonic()
+            break
+    stream.close()  # type: ignore[attr-defined]
+    assert started is not None and time.monotonic() - started < 2  # not the 3 s wall limit
+    assert agent.memory is not None
+    assert agent.memory.steps[0].observation == "Execution logs:\n120"
+
+
+def test_start_up_checks_say_what_is_missing(tmp_path: Any) -> None:
+    with pytest.raises(SandboxUnavailableError, match="is not an executable"):
+        jail_command(SandboxConfig(nsjail=str(tmp_path / "nsjail")))
+    with pytest.raises(SandboxUnavailableError, match="does not exist; set MESH_JAIL_PYTHON"):
+        CodeAgent([], scripted("x"), sandbox=SandboxConfig(python="/nonexistent/python3"))
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    (private / "python3").symlink_to("/usr/bin/python3.11")
+    (private / "python3").unlink()
+    (private / "python3").write_bytes(b"")
+    with pytest.raises(SandboxUnavailableError, match=r"cannot enter.*chmod o\+x"):
+        CodeAgent([], scripted("x"), sandbox=SandboxConfig(python=str(private / "python3")))
+    broken = JailPool(SandboxConfig(nsjail="/bin/false"))
+    with pytest.raises(SandboxUnavailableError, match=r"(?s)could not start.*user namespaces"):
+        broken.prime()
