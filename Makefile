@@ -5,8 +5,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+BENCH_VENV := .venv-bench
+SMOLAGENTS := smolagents==1.26.0
 
-.PHONY: demo test lint typecheck unit constraints clean
+.PHONY: demo test lint typecheck unit bench constraints clean
 
 demo: $(STAMP)
 	$(BIN)/mesh run
@@ -23,6 +25,16 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest
 
+# Benchmarks, by hand. smolagents is installed here only, for comparison.
+bench: $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python bench/agent_loop.py
+	$(BENCH_VENV)/bin/python bench/sandbox.py
+
+$(BENCH_VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet -c constraints.txt -e . '$(SMOLAGENTS)'
+	touch $@
+
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python >= 3.11 is required")'
 	$(PYTHON) -m venv $(VENV)
@@ -36,4 +48,4 @@ constraints:
 	/tmp/mesh-pin/bin/pip freeze --exclude-editable | grep -v '^-e ' > constraints.txt
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache .mypy_cache .ruff_cache

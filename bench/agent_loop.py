@@ -32,11 +32,15 @@ warnings.simplefilter("ignore", RuntimeWarning)  # the unsafe executor warns onc
 logging.getLogger("mesh.sandbox.local").setLevel(logging.ERROR)  # silence it for the bench
 
 
-def measure(fn: Callable[[], object], repeat: int, warmup: int = 3) -> list[float]:
+def measure(
+    fn: Callable[[], object], repeat: int, warmup: int = 3, pause_s: float = 0.0
+) -> list[float]:
+    """Timings of ``fn``; ``pause_s`` (untimed) between calls lets background work settle."""
     for _ in range(warmup):
         fn()
     samples = []
     for _ in range(repeat):
+        time.sleep(pause_s)
         started = time.perf_counter()
         fn()
         samples.append(time.perf_counter() - started)
@@ -61,11 +65,11 @@ def tool_calling_run(steps: int) -> Callable[[], object]:
     return lambda: agent.run("bench")
 
 
-def code_run(steps: int) -> Callable[[], object]:
+def code_run(steps: int, executor: str) -> Callable[[], object]:
     step = "Step.\n```python\nx = factorial(5)\nprint(x)\n```"
     final = "Done.\n```python\nfinal_answer(x)\n```"
     model = ReplayModel(Cassette.from_responses([step] * (steps - 1) + [final]))
-    agent = CodeAgent([factorial], model, executor="unsafe-local")
+    agent = CodeAgent([factorial], model, executor=executor)
     return lambda: agent.run("bench")
 
 
@@ -80,8 +84,18 @@ def main() -> None:
             per=steps,
         ),
         row(
+            f"CodeAgent step, nsjail (run of {steps}, pool warm)",
+            measure(code_run(steps, "nsjail"), 100, pause_s=0.1),
+            per=steps,
+        ),
+        row(
+            "CodeAgent step, nsjail (runs back to back)",
+            measure(code_run(steps, "nsjail"), 100),
+            per=steps,
+        ),
+        row(
             f"CodeAgent step, unsafe-local (run of {steps})",
-            measure(code_run(steps), 200),
+            measure(code_run(steps, "unsafe-local"), 200),
             per=steps,
         ),
     ]

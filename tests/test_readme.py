@@ -1,4 +1,8 @@
-"""README's Python examples run as written, through LiteLLM, against recorded answers."""
+"""README's Python examples run as written, through LiteLLM, against recorded answers.
+
+Blocks fenced ```python are whole programs and run here; blocks fenced ```py
+are fragments (they refer to names defined elsewhere) and are not run.
+"""
 
 from __future__ import annotations
 

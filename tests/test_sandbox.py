@@ -186,7 +186,10 @@ def test_close_kills_the_jail_and_every_process_in_it() -> None:
     nsjail_pid = ex._jail.process.pid
     inside = descendants(nsjail_pid)
     assert len(inside) == 4  # the runner and its three children
-    ex.close()
+    ex.close()  # kills in the background: wait (bounded) for the processes to go
+    deadline = time.monotonic() + 5
+    while alive({nsjail_pid} | inside) and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert not alive({nsjail_pid} | inside)
 
 

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from typing import Any
 
 from mesh.sandbox.protocol import FrameReader, ProtocolError, encode
 
-__all__ = ["Jail", "JailDied"]
+__all__ = ["Jail", "JailDied", "kill_in_background"]
 
 KILL_GRACE_S = 2.0
 
@@ -139,3 +141,27 @@ class Jail:
     def __del__(self) -> None:
         if getattr(self, "process", None) is not None and self.process.returncode is None:
             self.kill()
+
+
+_doomed: queue.SimpleQueue[Jail] = queue.SimpleQueue()
+_reaper_lock = threading.Lock()
+_reaper: threading.Thread | None = None
+
+
+def kill_in_background(jail: Jail) -> None:
+    """Kill ``jail`` off the caller's critical path (killing and reaping takes ~3 ms).
+
+    Should this process die first, the jail still ends: its runner reads EOF
+    on stdin and exits.
+    """
+    global _reaper
+    _doomed.put(jail)
+    with _reaper_lock:
+        if _reaper is None or not _reaper.is_alive():
+            _reaper = threading.Thread(target=_reap_forever, name="jail-reaper", daemon=True)
+            _reaper.start()
+
+
+def _reap_forever() -> None:
+    while True:
+        _doomed.get().kill()

@@ -89,7 +89,7 @@ def jail_command(config: SandboxConfig) -> list[str]:
         argv += ["--bindmount", device]
     for name, value in JAIL_ENV.items():
         argv += ["--env", f"{name}={value}"]
-    argv += ["--", config.python, "-E", "-s", "-B", f"{JAIL_RUNNER_DIR}/runner.py"]
+    argv += ["--", config.python, "-E", "-s", "-S", "-B", f"{JAIL_RUNNER_DIR}/runner.py"]
     return argv
 
 

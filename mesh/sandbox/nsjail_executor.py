@@ -19,7 +19,7 @@ from typing import Any
 from mesh.errors import MeshError, RunCancelledError
 from mesh.sandbox.base import ExecutionResult, ToolBridge
 from mesh.sandbox.config import SandboxConfig
-from mesh.sandbox.jail import Jail, JailDied
+from mesh.sandbox.jail import Jail, JailDied, kill_in_background
 from mesh.sandbox.pool import JailPool, pool_for
 
 __all__ = ["NsjailExecutor"]
@@ -74,7 +74,7 @@ class NsjailExecutor:
             self._closed = True
             jail, self._jail = self._jail, None
         if jail is not None:
-            jail.kill()
+            kill_in_background(jail)
 
     def _current_jail(self) -> tuple[Jail, str | None]:
         with self._lock:

@@ -12,8 +12,7 @@ import ast
 import builtins
 import traceback
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = [
     "DEFAULT_AUTHORIZED_IMPORTS",
@@ -42,8 +41,7 @@ class FinalAnswerSignal(BaseException):
         self.value = value
 
 
-@dataclass(frozen=True)
-class SnippetOutcome:
+class SnippetOutcome(NamedTuple):
     value: str | None = None
     error: str | None = None
     is_final: bool = False
