@@ -9,7 +9,7 @@ default, and warns every time it is created.
 from __future__ import annotations
 
 import builtins
-import io
+import functools
 import logging
 import warnings
 from collections.abc import Iterable
@@ -18,12 +18,11 @@ from typing import Any
 from mesh.sandbox.base import ExecutionResult, ToolBridge
 from mesh.sandbox.snippet import (
     DEFAULT_AUTHORIZED_IMPORTS,
-    FinalAnswerSignal,
+    CappedOutput,
     execute_snippet,
     import_guard,
+    install_tools,
 )
-from mesh.text import cut
-from mesh.tools.final_answer import FINAL_ANSWER
 
 __all__ = ["UnsafeLocalExecutor"]
 
@@ -49,14 +48,14 @@ class UnsafeLocalExecutor:
         safe_builtins = dict(vars(builtins))
         safe_builtins["__import__"] = import_guard(authorized_imports)
         self._namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": safe_builtins}
-        self._stubs: set[str] = set()
 
     def run(self, code: str, bridge: ToolBridge) -> ExecutionResult:
-        output = io.StringIO()
-        self._install(bridge, output)
+        output = CappedOutput(self.max_output_chars)
+        install_tools(self._namespace, bridge.tool_names(), bridge.call_tool)
+        self._namespace["print"] = functools.partial(print, file=output)
         outcome = execute_snippet(code, self._namespace)
         return ExecutionResult(
-            output=cut(output.getvalue(), self.max_output_chars),
+            output=output.text(),
             value=outcome.value,
             error=outcome.error,
             is_final=outcome.is_final,
@@ -65,34 +64,3 @@ class UnsafeLocalExecutor:
 
     def close(self) -> None:
         self._namespace.clear()
-
-    def _install(self, bridge: ToolBridge, output: io.StringIO) -> None:
-        """Refresh the tool stubs (tools may change between steps) and print."""
-        names = set(bridge.tool_names())
-        for stale in self._stubs - names:
-            self._namespace.pop(stale, None)
-        for name in names:
-            self._namespace[name] = _stub(name, bridge)
-        self._stubs = names
-
-        def captured_print(
-            *args: Any,
-            sep: str | None = " ",
-            end: str | None = "\n",
-            file: Any = None,
-            flush: bool = False,
-        ) -> None:
-            print(*args, sep=sep, end=end, file=file if file is not None else output)
-
-        self._namespace["print"] = captured_print
-
-
-def _stub(name: str, bridge: ToolBridge) -> Any:
-    def call(*args: Any, **kwargs: Any) -> Any:
-        result = bridge.call_tool(name, args, kwargs)
-        if name == FINAL_ANSWER:
-            raise FinalAnswerSignal(result)
-        return result
-
-    call.__name__ = name
-    return call

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import _signal  # type: ignore[import-not-found]  # the C module: "signal" pulls in enum, ~5 ms of start-up
 import builtins
-import io
 import os
 import sys
 
@@ -26,35 +25,7 @@ else:  # in the jail these files sit beside this one, with no mesh package aroun
 
     snippet = None  # imported once "ready" is sent (see main)
 
-FINAL_ANSWER = "final_answer"
 RUNNER_PID = os.getpid()
-
-
-class CappedOutput(io.TextIOBase):
-    """Keeps the first ``limit`` characters written and counts the rest."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.parts: list[str] = []
-        self.kept = 0
-        self.dropped = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, text: str) -> int:
-        room = self.limit - self.kept
-        if room > 0:
-            self.parts.append(text[:room])
-            self.kept += min(room, len(text))
-        self.dropped += max(0, len(text) - max(room, 0))
-        return len(text)
-
-    def text(self) -> str:
-        out = "".join(self.parts)
-        if self.dropped:
-            out += f"\n[output cut: {self.dropped} more characters not shown]"
-        return out
 
 
 class Channel:
@@ -91,28 +62,23 @@ def tool_error(name: str, message: str) -> Exception:
     return _error_types[name](message)
 
 
-def make_stub(channel: Channel, name: str) -> Any:
-    def call(*args: Any, **kwargs: Any) -> Any:
+def call_host(channel: Channel) -> Any:
+    """Send a tool call to the host and wait for its reply."""
+
+    def call(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         channel.send({"op": "call", "name": name, "args": list(args), "kwargs": kwargs})
         reply = channel.receive()
         if not reply.get("ok"):
             raise tool_error(reply.get("error_type", "ToolError"), reply.get("message", ""))
-        if name == FINAL_ANSWER:
-            raise snippet.FinalAnswerSignal(reply.get("value"))
         return reply.get("value")
 
-    call.__name__ = name
     return call
 
 
 def run(channel: Channel, namespace: dict[str, Any], request: dict[str, Any]) -> None:
     namespace["__builtins__"]["__import__"] = snippet.import_guard(request.get("imports", ()))
-    for stale in namespace.pop("__mesh_tools__", ()):
-        namespace.pop(stale, None)
-    tools = list(request.get("tools", ()))
-    namespace.update({name: make_stub(channel, name) for name in tools})
-    namespace["__mesh_tools__"] = tools
-    output = CappedOutput(int(request.get("max_output", 20_000)))
+    snippet.install_tools(namespace, request.get("tools", ()), call_host(channel))
+    output = snippet.CappedOutput(int(request.get("max_output", 20_000)))
     sys.stdout = sys.stderr = output
     try:
         outcome = snippet.execute_snippet(request["code"], namespace)

@@ -10,19 +10,24 @@ from __future__ import annotations
 
 import ast
 import builtins
+import io
 import traceback
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 __all__ = [
     "DEFAULT_AUTHORIZED_IMPORTS",
+    "CappedOutput",
     "FinalAnswerSignal",
     "SnippetOutcome",
     "execute_snippet",
     "import_guard",
+    "install_tools",
 ]
 
 SNIPPET_FILENAME = "<code>"
+FINAL_ANSWER = "final_answer"
+TOOLS_KEY = "__mesh_tools__"
 
 DEFAULT_AUTHORIZED_IMPORTS = frozenset({
     "bisect", "collections", "copy", "dataclasses", "datetime", "decimal", "enum",
@@ -46,6 +51,62 @@ class SnippetOutcome(NamedTuple):
     error: str | None = None
     is_final: bool = False
     final_answer: Any = None
+
+
+class CappedOutput(io.TextIOBase):
+    """A text sink for print(): keeps the first ``limit`` characters, counts the rest."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.parts: list[str] = []
+        self.kept = 0
+        self.dropped = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        room = self.limit - self.kept
+        if room > 0:
+            self.parts.append(text[:room])
+            self.kept += min(room, len(text))
+        self.dropped += max(0, len(text) - max(room, 0))
+        return len(text)
+
+    def text(self) -> str:
+        out = "".join(self.parts)
+        if self.dropped:
+            out += f"\n[output cut: {self.dropped} more characters not shown]"
+        return out
+
+
+def install_tools(
+    namespace: dict[str, Any],
+    names: Iterable[str],
+    call: Callable[[str, tuple[Any, ...], dict[str, Any]], Any],
+) -> None:
+    """Make each tool a function in ``namespace`` that forwards to ``call``.
+
+    Tools removed since the last snippet disappear; ``final_answer`` ends the
+    snippet with its (host-validated) value.
+    """
+    for stale in namespace.pop(TOOLS_KEY, ()):
+        namespace.pop(stale, None)
+    names = list(names)
+    for name in names:
+        namespace[name] = _stub(name, call)
+    namespace[TOOLS_KEY] = names
+
+
+def _stub(name: str, call: Callable[[str, tuple[Any, ...], dict[str, Any]], Any]) -> Any:
+    def tool(*args: Any, **kwargs: Any) -> Any:
+        result = call(name, args, kwargs)
+        if name == FINAL_ANSWER:
+            raise FinalAnswerSignal(result)
+        return result
+
+    tool.__name__ = name
+    return tool
 
 
 def import_guard(authorized: Iterable[str]) -> Callable[..., Any]:
