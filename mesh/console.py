@@ -26,7 +26,7 @@ from mesh.agents.events import (
 )
 from mesh.text import clip
 
-__all__ = ["EventPrinter"]
+__all__ = ["EventPrinter", "say"]
 
 _CODE_BLOCK = re.compile(r"```.*?(?:```|\Z)", re.DOTALL)
 
@@ -90,3 +90,8 @@ def _arguments(arguments: dict[str, Any]) -> str:
     return ", ".join(
         f"{k}={json.dumps(v, default=repr, ensure_ascii=False)}" for k, v in arguments.items()
     )
+
+
+def say(message: str) -> None:
+    """A note for the person at the terminal (stderr, so stdout stays the output)."""
+    print(message, file=sys.stderr, flush=True)

@@ -17,9 +17,16 @@ them without parsing messages::
     │   ├── ModelOutputError         the model answered something unusable
     │   └── CassetteError            a replay cassette has no answer for a request
     ├── ExecutorError                the code executor itself broke (not the code)
-    └── AgentError
-        ├── MaxStepsError            no final answer within max_steps
-        └── RunCancelledError        the run was cancelled
+    ├── AgentError
+    │   ├── MaxStepsError            no final answer within max_steps
+    │   ├── RunCancelledError        the run was cancelled
+    │   └── DeadlineExceededError    the run's deadline passed
+    └── MeshRequestError             a request to (or from) another agent failed
+        ├── InvalidRequestError      the request itself is wrong
+        ├── NotFoundError            no such agent, tool or run
+        ├── BusyError                the agent is at its limit of concurrent runs
+        ├── AgentUnavailableError    the agent cannot be reached (retryable)
+        └── RemoteAgentError         the remote agent failed otherwise
 
 Errors *inside* a run (a bad tool call, code that raises, unparseable model
 output) become observations the model can read; they only escape ``run()``
@@ -30,14 +37,21 @@ from __future__ import annotations
 
 __all__ = [
     "AgentError",
+    "AgentUnavailableError",
+    "BusyError",
     "CassetteError",
     "ConfigError",
+    "DeadlineExceededError",
     "ExecutorError",
+    "InvalidRequestError",
     "MaxStepsError",
     "MeshError",
+    "MeshRequestError",
     "ModelCallError",
     "ModelError",
     "ModelOutputError",
+    "NotFoundError",
+    "RemoteAgentError",
     "RunCancelledError",
     "ToolArgumentError",
     "ToolDefinitionError",
@@ -114,3 +128,33 @@ class MaxStepsError(AgentError):
 
 class RunCancelledError(AgentError):
     code = "run_cancelled"
+
+
+class DeadlineExceededError(AgentError):
+    code = "deadline_exceeded"
+
+
+class MeshRequestError(MeshError):
+    code = "request_error"
+
+
+class InvalidRequestError(MeshRequestError):
+    code = "invalid_request"
+
+
+class NotFoundError(MeshRequestError):
+    code = "not_found"
+
+
+class BusyError(MeshRequestError):
+    code = "busy"
+    retryable = True
+
+
+class AgentUnavailableError(MeshRequestError):
+    code = "agent_unavailable"
+    retryable = True
+
+
+class RemoteAgentError(MeshRequestError):
+    code = "remote_agent_error"

@@ -7,7 +7,7 @@ import pytest
 from mesh import CodeAgent, PrimeTool, TokenUsage, Tool, factorial, tool
 from mesh.agents import CodeAction, FinalAnswer, Observation, RunFinished, RunStarted, StepFailed
 from mesh.agents.events import ModelOutput, ToolCallFinished, ToolCallStarted
-from mesh.errors import ConfigError, MaxStepsError
+from mesh.errors import ConfigError, InvalidRequestError, MaxStepsError
 from mesh.sandbox.snippet import FinalAnswerSignal
 from tests.support import code, scripted
 
@@ -207,7 +207,7 @@ def test_configuration_errors() -> None:
         CodeAgent([factorial, factorial], scripted("x"), executor="unsafe-local")
     with pytest.raises(ConfigError, match="max_steps must be at least 1"):
         agent("x", max_steps=0)
-    with pytest.raises(ConfigError, match="task must be a non-empty string"):
+    with pytest.raises(InvalidRequestError, match="task must be a non-empty string"):
         agent("x").run("  ")
 
 

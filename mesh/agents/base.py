@@ -32,7 +32,13 @@ from mesh.agents.managed import ManagedAgent, ManagedAgentTool
 from mesh.agents.memory import ActionStep, AgentMemory
 from mesh.agents.prompts import render_prompt
 from mesh.agents.tool_runner import ToolRunner
-from mesh.errors import ConfigError, MaxStepsError, MeshError, ModelOutputError
+from mesh.errors import (
+    ConfigError,
+    InvalidRequestError,
+    MaxStepsError,
+    MeshError,
+    ModelOutputError,
+)
 from mesh.models.base import ChatMessage, Model, ModelResponse, TokenUsage
 from mesh.tools.base import Tool
 from mesh.tools.final_answer import FINAL_ANSWER, FinalAnswerTool
@@ -119,6 +125,7 @@ class MultiStepAgent(ABC):
         stream: Literal[False] = ...,
         max_steps: int | None = ...,
         return_full_result: Literal[False] = ...,
+        context: RunContext | None = ...,
     ) -> Any: ...
     @overload
     def run(
@@ -128,6 +135,7 @@ class MultiStepAgent(ABC):
         stream: Literal[False] = ...,
         max_steps: int | None = ...,
         return_full_result: Literal[True],
+        context: RunContext | None = ...,
     ) -> RunResult: ...
     @overload
     def run(
@@ -137,6 +145,7 @@ class MultiStepAgent(ABC):
         stream: Literal[True],
         max_steps: int | None = ...,
         return_full_result: bool = ...,
+        context: RunContext | None = ...,
     ) -> Iterator[AgentEvent]: ...
 
     def run(
@@ -146,17 +155,20 @@ class MultiStepAgent(ABC):
         stream: bool = False,
         max_steps: int | None = None,
         return_full_result: bool = False,
+        context: RunContext | None = None,
     ) -> Any:
         """Solve ``task``; the final answer, a ``RunResult``, or (stream) an event iterator.
 
         Started inside another agent's run, this run becomes its child: its
         events join the parent's stream and the parent's cancellation stops it.
+        A server passes its own ``context`` (run id, deadline, remote parent)
+        so that it can cancel the run.
         """
         if not isinstance(task, str) or not task.strip():
-            raise ConfigError("task must be a non-empty string")
+            raise InvalidRequestError("task must be a non-empty string")
         if stream:
-            return self._stream(task, max_steps)
-        result = self._run_in(self._new_context(sink=None), task, max_steps)
+            return self._stream(task, max_steps, context)
+        result = self._run_in(context or self._new_context(sink=None), task, max_steps)
         return result if return_full_result else result.output
 
     def _new_context(self, sink: EventSink | None) -> RunContext:
@@ -166,9 +178,12 @@ class MultiStepAgent(ABC):
             child.sink = sink
         return child
 
-    def _stream(self, task: str, max_steps: int | None) -> Iterator[AgentEvent]:
+    def _stream(
+        self, task: str, max_steps: int | None, context: RunContext | None
+    ) -> Iterator[AgentEvent]:
         events: queue.Queue[AgentEvent | None] = queue.Queue()
-        ctx = self._new_context(sink=events.put)
+        ctx = context or self._new_context(sink=events.put)
+        ctx.sink = events.put
         failure: list[BaseException] = []
 
         def work() -> None:

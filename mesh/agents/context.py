@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from mesh.agents.events import AgentEvent
-from mesh.errors import RunCancelledError
+from mesh.errors import DeadlineExceededError, RunCancelledError
 
 __all__ = ["RunContext", "current_run"]
 
@@ -42,6 +42,10 @@ class RunContext:
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     parent: RunContext | None = None
     sink: EventSink = _drop
+    deadline: float | None = None
+    """time.monotonic() after which the run stops; children inherit it."""
+    remote_parent_id: str | None = None
+    """The caller's run id when the parent run lives in another process."""
     _cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
     _children: weakref.WeakSet[RunContext] = field(default_factory=weakref.WeakSet, repr=False)
     _on_cancel: list[Callable[[], None]] = field(default_factory=list, repr=False)
@@ -53,10 +57,14 @@ class RunContext:
 
     @property
     def parent_run_id(self) -> str | None:
-        return None if self.parent is None else self.parent.run_id
+        return self.remote_parent_id if self.parent is None else self.parent.run_id
+
+    def remaining(self) -> float | None:
+        """Seconds left before the deadline (None: no deadline)."""
+        return None if self.deadline is None else self.deadline - time.monotonic()
 
     def child(self, agent: str) -> RunContext:
-        child = RunContext(agent=agent, parent=self, sink=self.sink)
+        child = RunContext(agent=agent, parent=self, sink=self.sink, deadline=self.deadline)
         with self._lock:
             self._children.add(child)
         if self.cancelled:
@@ -106,5 +114,9 @@ class RunContext:
         return self._cancelled.is_set() or (self.parent is not None and self.parent.cancelled)
 
     def raise_if_cancelled(self) -> None:
+        """Stop here if the run was cancelled or its deadline has passed."""
         if self.cancelled:
             raise RunCancelledError(f"run {self.run_id} of {self.agent} was cancelled")
+        remaining = self.remaining()
+        if remaining is not None and remaining <= 0:
+            raise DeadlineExceededError(f"run {self.run_id} of {self.agent} ran past its deadline")

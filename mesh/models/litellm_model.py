@@ -26,7 +26,13 @@ from mesh.text import clip
 if TYPE_CHECKING:
     from mesh.tools.base import Tool
 
-__all__ = ["DEFAULT_MODEL_ID", "LiteLLMModel", "RetryPolicy"]
+__all__ = [
+    "DEFAULT_MODEL_ID",
+    "LiteLLMModel",
+    "RetryPolicy",
+    "has_provider_key",
+    "provider_key_name",
+]
 
 DEFAULT_MODEL_ID = "openai/gpt-4o-mini"
 
@@ -156,3 +162,13 @@ class LiteLLMModel:
             )
         except (AttributeError, IndexError, TypeError) as err:
             raise ModelOutputError(f"{self.model_id}: unexpected response shape: {err}") from err
+
+
+def provider_key_name(model_id: str) -> str:
+    """The environment variable LiteLLM reads the key from, e.g. OPENAI_API_KEY."""
+    provider = model_id.split("/", 1)[0] if "/" in model_id else "openai"
+    return f"{provider.upper()}_API_KEY"
+
+
+def has_provider_key(model_id: str) -> bool:
+    return bool(os.environ.get(provider_key_name(model_id)))

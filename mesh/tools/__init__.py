@@ -6,10 +6,17 @@ from mesh.tools.final_answer import FINAL_ANSWER, FinalAnswerTool
 from mesh.tools.math_tools import PrimeTool, celsius_to_fahrenheit, factorial
 from mesh.tools.memo import MemoTool
 from mesh.tools.schema import InputSpec
-from mesh.tools.web_search import DDGSBackend, DuckDuckGoTool, SearchBackend, SearchResult
+from mesh.tools.web_search import (
+    CorpusBackend,
+    DDGSBackend,
+    DuckDuckGoTool,
+    SearchBackend,
+    SearchResult,
+)
 
 __all__ = [
     "FINAL_ANSWER",
+    "CorpusBackend",
     "DDGSBackend",
     "DuckDuckGoTool",
     "FinalAnswerTool",

@@ -8,13 +8,17 @@ their own backend and never touch the network.
 
 from __future__ import annotations
 
+import json
+import os
+import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypedDict
 
 from mesh.errors import ToolExecutionError
 from mesh.tools.base import Tool
 
-__all__ = ["DDGSBackend", "DuckDuckGoTool", "SearchBackend", "SearchResult"]
+__all__ = ["CorpusBackend", "DDGSBackend", "DuckDuckGoTool", "SearchBackend", "SearchResult"]
 
 
 class SearchResult(TypedDict):
@@ -55,6 +59,28 @@ class DDGSBackend:
         ]
 
 
+class CorpusBackend:
+    """Search a local JSONL corpus of {"title", "href", "body"} documents.
+
+    Replays use it: a recorded run must be reproducible offline, and live
+    search results would make it diverge from its recording.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        self.documents = [_result(json.loads(line)) for line in lines if line.strip()]
+
+    def __call__(self, query: str, max_results: int) -> list[SearchResult]:
+        words = {w for w in re.findall(r"\w+", query.lower()) if len(w) > 2}
+        scored: list[tuple[int, int, SearchResult]] = []
+        for document in self.documents:
+            text = f"{document['title']} {document['body']}".lower()
+            score = sum(1 for word in words if word in text)
+            if score:
+                scored.append((-score, len(scored), document))
+        return [document for _, _, document in sorted(scored)[:max_results]]
+
+
 class DuckDuckGoTool(Tool):
     name = "web_search"
     description = "Search the web. Returns the top results with title, link and a snippet."
@@ -87,3 +113,7 @@ class DuckDuckGoTool(Tool):
         return "\n\n".join(
             f"{i}. [{r['title']}]({r['href']})\n{r['body']}" for i, r in enumerate(results, 1)
         )
+
+
+def _result(data: dict[str, Any]) -> SearchResult:
+    return SearchResult(title=str(data["title"]), href=str(data["href"]), body=str(data["body"]))

@@ -1,0 +1,73 @@
+"""The ``mesh`` command line.
+
+mesh demo                 start the seed mesh, run its task, stop it
+mesh up                   start every agent of the config, each its own process
+mesh run [TASK]           send a task to the mesh and show the steps live
+mesh agents               the agents' cards
+mesh serve AGENT          serve one agent (what `mesh up` starts)
+mesh run --local [TASK]   one agent in this process, no mesh
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from mesh.cli import mesh_commands
+from mesh.cli.local import add_local_options, run_local
+from mesh.errors import MeshError
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except MeshError as err:
+        print(f"error ({err.code}): {err.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mesh", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help)
+        sub.add_argument("--config", type=Path, help="mesh config (default ./mesh.toml, else the "
+                         "bundled seed mesh)")  # fmt: skip
+        return sub
+
+    demo = command("demo", "start the mesh, run its task, stop it")
+    demo.set_defaults(func=mesh_commands.demo)
+
+    up = command("up", "start every agent of the config, each its own process")
+    up.add_argument("--logs", type=Path, help="write each service's log here")
+    up.set_defaults(func=mesh_commands.up)
+
+    run = command("run", "send a task to the mesh and show its steps live")
+    run.add_argument("task", nargs="?", help="the task (default: the config's task)")
+    run.add_argument("--address", help="host:port of the agent to ask (default: the entry)")
+    run.add_argument("--timeout", type=float, default=300.0, help="deadline in seconds")
+    run.add_argument("--quiet", action="store_true", help="print only the final answer")
+    add_local_options(run)
+    run.set_defaults(func=lambda a: run_local(a) if a.local else mesh_commands.run(a))
+
+    agents = command("agents", "list the agents' cards")
+    agents.set_defaults(func=mesh_commands.agents)
+
+    serve = command("serve", "serve one agent of the config")
+    serve.add_argument("agent", help="the agent's name in the config")
+    serve.add_argument("--address", help="host:port to listen on (default: from the config)")
+    serve.set_defaults(func=mesh_commands.serve)
+    return parser

@@ -1,0 +1,189 @@
+"""The mesh verbs of the ``mesh`` command: serve, up, run, agents, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from mesh._proto import agent_pb2 as pb
+from mesh._proto import agent_pb2_grpc
+from mesh.agents.events import FinalAnswer
+from mesh.config import MeshConfig
+from mesh.console import EventPrinter, say
+from mesh.errors import AgentUnavailableError, ConfigError, MeshError
+from mesh.launcher import READY_PREFIX, MeshProcesses
+from mesh.rpc.convert import event_from_proto
+from mesh.rpc.remote import RemoteAgent, channel_target
+from mesh.rpc.server import serve as serve_agent
+from mesh.rpc.status import error_from_rpc
+from mesh.services import build_agent, load_mesh_config, replays
+
+__all__ = ["agents", "demo", "run", "serve", "up"]
+
+
+def serve(args: argparse.Namespace) -> int:
+    config = load_mesh_config(args.config)
+    agent_config = config.agent(args.agent)
+    address = args.address or agent_config.addresses[0]
+    agent = build_agent(config, args.agent)
+    logging.getLogger("mesh").setLevel(logging.INFO)
+    model = "replay" if replays(config, agent_config) else agent.model.model_id
+
+    def ready(port: int) -> None:
+        print(f"{READY_PREFIX}{args.agent} {port}", flush=True)
+        say(f"{args.agent}: serving on {address.rsplit(':', 1)[0]}:{port} (model: {model})")
+
+    asyncio.run(serve_agent(agent, address, max_concurrent_runs=agent_config.max_concurrent_runs,
+                            on_ready=ready))  # fmt: skip
+    return 0
+
+
+def up(args: argparse.Namespace) -> int:
+    config = load_mesh_config(args.config)
+    with MeshProcesses(config, log_dir=args.logs) as mesh:
+        _print_table(config, mesh.addresses)
+        say("The mesh is up. Ctrl-C stops it.")
+        return _wait_for_signal(mesh)
+
+
+def run(args: argparse.Namespace) -> int:
+    config = load_mesh_config(args.config)
+    entry = config.agent(config.entry)
+    target = channel_target(args.address or list(entry.addresses))
+    task = args.task or config.task
+    if not task:
+        raise ConfigError("give a task (the config names no default task in [mesh] task)")
+    with grpc.insecure_channel(target) as channel:
+        stub = agent_pb2_grpc.AgentServiceStub(channel)  # type: ignore[no-untyped-call]
+        _announce_replay(stub, entry.name, target, task, config)
+        call = stub.RunStream(pb.RunStreamRequest(task=task, agent=entry.name),
+                              timeout=args.timeout)  # fmt: skip
+        printer = None if args.quiet else EventPrinter()
+        answer: Any = None
+        try:
+            for response in call:
+                event = event_from_proto(response.event)
+                if event is None:
+                    continue
+                if printer is not None:
+                    printer(event)
+                if isinstance(event, FinalAnswer) and event.depth == 0:
+                    answer = event.answer
+        except KeyboardInterrupt:
+            call.cancel()
+            say("cancelled: the run and every run it delegated were stopped")
+            return 130
+        except grpc.RpcError as err:
+            raise _explain(error_from_rpc(err, f"{entry.name} at {target}")) from err
+    if args.quiet:
+        print(answer)
+    return 0
+
+
+def agents(args: argparse.Namespace) -> int:
+    config = load_mesh_config(args.config)
+    for name, agent in config.agents.items():
+        remote = RemoteAgent(name, list(agent.addresses))
+        try:
+            card = remote.describe(timeout_s=2.0)
+        except MeshError as err:
+            print(f"{name} ({', '.join(agent.addresses)}): not reachable ({err.code})")
+            continue
+        finally:
+            remote.close()
+        kind = pb.AgentKind.Name(card.kind).removeprefix("AGENT_KIND_").lower().replace("_", "-")
+        print(f"{card.name} ({', '.join(agent.addresses)}): {kind} agent, model {card.model_id}")
+        print(f"    {card.description}")
+        for tool in card.tools:
+            inputs = ", ".join(f"{i.name}: {i.type}" for i in tool.inputs)
+            print(f"    tool {tool.name}({inputs}) -> {tool.output_type}")
+        for managed in card.managed_agents:
+            print(f"    delegates to {managed}")
+    return 0
+
+
+def demo(args: argparse.Namespace) -> int:
+    """Start the mesh on free ports, run its task, stop it: the whole product in one command."""
+    config = _on_free_ports(load_mesh_config(args.config))
+    say("Starting the mesh: one process per agent ...")
+    with (
+        tempfile.TemporaryDirectory(prefix="mesh-demo-") as logs,
+        MeshProcesses(config, log_dir=Path(logs)) as mesh,
+    ):
+        _print_table(config, mesh.addresses)
+        run_args = argparse.Namespace(config=args.config, task=None, quiet=False, timeout=300.0,
+                                      address=mesh.addresses[config.entry][0])  # fmt: skip
+        status = run(run_args)
+        say("Stopping the mesh.")
+        return status
+
+
+def _announce_replay(stub: Any, name: str, target: str, task: str, config: MeshConfig) -> None:
+    try:
+        card = stub.Describe(pb.DescribeRequest(), timeout=5).card
+    except grpc.RpcError as err:
+        raise _explain(error_from_rpc(err, f"{name} at {target}")) from err
+    if card.model_id.startswith("replay"):
+        say("No model key is set, so the mesh REPLAYS recorded model outputs (cassettes); the "
+            "tools, sandbox and RPCs run for real. Set OPENAI_API_KEY (or [models] in the "
+            "config) for a live model.")  # fmt: skip
+        if config.task and task != config.task:
+            say(f"A replay only knows its recorded task: {config.task!r}")
+
+
+def _explain(error: MeshError) -> MeshError:
+    if isinstance(error, AgentUnavailableError):
+        error.message += "\nIs the mesh up? Start it with `mesh up` (or try `mesh demo`)."
+    return error
+
+
+def _print_table(config: MeshConfig, addresses: dict[str, list[str]]) -> None:
+    rows = [("agent", "kind", "address", "model")]
+    for name in config.dependency_order():
+        agent = config.agent(name)
+        model = (f"replay ({agent.cassette.name})" if replays(config, agent) and agent.cassette
+                 else agent.model or config.default_model)  # fmt: skip
+        rows.append((name, agent.kind, ", ".join(addresses.get(name, [])), model))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+    sys.stdout.flush()
+
+
+def _on_free_ports(config: MeshConfig) -> MeshConfig:
+    agents = {
+        name: dataclasses.replace(
+            agent, addresses=tuple(f"{a.rsplit(':', 1)[0]}:0" for a in agent.addresses)
+        )
+        for name, agent in config.agents.items()
+    }
+    return dataclasses.replace(config, agents=agents)
+
+
+def _wait_for_signal(mesh: MeshProcesses) -> int:
+    stop = False
+
+    def handle(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+    while not stop:
+        dead = [s for s in mesh.services if s.process.poll() is not None]
+        if dead:
+            say(f"{dead[0].agent} exited (code {dead[0].process.returncode}); stopping the mesh")
+            return 1
+        time.sleep(0.2)
+    say("Stopping the mesh ...")
+    return 0

@@ -1,0 +1,144 @@
+"""Starting a whole mesh on one machine: one process per agent (per replica).
+
+Agents start in dependency order (specialists before their manager), each
+with ``mesh serve``; a port of 0 is resolved by the child, which reports the
+port it bound, and the addresses of an agent's managed agents reach it
+through ``MESH_ADDRESS_<NAME>``. Stopping sends SIGTERM (the servers drain
+and kill their jails) and SIGKILL to anything still there after the grace.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from mesh.config import MeshConfig
+from mesh.errors import AgentUnavailableError
+
+__all__ = ["MeshProcesses", "ServiceProcess", "wait_healthy"]
+
+READY_PREFIX = "SERVING "
+
+
+@dataclass
+class ServiceProcess:
+    agent: str
+    address: str
+    process: subprocess.Popen[str]
+
+
+@dataclass
+class MeshProcesses:
+    """``with MeshProcesses(config) as mesh: mesh.addresses["manager"]``"""
+
+    config: MeshConfig
+    log_dir: Path | None = None
+    start_timeout_s: float = 60.0
+    env: dict[str, str] = field(default_factory=dict)
+    services: list[ServiceProcess] = field(default_factory=list)
+
+    @property
+    def addresses(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for service in self.services:
+            out.setdefault(service.agent, []).append(service.address)
+        return out
+
+    def start(self) -> MeshProcesses:
+        try:
+            for name in self.config.dependency_order():
+                for address in self.config.agent(name).addresses:
+                    self.services.append(self._spawn(name, address))
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        for service in reversed(self.services):
+            if service.process.poll() is None:
+                service.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for service in self.services:
+            try:
+                service.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                service.process.kill()
+                service.process.wait()
+        self.services.clear()
+
+    def __enter__(self) -> MeshProcesses:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _spawn(self, name: str, address: str) -> ServiceProcess:
+        env = {**os.environ, **self.env}
+        for child, child_addresses in self.addresses.items():
+            env[f"MESH_ADDRESS_{child.upper()}"] = ",".join(child_addresses)
+        stderr: IO[str] | None = None
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            stderr = open(self.log_dir / f"{name}-{len(self.services)}.log", "w")  # noqa: SIM115
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mesh", "serve", name, "--config", str(self.config.path),
+             "--address", address],
+            stdout=subprocess.PIPE, stderr=stderr, text=True, env=env, start_new_session=True,
+        )  # fmt: skip
+        if stderr is not None:
+            stderr.close()
+        port = _read_port(process, name, self.start_timeout_s)
+        host = address.rsplit(":", 1)[0]
+        service = ServiceProcess(name, f"{host}:{port}", process)
+        wait_healthy(service.address, self.start_timeout_s)
+        return service
+
+
+def _read_port(process: subprocess.Popen[str], name: str, timeout_s: float) -> int:
+    """The port the child reports once it serves (it prints ``SERVING <name> <port>``)."""
+    assert process.stdout is not None
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([process.stdout], [], [], deadline - time.monotonic())
+        if not ready:
+            break
+        line = process.stdout.readline()
+        if not line:
+            raise AgentUnavailableError(
+                f"{name} exited during start-up (code {process.wait()}); see its log"
+            )
+        if line.startswith(READY_PREFIX):
+            return int(line.split()[-1])
+    process.kill()
+    raise AgentUnavailableError(f"{name} did not start within {timeout_s:g} s")
+
+
+def wait_healthy(address: str, timeout_s: float = 30.0) -> None:
+    """Block until ``address`` reports SERVING on grpc.health.v1."""
+    deadline = time.monotonic() + timeout_s
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=""),
+                                   timeout=max(0.1, deadline - time.monotonic()),
+                                   wait_for_ready=True)  # fmt: skip
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError as err:
+                if time.monotonic() >= deadline:
+                    raise AgentUnavailableError(f"{address} is not healthy: {err}") from err
+            if time.monotonic() >= deadline:
+                raise AgentUnavailableError(f"{address} did not become healthy")
+            time.sleep(0.05)

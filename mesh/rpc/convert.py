@@ -1,0 +1,187 @@
+"""Conversion between domain values and ``mesh.v1`` wire messages.
+
+The only place that knows both worlds: servicers and the remote agent call
+these functions at their edges, and nothing deeper sees a protobuf.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from mesh._proto import agent_pb2 as pb
+from mesh.agents import events as ev
+from mesh.agents.base import MultiStepAgent
+from mesh.agents.code_agent import CodeAgent
+from mesh.models.base import TokenUsage, ToolCall
+from mesh.tools.base import Tool
+
+__all__ = [
+    "answer_text",
+    "card_to_proto",
+    "event_from_proto",
+    "event_to_proto",
+    "from_json",
+    "to_json",
+    "tool_spec_to_proto",
+    "usage_to_proto",
+]
+
+
+def to_json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, default=repr)
+
+
+def from_json(text: str) -> Any:
+    return json.loads(text) if text else None
+
+
+def answer_text(value: Any) -> str:
+    return value if isinstance(value, str) else to_json(value)
+
+
+def usage_to_proto(usage: TokenUsage) -> pb.TokenUsage:
+    return pb.TokenUsage(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens)
+
+
+def usage_from_proto(usage: pb.TokenUsage) -> TokenUsage:
+    return TokenUsage(usage.input_tokens, usage.output_tokens)
+
+
+def tool_spec_to_proto(tool: Tool) -> pb.ToolSpec:
+    return pb.ToolSpec(
+        name=tool.name,
+        description=tool.description,
+        output_type=tool.output_type,
+        inputs=[
+            pb.ToolInput(
+                name=spec.name,
+                type=spec.type,
+                description=spec.description,
+                nullable=spec.nullable,
+                required=spec.required,
+                enum_json=to_json(list(spec.enum)) if spec.enum is not None else "",
+                items=spec.items or "",
+                default_json="" if spec.required else to_json(spec.default),
+            )
+            for spec in tool.input_specs
+        ],
+    )
+
+
+def card_to_proto(agent: MultiStepAgent) -> pb.AgentCard:
+    kind = pb.AGENT_KIND_CODE if isinstance(agent, CodeAgent) else pb.AGENT_KIND_TOOL_CALLING
+    return pb.AgentCard(
+        name=agent.name,
+        description=agent.description,
+        kind=kind,
+        model_id=agent.model.model_id,
+        tools=[tool_spec_to_proto(t) for t in agent.tools.values()],
+        managed_agents=list(agent.managed_agents),
+    )
+
+
+def event_to_proto(event: ev.AgentEvent) -> pb.RunEvent:
+    out = pb.RunEvent(
+        agent=event.agent,
+        run_id=event.run_id,
+        parent_run_id=event.parent_run_id or "",
+        depth=event.depth,
+        step=event.step,
+        timestamp=event.timestamp,
+    )
+    match event:
+        case ev.RunStarted():
+            out.run_started.task = event.task
+        case ev.ModelOutput():
+            out.model_output.CopyFrom(pb.ModelOutput(
+                text=event.text or "",
+                tool_calls=[pb.ToolCall(id=c.id, name=c.name, arguments_json=c.arguments)
+                            for c in event.tool_calls],
+                usage=usage_to_proto(event.usage),
+                model_id=event.model_id,
+                duration_seconds=event.duration_s,
+            ))  # fmt: skip
+        case ev.CodeAction():
+            out.code_action.code = event.code
+        case ev.ToolCallStarted():
+            out.tool_call_started.CopyFrom(pb.ToolCallStarted(
+                call_id=event.call_id, name=event.name, arguments_json=to_json(event.arguments)
+            ))  # fmt: skip
+        case ev.ToolCallFinished():
+            out.tool_call_finished.CopyFrom(pb.ToolCallFinished(
+                call_id=event.call_id, name=event.name, result=event.result,
+                error=event.error or "", duration_seconds=event.duration_s,
+            ))  # fmt: skip
+        case ev.Observation():
+            out.observation.text = event.text
+        case ev.StepFailed():
+            out.step_failed.error = event.error
+        case ev.FinalAnswer():
+            out.final_answer.CopyFrom(pb.FinalAnswer(
+                answer_json=to_json(event.answer), answer_text=answer_text(event.answer)
+            ))  # fmt: skip
+        case ev.RunFinished():
+            out.run_finished.CopyFrom(pb.RunFinished(
+                usage=usage_to_proto(event.usage), duration_seconds=event.duration_s,
+                steps=event.steps, error=event.error or "",
+            ))  # fmt: skip
+    return out
+
+
+def event_from_proto(message: pb.RunEvent, depth_offset: int = 0) -> ev.AgentEvent | None:
+    """The domain event of a wire event, ``depth_offset`` levels deeper; None if unknown."""
+    common: dict[str, Any] = {
+        "agent": message.agent,
+        "run_id": message.run_id,
+        "parent_run_id": message.parent_run_id or None,
+        "depth": message.depth + depth_offset,
+        "step": message.step,
+        "timestamp": message.timestamp,
+    }
+    kind = message.WhichOneof("kind")
+    if kind == "run_started":
+        return ev.RunStarted(task=message.run_started.task, **common)
+    if kind == "model_output":
+        m = message.model_output
+        return ev.ModelOutput(
+            text=m.text or None,
+            tool_calls=tuple(ToolCall(c.id, c.name, c.arguments_json) for c in m.tool_calls),
+            usage=usage_from_proto(m.usage),
+            model_id=m.model_id,
+            duration_s=m.duration_seconds,
+            **common,
+        )
+    if kind == "code_action":
+        return ev.CodeAction(code=message.code_action.code, **common)
+    if kind == "tool_call_started":
+        s = message.tool_call_started
+        return ev.ToolCallStarted(
+            call_id=s.call_id, name=s.name, arguments=from_json(s.arguments_json) or {}, **common
+        )
+    if kind == "tool_call_finished":
+        f = message.tool_call_finished
+        return ev.ToolCallFinished(
+            call_id=f.call_id,
+            name=f.name,
+            result=f.result,
+            error=f.error or None,
+            duration_s=f.duration_seconds,
+            **common,
+        )
+    if kind == "observation":
+        return ev.Observation(text=message.observation.text, **common)
+    if kind == "step_failed":
+        return ev.StepFailed(error=message.step_failed.error, **common)
+    if kind == "final_answer":
+        return ev.FinalAnswer(answer=from_json(message.final_answer.answer_json), **common)
+    if kind == "run_finished":
+        r = message.run_finished
+        return ev.RunFinished(
+            usage=usage_from_proto(r.usage),
+            duration_s=r.duration_seconds,
+            steps=r.steps,
+            error=r.error or None,
+            **common,
+        )
+    return None

@@ -1,0 +1,151 @@
+"""``RemoteAgent``: an agent served elsewhere, used exactly like a local one.
+
+Give it to ``managed_agents=[...]`` and the manager's model calls it by name
+with a task. Each call streams the remote run: its events join the caller's
+stream one level deeper; the caller's remaining deadline becomes the call's
+timeout; cancelling the caller cancels the call, and so the remote run and
+its jail. A call is retried only when the remote run never started (the
+agent was unreachable), never once it has: runs are not idempotent. Several
+addresses (or a DNS name with several records) are balanced round robin.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+
+from mesh._proto import agent_pb2 as pb
+from mesh._proto import agent_pb2_grpc
+from mesh.agents.context import RunContext, current_run
+from mesh.agents.events import FinalAnswer
+from mesh.errors import AgentUnavailableError, DeadlineExceededError, RunCancelledError
+from mesh.rpc.convert import event_from_proto
+from mesh.rpc.server import MAX_MESSAGE_BYTES
+from mesh.rpc.status import error_from_rpc
+
+__all__ = ["RemoteAgent", "channel_target"]
+
+
+class RemoteAgent:
+    def __init__(
+        self,
+        name: str,
+        addresses: str | Sequence[str],
+        description: str = "",
+        *,
+        timeout_s: float | None = None,
+        retries: int = 2,
+        retry_delay_s: float = 0.2,
+    ) -> None:
+        self.name = name
+        self.description = description
+        self.target = channel_target(addresses)
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.retry_delay_s = retry_delay_s
+        self._channel = grpc.insecure_channel(self.target, options=[
+            ("grpc.lb_policy_name", "round_robin"),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.enable_retries", 0),  # retries are ours: only before a run starts
+        ])  # fmt: skip
+        self._stub = agent_pb2_grpc.AgentServiceStub(self._channel)  # type: ignore[no-untyped-call]
+
+    def describe(self, timeout_s: float = 5.0) -> pb.AgentCard:
+        try:
+            response: pb.DescribeResponse = self._stub.Describe(
+                pb.DescribeRequest(), timeout=timeout_s
+            )
+        except grpc.RpcError as err:
+            raise error_from_rpc(err, f"{self.name} at {self.target}") from err
+        return response.card
+
+    def run(self, task: str) -> Any:
+        """Run ``task`` remotely and return the final answer (see the module docstring)."""
+        parent = current_run.get()
+        for attempt in range(self.retries + 1):
+            try:
+                return self._run_once(task, parent)
+            except _NotStarted as failure:
+                if attempt == self.retries or (parent is not None and parent.cancelled):
+                    raise failure.error from None
+                time.sleep(self.retry_delay_s * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def _run_once(self, task: str, parent: RunContext | None) -> Any:
+        timeout = self._timeout(parent)
+        request = pb.RunStreamRequest(
+            task=task, agent=self.name, parent_run_id=parent.run_id if parent else ""
+        )
+        call = self._stub.RunStream(request, timeout=timeout)
+        if parent is not None:
+            parent.on_cancel(call.cancel)
+        depth = parent.depth + 1 if parent is not None else 0
+        answer: Any = None
+        started = False
+        try:
+            for response in call:
+                started = True
+                event = event_from_proto(response.event, depth_offset=depth)
+                if event is None:
+                    continue
+                if parent is not None:
+                    parent.emit(event)
+                if isinstance(event, FinalAnswer) and response.event.depth == 0:
+                    answer = event.answer
+        except grpc.RpcError as err:
+            if parent is not None and parent.cancelled:
+                raise RunCancelledError(f"the call to {self.name} was cancelled") from err
+            error = error_from_rpc(err, f"{self.name} at {self.target}")
+            if not started and isinstance(error, AgentUnavailableError):
+                raise _NotStarted(error) from err
+            raise error from err
+        return answer
+
+    def _timeout(self, parent: RunContext | None) -> float | None:
+        remaining = parent.remaining() if parent is not None else None
+        if remaining is not None and remaining <= 0:
+            raise DeadlineExceededError(f"no time left to delegate to {self.name}")
+        if remaining is None:
+            return self.timeout_s
+        return remaining if self.timeout_s is None else min(remaining, self.timeout_s)
+
+    def __repr__(self) -> str:
+        return f"<RemoteAgent {self.name!r} at {self.target}>"
+
+
+class _NotStarted(Exception):
+    """The remote run never started, so trying again is safe."""
+
+    def __init__(self, error: AgentUnavailableError) -> None:
+        self.error = error
+
+
+def channel_target(addresses: str | Sequence[str]) -> str:
+    """A gRPC target for one address, a DNS name with several records, or a list of IPs."""
+    if isinstance(addresses, str):
+        addresses = [a.strip() for a in addresses.split(",") if a.strip()]
+    if not addresses:
+        raise ValueError("no address given")
+    if len(addresses) == 1:
+        host = addresses[0].rsplit(":", 1)[0].strip("[]")
+        return addresses[0] if _is_ip(host) else f"dns:///{addresses[0]}"
+    if not all(_is_ip(a.rsplit(":", 1)[0].strip("[]")) for a in addresses):
+        raise ValueError(f"a list of replicas must be IP:port addresses, got {list(addresses)}")
+    scheme = "ipv6" if ":" in addresses[0].rsplit(":", 1)[0] else "ipv4"
+    return f"{scheme}:{','.join(addresses)}"
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

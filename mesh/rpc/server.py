@@ -1,0 +1,72 @@
+"""Serving one agent: the mesh.v1 service, health, reflection, graceful stop.
+
+On SIGTERM or SIGINT the server reports NOT_SERVING, stops accepting calls,
+lets runs in flight finish within the grace period, then cancels them (which
+kills their jails) and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from mesh._proto import agent_pb2, agent_pb2_grpc
+from mesh.agents.base import MultiStepAgent
+from mesh.rpc.servicer import AgentServicer
+
+__all__ = ["SERVICE_NAME", "serve"]
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+
+
+async def serve(
+    agent: MultiStepAgent,
+    address: str,
+    *,
+    max_concurrent_runs: int = 16,
+    grace_s: float = 10.0,
+    on_ready: Callable[[int], None] | None = None,
+) -> None:
+    """Serve ``agent`` at ``address`` ("host:port"; port 0 picks a free one) until signalled."""
+    server = grpc.aio.server(options=[
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.so_reuseport", 0),
+    ])  # fmt: skip
+    servicer = AgentServicer(agent, max_concurrent_runs)
+    agent_pb2_grpc.add_AgentServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    port = server.add_insecure_port(address)
+    await server.start()
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    if on_ready is not None:
+        on_ready(port)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+
+    log.info(
+        "%s: stopping (grace %.0f s, %d run(s) in flight)", agent.name, grace_s, len(servicer.runs)
+    )
+    await health_servicer.enter_graceful_shutdown()
+    stopping = asyncio.ensure_future(server.stop(grace_s))
+    await asyncio.sleep(0)  # let stop() close the listener before runs are cancelled
+    await asyncio.wait([stopping], timeout=grace_s)
+    servicer.shutdown()
+    await stopping

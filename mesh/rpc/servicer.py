@@ -1,0 +1,170 @@
+"""``AgentServicer``: the mesh.v1.AgentService of one agent, kept thin.
+
+Each method validates, converts from the wire, calls the library, converts
+back. Agents are synchronous, so runs execute on a thread pool and their
+events cross into the event loop through a queue. A run's context carries
+the client's deadline; a client that goes away, or Cancel, cancels it (and
+with it the runs it delegated and their jails).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import grpc
+
+from mesh._proto import agent_pb2 as pb
+from mesh._proto import agent_pb2_grpc
+from mesh.agents.base import MultiStepAgent, RunResult
+from mesh.agents.context import RunContext
+from mesh.agents.events import AgentEvent
+from mesh.errors import InvalidRequestError, NotFoundError
+from mesh.rpc.convert import (
+    answer_text,
+    card_to_proto,
+    event_to_proto,
+    to_json,
+    tool_spec_to_proto,
+    usage_to_proto,
+)
+from mesh.rpc.runs import ActiveRuns
+from mesh.rpc.status import translate_errors
+from mesh.tools.final_answer import FINAL_ANSWER
+
+__all__ = ["AgentServicer"]
+
+Context = grpc.aio.ServicerContext[Any, Any]
+MAX_TASK_CHARS = 100_000
+_END = object()
+T = TypeVar("T")
+
+
+class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
+    def __init__(self, agent: MultiStepAgent, max_concurrent_runs: int = 16) -> None:
+        self.agent = agent
+        self.runs = ActiveRuns(max_concurrent_runs)
+        self._threads = ThreadPoolExecutor(
+            max_workers=max_concurrent_runs + 4, thread_name_prefix=f"{agent.name}-run"
+        )
+
+    @translate_errors
+    async def Describe(self, request: pb.DescribeRequest, context: Context) -> pb.DescribeResponse:
+        return pb.DescribeResponse(card=card_to_proto(self.agent))
+
+    @translate_errors
+    async def Run(self, request: pb.RunRequest, context: Context) -> pb.RunResponse:
+        ctx = self._context(request, context)
+        with self.runs.register(ctx):
+            result: RunResult = await self._in_thread(ctx, lambda: self.agent.run(
+                request.task, max_steps=request.max_steps or None, return_full_result=True,
+                context=ctx))  # fmt: skip
+        return pb.RunResponse(
+            run_id=result.run_id,
+            answer_json=to_json(result.output),
+            answer_text=answer_text(result.output),
+            state=pb.RUN_STATE_SUCCESS if result.state == "success" else pb.RUN_STATE_MAX_STEPS,
+            steps=len(result.steps),
+            usage=usage_to_proto(result.usage),
+            duration_seconds=result.duration_s,
+        )
+
+    @translate_errors
+    async def RunStream(
+        self, request: pb.RunStreamRequest, context: Context
+    ) -> AsyncIterator[pb.RunStreamResponse]:
+        ctx = self._context(request, context)
+        with self.runs.register(ctx):
+            async for event in self._stream(ctx, request.task, request.max_steps or None):
+                yield pb.RunStreamResponse(event=event_to_proto(event))
+
+    @translate_errors
+    async def Cancel(self, request: pb.CancelRequest, context: Context) -> pb.CancelResponse:
+        self.runs.cancel(request.run_id)
+        return pb.CancelResponse(cancelled=True)
+
+    @translate_errors
+    async def ListTools(
+        self, request: pb.ListToolsRequest, context: Context
+    ) -> pb.ListToolsResponse:
+        tools = [t for name, t in self.agent.tools.items() if name != FINAL_ANSWER]
+        return pb.ListToolsResponse(tools=[tool_spec_to_proto(t) for t in tools])
+
+    @translate_errors
+    async def CallTool(self, request: pb.CallToolRequest, context: Context) -> pb.CallToolResponse:
+        tool = self.agent.tools.get(request.name)
+        if tool is None or request.name == FINAL_ANSWER:
+            known = ", ".join(n for n in self.agent.tools if n != FINAL_ANSWER)
+            raise NotFoundError(f"{self.agent.name} has no tool {request.name!r} (it has {known})")
+        try:
+            arguments = json.loads(request.arguments_json or "{}")
+        except ValueError as err:
+            raise InvalidRequestError(f"arguments_json is not JSON: {err}") from err
+        if not isinstance(arguments, dict):
+            raise InvalidRequestError("arguments_json must be a JSON object")
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(self._threads, tool.call, arguments)
+        return pb.CallToolResponse(result_json=to_json(result), result_text=answer_text(result))
+
+    def shutdown(self) -> None:
+        """Cancel every run still going (their jails die with them)."""
+        self.runs.cancel_all()
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+    def _context(
+        self, request: pb.RunRequest | pb.RunStreamRequest, context: Context
+    ) -> RunContext:
+        if request.agent and request.agent != self.agent.name:
+            raise NotFoundError(
+                f"this server hosts {self.agent.name!r}, not {request.agent!r}: check the address"
+            )
+        if not request.task.strip():
+            raise InvalidRequestError("task must be a non-empty string")
+        if len(request.task) > MAX_TASK_CHARS:
+            raise InvalidRequestError(f"task is longer than {MAX_TASK_CHARS} characters")
+        if request.max_steps < 0:
+            raise InvalidRequestError("max_steps must be >= 0")
+        remaining = context.time_remaining()
+        ctx = RunContext(
+            agent=self.agent.name,
+            remote_parent_id=request.parent_run_id or None,
+            deadline=None if remaining is None else time.monotonic() + remaining,
+        )
+        if request.run_id:
+            ctx.run_id = request.run_id
+        return ctx
+
+    async def _in_thread(self, ctx: RunContext, work: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._threads, work)
+        finally:
+            ctx.cancel()  # no-op once the run is over; stops it if the client went away
+
+    async def _stream(
+        self, ctx: RunContext, task: str, max_steps: int | None
+    ) -> AsyncIterator[AgentEvent]:
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[Any] = asyncio.Queue()
+
+        def produce() -> None:
+            try:
+                for event in self.agent.run(task, stream=True, max_steps=max_steps, context=ctx):
+                    loop.call_soon_threadsafe(events.put_nowait, event)
+            except BaseException as err:
+                loop.call_soon_threadsafe(events.put_nowait, err)
+            finally:
+                loop.call_soon_threadsafe(events.put_nowait, _END)
+
+        loop.run_in_executor(self._threads, produce)
+        try:
+            while (item := await events.get()) is not _END:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            ctx.cancel()

@@ -1,0 +1,121 @@
+"""Errors <-> gRPC status codes, in one place.
+
+Servers: ``@translate_errors`` on every servicer method turns a ``MeshError``
+into its status code with the error's message, plus trailing metadata
+``mesh-error-code`` and ``mesh-retryable`` for clients that want the precise
+kind. Anything unexpected becomes INTERNAL with a generic message and a
+reference; the traceback goes to the server log, never to the client.
+
+Clients: ``error_from_rpc`` turns a failed call back into a ``MeshError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from mesh import errors as e
+
+__all__ = ["error_from_rpc", "status_for", "translate_errors"]
+
+log = logging.getLogger(__name__)
+
+_STATUS: list[tuple[type[e.MeshError], grpc.StatusCode]] = [
+    (e.InvalidRequestError, grpc.StatusCode.INVALID_ARGUMENT),
+    (e.ToolArgumentError, grpc.StatusCode.INVALID_ARGUMENT),
+    (e.ConfigError, grpc.StatusCode.INVALID_ARGUMENT),
+    (e.NotFoundError, grpc.StatusCode.NOT_FOUND),
+    (e.ToolNotFoundError, grpc.StatusCode.NOT_FOUND),
+    (e.DeadlineExceededError, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (e.RunCancelledError, grpc.StatusCode.CANCELLED),
+    (e.BusyError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (e.MaxStepsError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (e.AgentUnavailableError, grpc.StatusCode.UNAVAILABLE),
+    (e.ExecutorError, grpc.StatusCode.UNAVAILABLE),
+    (e.ToolExecutionError, grpc.StatusCode.ABORTED),
+    (e.ModelCallError, grpc.StatusCode.UNAVAILABLE),
+    (e.MeshError, grpc.StatusCode.FAILED_PRECONDITION),
+]
+
+_ERRORS: dict[grpc.StatusCode, type[e.MeshError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: e.InvalidRequestError,
+    grpc.StatusCode.NOT_FOUND: e.NotFoundError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: e.DeadlineExceededError,
+    grpc.StatusCode.CANCELLED: e.RunCancelledError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: e.BusyError,
+    grpc.StatusCode.UNAVAILABLE: e.AgentUnavailableError,
+}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def status_for(err: BaseException) -> tuple[grpc.StatusCode, str]:
+    if isinstance(err, e.MeshError):
+        code = next(status for kind, status in _STATUS if isinstance(err, kind))
+        if isinstance(err, e.ModelCallError) and not err.retryable:
+            code = grpc.StatusCode.FAILED_PRECONDITION
+        return code, err.message
+    reference = uuid.uuid4().hex[:12]
+    log.error("internal error (ref %s)", reference, exc_info=err)
+    return grpc.StatusCode.INTERNAL, f"internal error (ref {reference}; see the server log)"
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], err: BaseException) -> None:
+    code, message = status_for(err)
+    if isinstance(err, e.MeshError):
+        context.set_trailing_metadata((
+            ("mesh-error-code", err.code),
+            ("mesh-retryable", "true" if err.retryable else "false"),
+        ))  # fmt: skip
+    await context.abort(code, message)
+
+
+def translate_errors(method: F) -> F:
+    """Wrap a unary or server-streaming aio servicer method."""
+    if inspect.isasyncgenfunction(method):
+
+        @functools.wraps(method)
+        async def stream(self: Any, request: Any, context: Any) -> AsyncIterator[Any]:
+            try:
+                async for item in method(self, request, context):
+                    yield item
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                raise
+            except BaseException as err:
+                await _abort(context, err)
+
+        return stream  # type: ignore[return-value]
+
+    @functools.wraps(method)
+    async def unary(self: Any, request: Any, context: Any) -> Any:
+        try:
+            return await method(self, request, context)
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except BaseException as err:
+            await _abort(context, err)
+
+    return unary  # type: ignore[return-value]
+
+
+def error_from_rpc(err: grpc.RpcError, who: str) -> e.MeshError:
+    """A ``MeshError`` for a failed call to ``who``, keeping the server's message."""
+    code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
+    details = err.details() if hasattr(err, "details") else str(err)
+    metadata = err.trailing_metadata() if hasattr(err, "trailing_metadata") else None
+    trailing: dict[str, Any] = {item.key: item.value for item in metadata or ()}
+    kind = _ERRORS.get(code, e.RemoteAgentError)
+    error = kind(f"{who}: {code.name}: {details}")
+    if "mesh-retryable" in trailing:
+        error.retryable = trailing["mesh-retryable"] == "true"
+    remote_code = trailing.get("mesh-error-code")
+    if isinstance(remote_code, str):
+        error.code = remote_code
+    return error
