@@ -8,22 +8,43 @@ STAMP  := $(VENV)/.installed
 BENCH_VENV := .venv-bench
 SMOLAGENTS := smolagents==1.26.0
 
-.PHONY: demo test lint typecheck unit bench constraints clean
+NPM_STAMP := node_modules/.installed
+NODE_CLIENT := examples/clients/node
 
+.PHONY: demo test lint protos check-protos typecheck unit bench constraints clean
+
+# The main job: start the seed mesh (one process per agent), run its task, stop it.
 demo: $(STAMP)
-	$(BIN)/mesh run
+	$(BIN)/mesh demo
 
-test: lint typecheck unit
+test: lint check-protos typecheck unit
 
-lint: $(STAMP)
-	$(BIN)/ruff check mesh tests bench
-	$(BIN)/ruff format --check mesh tests bench
+lint: $(STAMP) $(NPM_STAMP)
+	$(BIN)/ruff check mesh tests bench scripts
+	$(BIN)/ruff format --check mesh tests bench scripts
+	npx --no-install buf lint protos
+	npx --no-install buf format protos --diff --exit-code
+
+# Regenerate mesh/_proto/ from protos/ (commit the result).
+protos: $(STAMP)
+	$(BIN)/python scripts/genproto.py
+
+check-protos: $(STAMP)
+	$(BIN)/python scripts/genproto.py --check
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(STAMP) $(NPM_STAMP) $(NODE_CLIENT)/node_modules/.installed
 	$(BIN)/pytest
+
+$(NPM_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+$(NODE_CLIENT)/node_modules/.installed: $(NODE_CLIENT)/package.json $(NODE_CLIENT)/package-lock.json
+	cd $(NODE_CLIENT) && npm ci --no-audit --no-fund
+	touch $@
 
 # Benchmarks, by hand. smolagents is installed here only, for comparison.
 bench: $(BENCH_VENV)/.installed
@@ -48,4 +69,4 @@ constraints:
 	/tmp/mesh-pin/bin/pip freeze --exclude-editable | grep -v '^-e ' > constraints.txt
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(BENCH_VENV) node_modules $(NODE_CLIENT)/node_modules .pytest_cache .mypy_cache .ruff_cache

@@ -45,6 +45,8 @@ class MeshProcesses:
     log_dir: Path | None = None
     start_timeout_s: float = 60.0
     env: dict[str, str] = field(default_factory=dict)
+    only: tuple[str, ...] = ()
+    """Start just these agents (the others are expected elsewhere, or down)."""
     services: list[ServiceProcess] = field(default_factory=list)
 
     @property
@@ -57,6 +59,8 @@ class MeshProcesses:
     def start(self) -> MeshProcesses:
         try:
             for name in self.config.dependency_order():
+                if self.only and name not in self.only:
+                    continue
                 for address in self.config.agent(name).addresses:
                     self.services.append(self._spawn(name, address))
         except BaseException:

@@ -31,8 +31,14 @@ def generate() -> dict[str, str]:
     """File name -> content of the generated package."""
     sources = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))
     with tempfile.TemporaryDirectory() as tmp:
-        args = ["protoc", f"-I{PROTOS}", f"--python_out={tmp}", f"--pyi_out={tmp}",
-                f"--grpc_python_out={tmp}", *sources]
+        args = [
+            "protoc",
+            f"-I{PROTOS}",
+            f"--python_out={tmp}",
+            f"--pyi_out={tmp}",
+            f"--grpc_python_out={tmp}",
+            *sources,
+        ]
         if protoc.main(args) != 0:
             sys.exit("protoc failed")
         out = {"__init__.py": INIT}
@@ -50,10 +56,14 @@ def main() -> int:
     if args.check:
         present = {p.name: p.read_text() for p in TARGET.glob("*") if p.is_file()}
         if present != wanted:
-            stale = sorted(n for n in wanted.keys() | present.keys()
-                           if present.get(n) != wanted.get(n))
-            print(f"mesh/_proto/ does not match protos/: {', '.join(stale)}. "
-                  "Run `make protos` and commit the result.", file=sys.stderr)
+            stale = sorted(
+                n for n in wanted.keys() | present.keys() if present.get(n) != wanted.get(n)
+            )
+            print(
+                f"mesh/_proto/ does not match protos/: {', '.join(stale)}. "
+                "Run `make protos` and commit the result.",
+                file=sys.stderr,
+            )
             return 1
         print("mesh/_proto/ matches protos/")
         return 0

@@ -1,4 +1,4 @@
-"""The ``mesh`` command, run as a user runs it: a separate process."""
+"""``mesh run --local`` (one agent, no mesh), run as a user runs it: a separate process."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def mesh(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_run_without_a_key_replays_the_demo(tmp_path: Path) -> None:
-    done = mesh("run", tmp_path=tmp_path)
+    done = mesh("run", "--local", tmp_path=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "this is a REPLAY of a recorded run" in done.stderr
     assert "set OPENAI_API_KEY or pass --model / --api-base" in done.stderr
@@ -38,7 +38,7 @@ def test_run_without_a_key_replays_the_demo(tmp_path: Path) -> None:
 
 
 def test_a_different_task_without_a_key_says_what_is_replayed(tmp_path: Path) -> None:
-    done = mesh("run", "What is the weather?", "--quiet", tmp_path=tmp_path)
+    done = mesh("run", "--local", "What is the weather?", "--quiet", tmp_path=tmp_path)
     assert done.returncode == 0, done.stderr
     assert 'which only knows its own task. Replaying: "Convert 100 degrees' in done.stderr
     assert done.stdout.startswith("100 °C is 212 °F")
@@ -53,6 +53,7 @@ def test_real_model_path_records_a_cassette_that_replays(tmp_path: Path) -> None
     with ReplayServer(cassette) as server:
         live = mesh(
             "run",
+            "--local",
             task,
             "--api-base",
             server.api_base,
@@ -69,7 +70,7 @@ def test_real_model_path_records_a_cassette_that_replays(tmp_path: Path) -> None
     lines = [json.loads(line) for line in recording.read_text().splitlines()]
     assert [line.get("turn") for line in lines] == [None, 0, 1]
 
-    replayed = mesh("run", "--replay", str(recording), "--quiet", tmp_path=tmp_path)
+    replayed = mesh("run", "--local", "--replay", str(recording), "--quiet", tmp_path=tmp_path)
     assert replayed.returncode == 0, replayed.stderr
     assert replayed.stdout.strip() == "5040"
 
@@ -86,7 +87,13 @@ def code_cassette(tmp_path: Path) -> Path:
 
 def test_code_agent_runs_in_the_jail_by_default(tmp_path: Path) -> None:
     done = mesh(
-        "run", "--agent", "code", "--replay", str(code_cassette(tmp_path)), tmp_path=tmp_path
+        "run",
+        "--local",
+        "--agent",
+        "code",
+        "--replay",
+        str(code_cassette(tmp_path)),
+        tmp_path=tmp_path,
     )
     assert done.returncode == 0, done.stderr
     assert "no sandbox" not in done.stderr
@@ -95,7 +102,7 @@ def test_code_agent_runs_in_the_jail_by_default(tmp_path: Path) -> None:
 
 
 def test_unknown_executor(tmp_path: Path) -> None:
-    done = mesh("run", "--agent", "code", "--executor", "docker", tmp_path=tmp_path)
+    done = mesh("run", "--local", "--agent", "code", "--executor", "docker", tmp_path=tmp_path)
     assert done.returncode == 1
     assert "unknown executor 'docker' (available: nsjail, unsafe-local)" in done.stderr
 
@@ -104,6 +111,7 @@ def test_code_agent_with_the_unsafe_executor(tmp_path: Path) -> None:
     path = code_cassette(tmp_path)
     done = mesh(
         "run",
+        "--local",
         "--agent",
         "code",
         "--executor",
@@ -124,6 +132,6 @@ def test_code_agent_with_the_unsafe_executor(tmp_path: Path) -> None:
 )
 def test_bad_cassette_is_a_clear_error(tmp_path: Path, content: str, message: str) -> None:
     (tmp_path / "bad.jsonl").write_text(content)
-    done = mesh("run", "--replay", str(tmp_path / "bad.jsonl"), tmp_path=tmp_path)
+    done = mesh("run", "--local", "--replay", str(tmp_path / "bad.jsonl"), tmp_path=tmp_path)
     assert done.returncode == 1 and message in done.stderr
     assert "Traceback" not in done.stderr

@@ -1,0 +1,383 @@
+"""The mesh as separate processes: one gRPC service per agent, real jails, real RPCs.
+
+A session-wide mesh (manager, research, math and a deliberately slow
+specialist) serves most tests; waits are bounded polls on observable state,
+never fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
+
+from mesh import MemoTool
+from mesh._proto import agent_pb2 as pb
+from mesh._proto import agent_pb2_grpc
+from mesh.launcher import MeshProcesses
+from mesh.services import bundled_config_path, load_mesh_config
+from tests.support import code
+
+SEED_TASK = load_mesh_config(bundled_config_path()).task
+SLOW_TASK = "Ask the slow specialist to spin."
+SPIN_TASK = "Spin until stopped."
+DOWN_TASK = "Find the year gRPC was open-sourced."
+ROOT = Path(__file__).parent.parent
+BUNDLED = ROOT / "mesh" / "data" / "cassettes"
+
+CONFIG = """
+[mesh]
+entry = "manager"
+replay = "always"
+task = "{seed}"
+
+[agents.manager]
+kind = "code"
+description = "Delegates."
+address = "127.0.0.1:0"
+managed_agents = ["research_specialist", "math_specialist", "slow_specialist"]
+cassette = "manager.jsonl"
+
+[agents.research_specialist]
+kind = "tool-calling"
+description = "Finds facts with web search and remembers them in a durable memo."
+address = "127.0.0.1:0"
+tools = ["web_search", "memo"]
+cassette = "research_specialist.jsonl"
+
+[agents.math_specialist]
+kind = "code"
+description = "Exact arithmetic and number theory."
+address = "127.0.0.1:0"
+tools = ["smallest_prime_factor", "factorial", "celsius_to_fahrenheit"]
+cassette = "math_specialist.jsonl"
+
+[agents.slow_specialist]
+kind = "code"
+description = "Spins until stopped."
+address = "127.0.0.1:0"
+cassette = "slow.jsonl"
+max_concurrent_runs = 1
+[agents.slow_specialist.sandbox]
+wall_seconds = 120
+"""
+
+
+def cassette_lines(task: str, *responses: str) -> str:
+    return "".join(
+        json.dumps({"task": task, "turn": turn, "response": {"content": text}}) + "\n"
+        for turn, text in enumerate(responses)
+    )
+
+
+@pytest.fixture(scope="session")
+def mesh_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("mesh")
+    (directory / "mesh.toml").write_text(CONFIG.format(seed=SEED_TASK))
+    for name in ("research_specialist", "math_specialist"):
+        shutil.copy(BUNDLED / f"{name}.jsonl", directory)
+    manager = (BUNDLED / "manager.jsonl").read_text()
+    manager += cassette_lines(SLOW_TASK, code('slow_specialist(task="Spin until stopped.")'))
+    manager += cassette_lines(
+        DOWN_TASK,
+        code('year = research_specialist(task="Find the year gRPC was open-sourced.")'),
+        code('final_answer("The research specialist is unavailable; I could not look it up.")'),
+    )
+    (directory / "manager.jsonl").write_text(manager)
+    (directory / "slow.jsonl").write_text(cassette_lines(SPIN_TASK, code("while True:\n    pass")))
+    return directory
+
+
+@pytest.fixture(scope="session")
+def mesh(mesh_dir: Path) -> Iterator[MeshProcesses]:
+    config = load_mesh_config(mesh_dir / "mesh.toml")
+    env = {"MESH_MEMO_PATH": str(mesh_dir / "memo.sqlite3")}
+    with MeshProcesses(config, log_dir=mesh_dir / "logs", env=env) as processes:
+        yield processes
+
+
+def stub(mesh: MeshProcesses, agent: str) -> Any:
+    channel = grpc.insecure_channel(mesh.addresses[agent][0])
+    return agent_pb2_grpc.AgentServiceStub(channel)  # type: ignore[no-untyped-call]
+
+
+def stream(mesh: MeshProcesses, task: str, **kwargs: Any) -> list[pb.RunEvent]:
+    call = stub(mesh, "manager").RunStream(pb.RunStreamRequest(task=task), **kwargs)
+    return [response.event for response in call]
+
+
+def service_pid(mesh: MeshProcesses, agent: str) -> int:
+    return next(s.process.pid for s in mesh.services if s.agent == agent)
+
+
+def busy_jails(root: int) -> set[int]:
+    """Jailed runners below ``root`` that have burnt over a second of CPU (spinning code)."""
+    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid=,cputimes=,args="], capture_output=True,
+                         text=True, check=True).stdout  # fmt: skip
+    rows = [line.split(None, 3) for line in out.splitlines()]
+    children: dict[int, list[tuple[int, int, str]]] = {}
+    for pid, ppid, cpu, args in (r + [""] * (4 - len(r)) for r in rows):
+        children.setdefault(int(ppid), []).append((int(pid), int(cpu), args))
+    busy, todo = set(), [root]
+    while todo:
+        for pid, cpu, args in children.get(todo.pop(), []):
+            todo.append(pid)
+            if "runner.py" in args and cpu >= 1:
+                busy.add(pid)
+    return busy
+
+
+def wait_until(condition: Any, timeout_s: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"condition not met within {timeout_s} s")
+
+
+def test_the_seed_scenario_runs_across_three_processes(mesh: MeshProcesses, mesh_dir: Path) -> None:
+    events = stream(mesh, SEED_TASK, timeout=60)
+    final = [e for e in events if e.WhichOneof("kind") == "final_answer" and e.depth == 0]
+    assert json.loads(final[0].final_answer.answer_json) == (
+        "gRPC was open-sourced in 2015; the smallest prime factor of 2015 is 5."
+    )
+    starts = [e for e in events if e.WhichOneof("kind") == "run_started"]
+    assert [(e.agent, e.depth) for e in starts] == [
+        ("manager", 0),
+        ("research_specialist", 1),
+        ("math_specialist", 1),
+    ]
+    assert all(e.parent_run_id == starts[0].run_id for e in starts[1:])
+    pids = {
+        service_pid(mesh, agent) for agent in ("manager", "research_specialist", "math_specialist")
+    }
+    assert len(pids) == 3
+    # The research specialist's process wrote the memo; the math specialist's code ran in its jail.
+    assert MemoTool(mesh_dir / "memo.sqlite3")("get", "grpc_year") == 2015
+    code_steps = [e for e in events if e.WhichOneof("kind") == "code_action"]
+    assert {e.agent for e in code_steps} == {"manager", "math_specialist"}
+
+
+def test_run_returns_answer_state_and_usage(mesh: MeshProcesses) -> None:
+    reply = stub(mesh, "manager").Run(pb.RunRequest(task=SEED_TASK, run_id="unary-1"), timeout=60)
+    assert reply.run_id == "unary-1"
+    assert reply.state == pb.RUN_STATE_SUCCESS and reply.steps == 3
+    assert reply.answer_text.startswith("gRPC was open-sourced in 2015")
+    assert (reply.usage.input_tokens, reply.usage.output_tokens) == (4769, 167)
+
+
+def test_cards_tools_health_and_reflection(mesh: MeshProcesses) -> None:
+    card = stub(mesh, "math_specialist").Describe(pb.DescribeRequest(), timeout=5).card
+    assert (card.name, card.kind) == ("math_specialist", pb.AGENT_KIND_CODE)
+    assert card.model_id == "replay:math_specialist.jsonl"
+    manager = stub(mesh, "manager").Describe(pb.DescribeRequest(), timeout=5).card
+    assert list(manager.managed_agents) == [
+        "research_specialist",
+        "math_specialist",
+        "slow_specialist",
+    ]
+    tools = stub(mesh, "research_specialist").ListTools(pb.ListToolsRequest(), timeout=5).tools
+    memo = next(t for t in tools if t.name == "memo")
+    action = next(i for i in memo.inputs if i.name == "action")
+    assert (action.type, json.loads(action.enum_json)) == (
+        "string",
+        ["set", "get", "list", "delete"],
+    )
+    address = mesh.addresses["manager"][0]
+    with grpc.insecure_channel(address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        reply = health.Check(health_pb2.HealthCheckRequest(service="mesh.v1.AgentService"))
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        services = ProtoReflectionDescriptorDatabase(channel).get_services()
+        assert "mesh.v1.AgentService" in services and "grpc.health.v1.Health" in services
+
+
+def test_call_tool(mesh: MeshProcesses) -> None:
+    math = stub(mesh, "math_specialist")
+    reply = math.CallTool(pb.CallToolRequest(name="factorial", arguments_json='{"n": 5}'))
+    assert json.loads(reply.result_json) == 120
+
+
+@pytest.mark.parametrize(
+    ("method", "request_", "message"),
+    [
+        ("CallTool", pb.CallToolRequest(name="fly"), "has no tool 'fly'"),
+        ("Cancel", pb.CancelRequest(run_id="no-such-run"), "no run 'no-such-run'"),
+        (
+            "Run",
+            pb.RunRequest(task="x", agent="physics_specialist"),
+            "hosts 'math_specialist', not 'physics_specialist'",
+        ),
+    ],
+)
+def test_unknown_things_are_not_found(
+    mesh: MeshProcesses, method: str, request_: Any, message: str
+) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        getattr(stub(mesh, "math_specialist"), method)(request_, timeout=5)
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    assert message in err.value.details()
+
+
+@pytest.mark.parametrize(
+    ("method", "request_", "message"),
+    [
+        ("Run", pb.RunRequest(task="   "), "task must be a non-empty string"),
+        ("Run", pb.RunRequest(task="x", max_steps=-1), "max_steps must be >= 0"),
+        ("Run", pb.RunRequest(task="x" * 100_001), "task is longer than 100000"),
+        (
+            "CallTool",
+            pb.CallToolRequest(name="factorial", arguments_json="{n: 5"),
+            "arguments_json is not JSON",
+        ),
+        (
+            "CallTool",
+            pb.CallToolRequest(name="factorial", arguments_json='{"n": "five"}'),
+            "argument 'n': expected integer, got string",
+        ),
+    ],
+)
+def test_bad_requests_are_invalid_argument(
+    mesh: MeshProcesses, method: str, request_: Any, message: str
+) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        getattr(stub(mesh, "math_specialist"), method)(request_, timeout=5)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert message in err.value.details()
+    assert "Traceback" not in err.value.details()
+
+
+def test_cancel_mid_run_stops_the_specialist_and_its_jail(mesh: MeshProcesses) -> None:
+    slow = service_pid(mesh, "slow_specialist")
+    call = stub(mesh, "manager").RunStream(pb.RunStreamRequest(task=SLOW_TASK, run_id="cancel-1"),
+                                           timeout=60)  # fmt: skip
+    events = iter(call)
+    child = next(
+        r.event
+        for r in events
+        if r.event.WhichOneof("kind") == "run_started" and r.event.depth == 1
+    )
+    spinning = wait_until(lambda: busy_jails(slow))
+    stub(mesh, "manager").Cancel(pb.CancelRequest(run_id="cancel-1"), timeout=5)
+    with pytest.raises(grpc.RpcError) as err:
+        list(events)
+    assert err.value.code() == grpc.StatusCode.CANCELLED
+    wait_until(lambda: not busy_jails(slow) & spinning)
+    with pytest.raises(grpc.RpcError) as gone:  # the specialist's run is over too
+        stub(mesh, "slow_specialist").Cancel(pb.CancelRequest(run_id=child.run_id), timeout=5)
+    assert gone.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_deadline_shorter_than_the_work_leaves_nothing_running(mesh: MeshProcesses) -> None:
+    slow = service_pid(mesh, "slow_specialist")
+    started = time.monotonic()
+    with pytest.raises(grpc.RpcError) as err:
+        stream(mesh, SLOW_TASK, timeout=3)
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert time.monotonic() - started < 10
+    wait_until(lambda: not busy_jails(slow))
+    # The slow specialist (limit: one run) is free again.
+    wait_until(lambda: _accepts_a_run(mesh))
+
+
+def _accepts_a_run(mesh: MeshProcesses) -> bool:
+    call = stub(mesh, "slow_specialist").RunStream(pb.RunStreamRequest(task=SPIN_TASK), timeout=5)
+    try:
+        next(iter(call))
+    except grpc.RpcError as err:
+        if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            return False
+        raise
+    call.cancel()
+    return True
+
+
+def test_a_busy_specialist_says_resource_exhausted(mesh: MeshProcesses) -> None:
+    slow = stub(mesh, "slow_specialist")
+    first = slow.RunStream(pb.RunStreamRequest(task=SPIN_TASK), timeout=30)
+    next(iter(first))  # running
+    try:
+        with pytest.raises(grpc.RpcError) as err:
+            list(slow.RunStream(pb.RunStreamRequest(task=SPIN_TASK), timeout=5))
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "limit" in err.value.details()
+    finally:
+        first.cancel()
+
+
+def test_a_specialist_that_is_down_becomes_an_observation(mesh_dir: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{sock.getsockname()[1]}"
+    config = load_mesh_config(mesh_dir / "mesh.toml")
+    env = {"MESH_ADDRESS_RESEARCH_SPECIALIST": dead}
+    with MeshProcesses(config, only=("manager",), env=env, log_dir=mesh_dir / "logs-down") as down:
+        events = stream(down, DOWN_TASK, timeout=60)
+    failed = [e for e in events if e.WhichOneof("kind") == "step_failed"]
+    assert "research_specialist could not finish the task (agent_unavailable)" in (
+        failed[0].step_failed.error
+    )
+    assert "UNAVAILABLE" in failed[0].step_failed.error
+    final = [e for e in events if e.WhichOneof("kind") == "final_answer"][-1]
+    assert json.loads(final.final_answer.answer_json).startswith("The research specialist is")
+
+
+def test_the_node_client_runs_a_task(mesh: MeshProcesses) -> None:
+    client = ROOT / "examples" / "clients" / "node" / "client.js"
+    done = subprocess.run(["node", str(client), mesh.addresses["manager"][0], SEED_TASK],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "agent manager (AGENT_KIND_CODE, model replay:manager.jsonl)" in done.stdout
+    assert '    [math_specialist] -> smallest_prime_factor({"n": 2015})' in done.stdout
+    assert done.stdout.strip().endswith(
+        "ANSWER gRPC was open-sourced in 2015; the smallest prime factor of 2015 is 5."
+    )
+
+
+def test_the_cli_talks_to_the_mesh(mesh: MeshProcesses, mesh_dir: Path) -> None:
+    mesh_cli = [sys.executable, "-m", "mesh"]
+    config = ["--config", str(mesh_dir / "mesh.toml")]
+    done = subprocess.run([*mesh_cli, "run", "--address", mesh.addresses["manager"][0], *config],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "the mesh REPLAYS recorded model outputs" in done.stderr
+    assert "    [research_specialist] task: Find the year gRPC" in done.stdout
+    assert "[manager] final answer: gRPC was open-sourced in 2015" in done.stdout
+    cards = subprocess.run([*mesh_cli, "agents", *config], capture_output=True, text=True,
+                           timeout=60)  # fmt: skip
+    # The config's addresses use port 0, so `mesh agents` cannot reach them: it says so.
+    assert "math_specialist (127.0.0.1:0): not reachable" in cards.stdout
+
+
+def test_sigterm_stops_a_service_cleanly(mesh_dir: Path) -> None:
+    config = load_mesh_config(mesh_dir / "mesh.toml")
+    processes = MeshProcesses(config, only=("math_specialist",), log_dir=mesh_dir / "logs-stop")
+    processes.start()
+    service = processes.services[0]
+    math = agent_pb2_grpc.AgentServiceStub(grpc.insecure_channel(service.address))  # type: ignore[no-untyped-call]
+    math.CallTool(pb.CallToolRequest(name="factorial", arguments_json='{"n": 3}'), timeout=5)
+    before = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True)
+    jails = {
+        int(p)
+        for p, pp in (row.split() for row in before.stdout.splitlines())
+        if int(pp) == service.process.pid
+    }
+    assert jails  # the pre-started jails of its pool
+    processes.stop()
+    assert service.process.returncode == 0
+    after = subprocess.run(["ps", "-e", "-o", "pid="], capture_output=True, text=True)
+    assert not jails & {int(p) for p in after.stdout.split()}
