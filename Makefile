@@ -50,6 +50,7 @@ $(NODE_CLIENT)/node_modules/.installed: $(NODE_CLIENT)/package.json $(NODE_CLIEN
 bench: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python bench/agent_loop.py
 	$(BENCH_VENV)/bin/python bench/sandbox.py
+	$(BENCH_VENV)/bin/python bench/mesh_services.py
 
 $(BENCH_VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(BENCH_VENV)

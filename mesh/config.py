@@ -9,6 +9,7 @@ comma-separated for replicas), and port 0 lets ``mesh up`` pick free ports.
     entry = "manager"            # the agent `mesh run` talks to
     task = "..."                 # what `mesh run` asks when given no task
     replay = "auto"              # auto: replay cassettes when no model key is set
+    replay_latency_ms = 0        # make each replayed model call take this long (benchmarks)
 
     [models]
     default = "openai/gpt-4o-mini"
@@ -72,6 +73,7 @@ class MeshConfig:
     entry: str
     replay: str = "auto"
     task: str = ""
+    replay_latency_ms: int = 0
     default_model: str = "openai/gpt-4o-mini"
     api_base: str = ""
 
@@ -110,7 +112,7 @@ def load_config(path: str | Path, tool_names: frozenset[str] | None = None) -> M
     _only(data, {"mesh", "models", "agents"}, "")
     mesh = _table(data, "mesh", "")
     models = _table(data, "models", "")
-    _only(mesh, {"entry", "replay", "task"}, "mesh")
+    _only(mesh, {"entry", "replay", "task", "replay_latency_ms"}, "mesh")
     _only(models, {"default", "api_base"}, "models")
     agents_table = _table(data, "agents", "")
     if not agents_table:
@@ -137,6 +139,7 @@ def load_config(path: str | Path, tool_names: frozenset[str] | None = None) -> M
         entry=entry,
         replay=replay,
         task=_get(mesh, "task", str, "mesh", ""),
+        replay_latency_ms=_get(mesh, "replay_latency_ms", int, "mesh", 0),
         default_model=_get(models, "default", str, "models", "openai/gpt-4o-mini"),
         api_base=_get(models, "api_base", str, "models", ""),
     )

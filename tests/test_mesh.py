@@ -116,7 +116,7 @@ def stub(mesh: MeshProcesses, agent: str) -> Any:
 
 def stream(mesh: MeshProcesses, task: str, **kwargs: Any) -> list[pb.RunEvent]:
     call = stub(mesh, "manager").RunStream(pb.RunStreamRequest(task=task), **kwargs)
-    return [response.event for response in call]
+    return [event for response in call for event in response.events]
 
 
 def service_pid(mesh: MeshProcesses, agent: str) -> int:
@@ -125,8 +125,8 @@ def service_pid(mesh: MeshProcesses, agent: str) -> int:
 
 def busy_jails(root: int) -> set[int]:
     """Jailed runners below ``root`` that have burnt over a second of CPU (spinning code)."""
-    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid=,cputimes=,args="], capture_output=True,
-                         text=True, check=True).stdout  # fmt: skip
+    ps = ["ps", "-e", "-ww", "-o", "pid=,ppid=,cputimes=,args="]  # -ww: pytest sets COLUMNS
+    out = subprocess.run(ps, capture_output=True, text=True, check=True).stdout
     rows = [line.split(None, 3) for line in out.splitlines()]
     children: dict[int, list[tuple[int, int, str]]] = {}
     for pid, ppid, cpu, args in (r + [""] * (4 - len(r)) for r in rows):
@@ -135,7 +135,7 @@ def busy_jails(root: int) -> set[int]:
     while todo:
         for pid, cpu, args in children.get(todo.pop(), []):
             todo.append(pid)
-            if "runner.py" in args and cpu >= 1:
+            if "/opt/mesh" in args and cpu >= 1:  # the jail's runner
                 busy.add(pid)
     return busy
 
@@ -265,12 +265,8 @@ def test_cancel_mid_run_stops_the_specialist_and_its_jail(mesh: MeshProcesses) -
     slow = service_pid(mesh, "slow_specialist")
     call = stub(mesh, "manager").RunStream(pb.RunStreamRequest(task=SLOW_TASK, run_id="cancel-1"),
                                            timeout=60)  # fmt: skip
-    events = iter(call)
-    child = next(
-        r.event
-        for r in events
-        if r.event.WhichOneof("kind") == "run_started" and r.event.depth == 1
-    )
+    events = (event for response in call for event in response.events)
+    child = next(e for e in events if e.WhichOneof("kind") == "run_started" and e.depth == 1)
     spinning = wait_until(lambda: busy_jails(slow))
     stub(mesh, "manager").Cancel(pb.CancelRequest(run_id="cancel-1"), timeout=5)
     with pytest.raises(grpc.RpcError) as err:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -249,3 +251,40 @@ def test_start_up_checks_say_what_is_missing(tmp_path: Any) -> None:
     broken = JailPool(SandboxConfig(nsjail="/bin/false"))
     with pytest.raises(SandboxUnavailableError, match=r"(?s)could not start.*user namespaces"):
         broken.prime()
+
+
+def test_a_jail_dies_with_its_host_even_while_code_spins() -> None:
+    """nsjail does not die with its parent, and spinning code never reads EOF:
+    the runner's watchdog must end the jail when the host process is SIGKILLed."""
+    host = subprocess.Popen(
+        [sys.executable, "-c", (
+            "import threading, time\n"
+            "from mesh.sandbox.config import SandboxConfig\n"
+            "from mesh.sandbox.nsjail_executor import NsjailExecutor\n"
+            "from tests.test_sandbox import Bridge\n"
+            "ex = NsjailExecutor(SandboxConfig(wall_seconds=100, pool_size=1))\n"
+            "threading.Thread(target=ex.run, args=('while True:\\n    pass', Bridge()),"
+            " daemon=True).start()\n"
+            "print(ex.pool.argv[0], flush=True)\n"
+            "time.sleep(100)\n"
+        )],
+        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent,
+    )  # fmt: skip
+    assert host.stdout is not None
+    host.stdout.readline()
+    jails = wait_until_found(lambda: descendants(host.pid))
+    host.kill()
+    host.wait()
+    deadline = time.monotonic() + 5
+    while alive(jails) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not alive(jails)
+
+
+def wait_until_found(probe: Any, timeout_s: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if found := probe():
+            return found
+        time.sleep(0.02)
+    raise AssertionError("nothing found")

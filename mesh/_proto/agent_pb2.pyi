@@ -139,10 +139,10 @@ class RunStreamRequest(_message.Message):
     def __init__(self, task: _Optional[str] = ..., max_steps: _Optional[int] = ..., run_id: _Optional[str] = ..., parent_run_id: _Optional[str] = ..., agent: _Optional[str] = ...) -> None: ...
 
 class RunStreamResponse(_message.Message):
-    __slots__ = ("event",)
-    EVENT_FIELD_NUMBER: _ClassVar[int]
-    event: RunEvent
-    def __init__(self, event: _Optional[_Union[RunEvent, _Mapping]] = ...) -> None: ...
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[RunEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[RunEvent, _Mapping]]] = ...) -> None: ...
 
 class RunEvent(_message.Message):
     __slots__ = ("agent", "run_id", "parent_run_id", "depth", "step", "timestamp", "run_started", "model_output", "code_action", "tool_call_started", "tool_call_finished", "observation", "step_failed", "final_answer", "run_finished")

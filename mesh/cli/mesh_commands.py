@@ -72,13 +72,14 @@ def run(args: argparse.Namespace) -> int:
         answer: Any = None
         try:
             for response in call:
-                event = event_from_proto(response.event)
-                if event is None:
-                    continue
-                if printer is not None:
-                    printer(event)
-                if isinstance(event, FinalAnswer) and event.depth == 0:
-                    answer = event.answer
+                for message in response.events:
+                    event = event_from_proto(message)
+                    if event is None:
+                        continue
+                    if printer is not None:
+                        printer(event)
+                    if isinstance(event, FinalAnswer) and event.depth == 0:
+                        answer = event.answer
         except KeyboardInterrupt:
             call.cancel()
             say("cancelled: the run and every run it delegated were stopped")

@@ -93,13 +93,14 @@ class RemoteAgent:
         try:
             for response in call:
                 started = True
-                event = event_from_proto(response.event, depth_offset=depth)
-                if event is None:
-                    continue
-                if parent is not None:
-                    parent.emit(event)
-                if isinstance(event, FinalAnswer) and response.event.depth == 0:
-                    answer = event.answer
+                for message in response.events:
+                    event = event_from_proto(message, depth_offset=depth)
+                    if event is None:
+                        continue
+                    if parent is not None:
+                        parent.emit(event)
+                    if isinstance(event, FinalAnswer) and message.depth == 0:
+                        answer = event.answer
         except grpc.RpcError as err:
             if parent is not None and parent.cancelled:
                 raise RunCancelledError(f"the call to {self.name} was cancelled") from err

@@ -79,8 +79,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     ) -> AsyncIterator[pb.RunStreamResponse]:
         ctx = self._context(request, context)
         with self.runs.register(ctx):
-            async for event in self._stream(ctx, request.task, request.max_steps or None):
-                yield pb.RunStreamResponse(event=event_to_proto(event))
+            async for batch in self._stream(ctx, request.task, request.max_steps or None):
+                yield pb.RunStreamResponse(events=[event_to_proto(event) for event in batch])
 
     @translate_errors
     async def Cancel(self, request: pb.CancelRequest, context: Context) -> pb.CancelResponse:
@@ -147,7 +147,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
 
     async def _stream(
         self, ctx: RunContext, task: str, max_steps: int | None
-    ) -> AsyncIterator[AgentEvent]:
+    ) -> AsyncIterator[list[AgentEvent]]:
+        """The run's events, in batches of whatever arrived since the last one was sent."""
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[Any] = asyncio.Queue()
 
@@ -162,9 +163,21 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
 
         loop.run_in_executor(self._threads, produce)
         try:
-            while (item := await events.get()) is not _END:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
+            done = False
+            while not done:
+                batch: list[AgentEvent] = []
+                item = await events.get()
+                while True:
+                    if item is _END:
+                        done = True
+                        break
+                    if isinstance(item, BaseException):
+                        raise item
+                    batch.append(item)
+                    if events.empty():
+                        break
+                    item = events.get_nowait()
+                if batch:
+                    yield batch
         finally:
             ctx.cancel()

@@ -7,6 +7,7 @@ log), which becomes the observation the model reads.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import queue
@@ -164,4 +165,11 @@ def kill_in_background(jail: Jail) -> None:
 
 def _reap_forever() -> None:
     while True:
+        _doomed.get().kill()
+
+
+@atexit.register
+def _reap_now() -> None:
+    """At exit, kill what the reaper has not reached yet (its thread is a daemon)."""
+    while not _doomed.empty():
         _doomed.get().kill()

@@ -19,6 +19,7 @@ from mesh.sandbox.nsjail import SandboxUnavailableError, check_python_visible, j
 __all__ = ["JailPool", "pool_for"]
 
 READY_TIMEOUT_S = 10.0
+REFILL_THREADS = 2  # jails start mostly on the CPU of their own process: overlap two
 
 
 class JailPool:
@@ -27,7 +28,8 @@ class JailPool:
         self.argv = jail_command(config)
         self._ready: deque[Jail] = deque()
         self._lock = threading.Lock()
-        self._refilling = False
+        self._refilling = 0  # threads starting jails right now
+        self._threads: list[threading.Thread] = []
         self._closed = False
 
     def start_jail(self) -> Jail:
@@ -67,16 +69,23 @@ class JailPool:
 
     def _refill_in_background(self) -> None:
         with self._lock:
-            if self._refilling or self._closed or len(self._ready) >= self.config.pool_size:
+            wanted = self.config.pool_size - len(self._ready) - self._refilling
+            start = max(0, min(wanted, REFILL_THREADS - self._refilling))
+            if self._closed or not start:
                 return
-            self._refilling = True
-        threading.Thread(target=self._refill, name="jail-pool", daemon=True).start()
+            self._refilling += start
+        for _ in range(start):
+            thread = threading.Thread(target=self._refill, name="jail-pool", daemon=True)
+            with self._lock:
+                self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+            thread.start()
 
     def _refill(self) -> None:
         try:
             while True:
                 with self._lock:
-                    if self._closed or len(self._ready) >= self.config.pool_size:
+                    # Stop once the jails ready plus those other threads are starting suffice.
+                    if self._closed or len(self._ready) + self._refilling > self.config.pool_size:
                         return
                 try:
                     jail = self.start_jail()
@@ -89,15 +98,19 @@ class JailPool:
                     self._ready.append(jail)
         finally:
             with self._lock:
-                self._refilling = False
+                self._refilling -= 1
 
     def close(self) -> None:
+        """Kill the ready jails, and those being started (waiting for them to be)."""
         with self._lock:
             self._closed = True
             jails = list(self._ready)
             self._ready.clear()
+            threads = list(self._threads)
         for jail in jails:
             jail.kill()
+        for thread in threads:
+            thread.join(timeout=READY_TIMEOUT_S)
 
 
 _pools: dict[SandboxConfig, JailPool] = {}

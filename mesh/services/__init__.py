@@ -99,7 +99,11 @@ def _model(config: MeshConfig, agent: AgentConfig, replay: bool) -> Model:
     if replay:
         if agent.cassette is None:
             raise ConfigError(f"agents.{agent.name}.cassette: needed to replay")
-        return ReplayModel(agent.cassette, model_id=f"replay:{agent.cassette.name}")
+        return ReplayModel(
+            agent.cassette,
+            model_id=f"replay:{agent.cassette.name}",
+            latency_s=config.replay_latency_ms / 1000,
+        )
     return LiteLLMModel(
         agent.model or config.default_model, api_base=agent.api_base or config.api_base or None
     )

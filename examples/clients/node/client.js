@@ -47,9 +47,11 @@ client.Describe({}, { deadline: deadline() }, (err, reply) => {
   console.log(`agent ${card.name} (${card.kind}, model ${card.model_id}), delegates to: ${card.managed_agents.join(', ') || 'nobody'}`);
   let answer = null;
   const call = client.RunStream({ task, agent: card.name }, { deadline: deadline() });
-  call.on('data', ({ event }) => {
-    console.log(`${'    '.repeat(event.depth)}[${event.agent}] ${describe(event)}`);
-    if (event.kind === 'final_answer' && event.depth === 0) answer = event.final_answer.answer_text;
+  call.on('data', ({ events }) => {
+    for (const event of events) {
+      console.log(`${'    '.repeat(event.depth)}[${event.agent}] ${describe(event)}`);
+      if (event.kind === 'final_answer' && event.depth === 0) answer = event.final_answer.answer_text;
+    }
   });
   call.on('error', (error) => {
     console.error(`RunStream failed: ${grpc.status[error.code]}: ${error.details}`);
