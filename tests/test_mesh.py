@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -377,3 +378,45 @@ def test_sigterm_stops_a_service_cleanly(mesh_dir: Path) -> None:
     assert service.process.returncode == 0
     after = subprocess.run(["ps", "-e", "-o", "pid="], capture_output=True, text=True)
     assert not jails & {int(p) for p in after.stdout.split()}
+
+
+def test_mesh_up_serves_until_interrupted_and_leaves_nothing(mesh_dir: Path) -> None:
+    up = subprocess.Popen(
+        [sys.executable, "-m", "mesh", "up", "--config", str(mesh_dir / "mesh.toml"),
+         "--logs", str(mesh_dir / "logs-up")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert up.stdout is not None
+    header = up.stdout.readline().split()
+    assert header == ["agent", "kind", "address", "model"]
+    rows = {line.split()[0]: line.split() for line in (up.stdout.readline() for _ in range(4))}
+    assert set(rows) == {"manager", "research_specialist", "math_specialist", "slow_specialist"}
+    manager = rows["manager"][2]
+    reply = agent_pb2_grpc.AgentServiceStub(grpc.insecure_channel(manager)).Run(  # type: ignore[no-untyped-call]
+        pb.RunRequest(task=SEED_TASK), timeout=60
+    )
+    assert reply.answer_text.startswith("gRPC was open-sourced in 2015")
+    services = descendants_of(up.pid)
+    assert len(services) >= 4
+    up.send_signal(signal.SIGINT)
+    assert up.wait(timeout=30) == 0
+    assert "Stopping the mesh" in (up.stderr.read() if up.stderr else "")
+    wait_until(lambda: not alive_pids(services))
+
+
+def descendants_of(root: int) -> set[int]:
+    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout
+    children: dict[int, list[int]] = {}
+    for pid, ppid in (line.split() for line in out.splitlines()):
+        children.setdefault(int(ppid), []).append(int(pid))
+    found, todo = set(), [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def alive_pids(pids: set[int]) -> set[int]:
+    out = subprocess.run(["ps", "-e", "-o", "pid=,stat="], capture_output=True, text=True).stdout
+    return pids & {int(p) for p, s in (row.split() for row in out.splitlines()) if s[0] != "Z"}

@@ -1,0 +1,110 @@
+# ruff: noqa: E501  (the parametrized cases read best one per line)
+"""The mesh config: the bundled one loads, and every wrong field is named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mesh.errors import ConfigError
+from mesh.rpc.remote import channel_target
+from mesh.services import TOOLS, bundled_config_path, load_mesh_config
+
+GOOD = """
+[mesh]
+entry = "boss"
+[agents.boss]
+kind = "code"
+description = "Boss."
+address = "127.0.0.1:7000"
+managed_agents = ["helper"]
+[agents.helper]
+kind = "tool-calling"
+description = "Helps."
+address = ["127.0.0.1:7001", "127.0.0.1:7002"]
+tools = ["factorial"]
+[agents.helper.sandbox]
+memory_mb = 128
+wall_seconds = 5
+"""
+
+
+def load(tmp_path: Path, text: str) -> object:
+    path = tmp_path / "mesh.toml"
+    path.write_text(text)
+    return load_mesh_config(path)
+
+
+def test_the_bundled_seed_mesh_loads() -> None:
+    config = load_mesh_config(bundled_config_path())
+    assert config.entry == "manager"
+    assert config.dependency_order() == ["research_specialist", "math_specialist", "manager"]
+    assert config.agent("math_specialist").sandbox.memory_mb == 256
+    assert config.task.startswith("In which year was gRPC open-sourced?")
+
+
+def test_a_good_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = load(tmp_path, GOOD)
+    helper = config.agent("helper")  # type: ignore[attr-defined]
+    assert helper.addresses == ("127.0.0.1:7001", "127.0.0.1:7002")
+    assert (helper.sandbox.memory_mb, helper.sandbox.wall_seconds) == (128, 5.0)
+    monkeypatch.setenv("MESH_ADDRESS_HELPER", "10.0.0.5:9000,10.0.0.6:9000")
+    assert load(tmp_path, GOOD).agent("helper").addresses == (  # type: ignore[attr-defined]
+        "10.0.0.5:9000",
+        "10.0.0.6:9000",
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (('kind = "code"', 'kind = "python"'), "agents.boss.kind: must be one of code, tool-calling"),
+        (('tools = ["factorial"]', 'tools = ["teleport"]'), "agents.helper.tools: unknown tool(s) ['teleport']"),
+        (('managed_agents = ["helper"]', 'managed_agents = ["ghost"]'), "agents.boss.managed_agents: no agent 'ghost'"),
+        (('address = "127.0.0.1:7000"', 'address = "nowhere"'), "agents.boss.address: 'nowhere' is not host:port"),
+        (('description = "Boss."', 'descripton = "Boss."'), "agents.boss.descripton: unknown field"),
+        (('memory_mb = 128', 'memory_mb = "lots"'), "agents.helper.sandbox.memory_mb: expected int"),
+        (('wall_seconds = 5', 'wall_seconds = -1'), "agents.helper.sandbox: sandbox wall_seconds must be positive"),
+        (('wall_seconds = 5', 'wallclock = 5'), "agents.helper.sandbox.wallclock: unknown field"),
+        (('entry = "boss"', 'entry = "chief"'), "mesh.entry: no agent 'chief'"),
+        (('[agents.helper]\nkind', '[agents.helper]\nmax_steps = 0\nkind'), "agents.helper.max_steps: must be at least 1"),
+        (('tools = ["factorial"]', 'tools = ["factorial"]\nmanaged_agents = ["boss"]'), "cycle"),
+        (('description = "Helps."', ''), "agents.helper.description: required"),
+    ],
+)  # fmt: skip
+def test_a_wrong_field_is_named(tmp_path: Path, change: tuple[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load(tmp_path, GOOD.replace(*change))
+    assert message in err.value.message
+
+
+def test_unreadable_configs(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read mesh config"):
+        load_mesh_config(tmp_path / "missing.toml")
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        load(tmp_path, "[agents\n")
+
+
+def test_every_built_in_tool_can_be_named() -> None:
+    assert set(TOOLS) == {"celsius_to_fahrenheit", "factorial", "smallest_prime_factor", "memo",
+                          "web_search"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("addresses", "target"),
+    [
+        ("127.0.0.1:50051", "127.0.0.1:50051"),
+        ("specialists.mesh.svc:50051", "dns:///specialists.mesh.svc:50051"),
+        (["127.0.0.1:1", "127.0.0.1:2"], "ipv4:127.0.0.1:1,127.0.0.1:2"),
+        ("127.0.0.1:1,127.0.0.1:2", "ipv4:127.0.0.1:1,127.0.0.1:2"),
+        (["[::1]:1", "[::1]:2"], "ipv6:[::1]:1,[::1]:2"),
+    ],
+)
+def test_channel_targets(addresses: str | list[str], target: str) -> None:
+    assert channel_target(addresses) == target
+
+
+def test_replicas_must_be_ip_addresses() -> None:
+    with pytest.raises(ValueError, match="must be IP:port"):
+        channel_target(["a.example:1", "b.example:1"])
