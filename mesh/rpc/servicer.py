@@ -152,10 +152,14 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[Any] = asyncio.Queue()
 
-        def produce() -> None:
+        def sink(event: AgentEvent) -> None:
+            loop.call_soon_threadsafe(events.put_nowait, event)
+
+        ctx.sink = sink
+
+        def produce() -> None:  # one thread per run; its events go straight to the loop
             try:
-                for event in self.agent.run(task, stream=True, max_steps=max_steps, context=ctx):
-                    loop.call_soon_threadsafe(events.put_nowait, event)
+                self.agent.run(task, max_steps=max_steps, context=ctx)
             except BaseException as err:
                 loop.call_soon_threadsafe(events.put_nowait, err)
             finally:
