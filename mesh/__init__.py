@@ -24,6 +24,7 @@ from mesh.models import (
     TokenUsage,
     ToolCall,
 )
+from mesh.rpc.remote import RemoteAgent
 from mesh.sandbox import NsjailExecutor, SandboxConfig, UnsafeLocalExecutor
 from mesh.tools import (
     DuckDuckGoTool,
@@ -55,6 +56,7 @@ __all__ = [
     "NsjailExecutor",
     "PrimeTool",
     "RecordingModel",
+    "RemoteAgent",
     "ReplayModel",
     "ReplayServer",
     "RunResult",

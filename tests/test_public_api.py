@@ -24,6 +24,7 @@ def test_public_exports() -> None:
             "NsjailExecutor",
             "PrimeTool",
             "RecordingModel",
+            "RemoteAgent",
             "ReplayModel",
             "ReplayServer",
             "RunResult",
@@ -44,6 +45,7 @@ def test_public_exports() -> None:
 
 
 def test_importing_mesh_does_not_import_litellm() -> None:
+    """LiteLLM costs ~2 s and 150 MB at import: only a LiteLLM model's first call pays it."""
     import subprocess
     import sys
 
