@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from tests.mesh_setup import mesh_dir  # noqa: F401  (a session fixture shared by mesh tests)
+
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex
 _real_getaddrinfo = socket.getaddrinfo
@@ -68,4 +70,5 @@ def no_api_keys(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
             monkeypatch.delenv(name)
     monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     monkeypatch.setenv("MESH_MEMO_PATH", str(tmp_path / "memo.sqlite3"))
+    monkeypatch.setenv("MESH_TRACE_DIR", str(tmp_path / "traces"))
     warnings.filterwarnings("ignore", message="UnsafeLocalExecutor", category=RuntimeWarning)

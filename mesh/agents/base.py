@@ -40,6 +40,13 @@ from mesh.errors import (
     ModelOutputError,
 )
 from mesh.models.base import ChatMessage, Model, ModelResponse, TokenUsage
+from mesh.telemetry.spans import (
+    agent_span,
+    chat_span,
+    record_error,
+    record_response,
+    step_span,
+)
 from mesh.tools.base import Tool
 from mesh.tools.final_answer import FINAL_ANSWER, FinalAnswerTool
 
@@ -211,6 +218,14 @@ class MultiStepAgent(ABC):
             raise failure[0]
 
     def _run_in(self, ctx: RunContext, task: str, max_steps: int | None) -> RunResult:
+        with agent_span(self.name, ctx.run_id, ctx.parent_run_id) as span:
+            try:
+                return self._run_steps(ctx, task, max_steps)
+            except MeshError as err:
+                record_error(span, f"{err.code}: {err.message}")
+                raise
+
+    def _run_steps(self, ctx: RunContext, task: str, max_steps: int | None) -> RunResult:
         token = current_run.set(ctx)
         started = time.monotonic()
         state = RunState(ctx=ctx, memory=AgentMemory(system_prompt="", task=task))
@@ -254,6 +269,13 @@ class MultiStepAgent(ABC):
         return answer, "max_steps"
 
     def _step(self, state: RunState, number: int) -> ActionStep:
+        with step_span(self.name, number) as span:
+            step = self._take_step(state, number)
+            if step.error is not None:
+                record_error(span, step.error)
+            return step
+
+    def _take_step(self, state: RunState, number: int) -> ActionStep:
         toolbox = self.toolbox()
         step = ActionStep(step_number=number, start_time=time.time())
         state.memory.steps.append(step)
@@ -275,13 +297,19 @@ class MultiStepAgent(ABC):
         self, state: RunState, step: ActionStep, toolbox: dict[str, Tool]
     ) -> ModelResponse | None:
         started = time.monotonic()
-        try:
-            response = self.model.generate(
-                step.model_input, tools=self._model_tools(toolbox), stop=self._stop_sequences()
-            )
-        except ModelOutputError as err:
-            step.error = err.message
-            return None
+        with chat_span(self.model.model_id) as span:
+            try:
+                response = self.model.generate(
+                    step.model_input, tools=self._model_tools(toolbox), stop=self._stop_sequences()
+                )
+            except ModelOutputError as err:
+                record_error(span, err.message)
+                step.error = err.message
+                return None
+            except MeshError as err:
+                record_error(span, err.message)
+                raise
+            record_response(span, response)
         step.model_output, step.usage = response.message, response.usage
         state.ctx.report(
             ModelOutput,

@@ -21,6 +21,7 @@ from mesh.models.base import ChatMessage, Model, ModelResponse
 from mesh.sandbox.base import ExecutionResult, Executor
 from mesh.sandbox.config import SandboxConfig
 from mesh.sandbox.snippet import DEFAULT_AUTHORIZED_IMPORTS
+from mesh.telemetry.spans import record_error, sandbox_span
 from mesh.tools.base import Tool
 
 __all__ = ["EXECUTORS", "CodeAgent"]
@@ -102,7 +103,10 @@ class CodeAgent(MultiStepAgent):
         step.code = extract_code(response.message.content)
         state.ctx.report(CodeAction, step.step_number, code=step.code)
         executor: Executor = state.resources["executor"]
-        result = executor.run(step.code, tools)
+        with sandbox_span(type(executor).__name__, step.code) as span:
+            result = executor.run(step.code, tools)
+            if result.error is not None:
+                record_error(span, result.error)
         if result.is_final:
             step.is_final, step.final_answer = True, result.final_answer
         observation = format_observation(result)

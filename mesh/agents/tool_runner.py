@@ -16,6 +16,7 @@ from mesh.agents.context import RunContext
 from mesh.agents.events import ToolCallFinished, ToolCallStarted
 from mesh.agents.memory import ActionStep, ToolCallRecord
 from mesh.errors import MeshError, RunCancelledError, ToolNotFoundError
+from mesh.telemetry.spans import record_error, tool_span
 from mesh.text import clip
 from mesh.tools.base import Tool
 from mesh.tools.schema import bind_arguments
@@ -51,6 +52,24 @@ class ToolRunner:
         name: str,
         args: Sequence[Any] = (),
         kwargs: Mapping[str, Any] | None = None,
+    ) -> ToolCallRecord:
+        with tool_span(name, call_id) as span:
+            record = self._invoke(call_id, name, args, kwargs)
+            span.set_attributes({
+                "mesh.tool.arguments_size": len(repr(record.arguments)),
+                "mesh.tool.result_size": len(record.observation),
+                "mesh.tool.success": record.error is None,
+            })  # fmt: skip
+            if record.error is not None:
+                record_error(span, record.error)
+            return record
+
+    def _invoke(
+        self,
+        call_id: str,
+        name: str,
+        args: Sequence[Any],
+        kwargs: Mapping[str, Any] | None,
     ) -> ToolCallRecord:
         kwargs = dict(kwargs or {})
         unbound = {**{f"arg{i}": value for i, value in enumerate(args)}, **kwargs}

@@ -27,6 +27,7 @@ from mesh.rpc.remote import RemoteAgent, channel_target
 from mesh.rpc.server import serve as serve_agent
 from mesh.rpc.status import error_from_rpc
 from mesh.services import build_agent, load_mesh_config, replays
+from mesh.telemetry import setup_tracing
 
 __all__ = ["agents", "demo", "run", "serve", "up"]
 
@@ -43,8 +44,13 @@ def serve(args: argparse.Namespace) -> int:
         print(f"{READY_PREFIX}{args.agent} {port}", flush=True)
         say(f"{args.agent}: serving on {address.rsplit(':', 1)[0]}:{port} (model: {model})")
 
-    asyncio.run(serve_agent(agent, address, max_concurrent_runs=agent_config.max_concurrent_runs,
-                            on_ready=ready))  # fmt: skip
+    provider = setup_tracing(args.agent)
+    try:
+        asyncio.run(serve_agent(agent, address,
+                                max_concurrent_runs=agent_config.max_concurrent_runs,
+                                on_ready=ready))  # fmt: skip
+    finally:
+        provider.shutdown()  # flush spans; bounded by the exporters' short timeouts
     return 0
 
 

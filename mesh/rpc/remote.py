@@ -17,15 +17,23 @@ from collections.abc import Sequence
 from typing import Any
 
 import grpc
+from opentelemetry import propagate
+from opentelemetry.trace import SpanKind
 
 from mesh._proto import agent_pb2 as pb
 from mesh._proto import agent_pb2_grpc
 from mesh.agents.context import RunContext, current_run
 from mesh.agents.events import FinalAnswer
-from mesh.errors import AgentUnavailableError, DeadlineExceededError, RunCancelledError
+from mesh.errors import (
+    AgentUnavailableError,
+    DeadlineExceededError,
+    MeshError,
+    RunCancelledError,
+)
 from mesh.rpc.convert import event_from_proto
 from mesh.rpc.server import MAX_MESSAGE_BYTES
 from mesh.rpc.status import error_from_rpc
+from mesh.telemetry.spans import record_error, tracer
 
 __all__ = ["RemoteAgent", "channel_target"]
 
@@ -80,11 +88,27 @@ class RemoteAgent:
         self._channel.close()
 
     def _run_once(self, task: str, parent: RunContext | None) -> Any:
+        # A CLIENT span, and W3C trace context in the call's metadata, done by hand: the
+        # OpenTelemetry client interceptor wraps streams in a generator that cannot be cancelled.
+        attributes = {"rpc.system": "grpc", "rpc.service": "mesh.v1.AgentService",
+                      "rpc.method": "RunStream", "server.address": self.target}  # fmt: skip
+        with tracer.start_as_current_span(
+            "mesh.v1.AgentService/RunStream", kind=SpanKind.CLIENT, attributes=attributes
+        ) as span:
+            try:
+                return self._stream(task, parent)
+            except MeshError as err:
+                record_error(span, err.message)
+                raise
+
+    def _stream(self, task: str, parent: RunContext | None) -> Any:
         timeout = self._timeout(parent)
         request = pb.RunStreamRequest(
             task=task, agent=self.name, parent_run_id=parent.run_id if parent else ""
         )
-        call = self._stub.RunStream(request, timeout=timeout)
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        call = self._stub.RunStream(request, timeout=timeout, metadata=tuple(carrier.items()))
         if parent is not None:
             parent.on_cancel(call.cancel)
         depth = parent.depth + 1 if parent is not None else 0

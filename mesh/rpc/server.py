@@ -15,6 +15,7 @@ from collections.abc import Callable
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
 from mesh._proto import agent_pb2, agent_pb2_grpc
 from mesh.agents.base import MultiStepAgent
@@ -36,7 +37,8 @@ async def serve(
     on_ready: Callable[[int], None] | None = None,
 ) -> None:
     """Serve ``agent`` at ``address`` ("host:port"; port 0 picks a free one) until signalled."""
-    server = grpc.aio.server(options=[
+    tracing = aio_server_interceptor()  # type: ignore[no-untyped-call]  # server spans, W3C context
+    server = grpc.aio.server(interceptors=[tracing], options=[
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.so_reuseport", 0),

@@ -10,6 +10,7 @@ with it the runs it delegated and their jails).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import time
 from collections.abc import AsyncIterator, Callable
@@ -107,7 +108,9 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         if not isinstance(arguments, dict):
             raise InvalidRequestError("arguments_json must be a JSON object")
         loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(self._threads, tool.call, arguments)
+        result = await loop.run_in_executor(
+            self._threads, contextvars.copy_context().run, tool.call, arguments
+        )
         return pb.CallToolResponse(result_json=to_json(result), result_text=answer_text(result))
 
     def shutdown(self) -> None:
@@ -141,7 +144,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     async def _in_thread(self, ctx: RunContext, work: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._threads, work)
+            return await loop.run_in_executor(self._threads, contextvars.copy_context().run, work)
         finally:
             ctx.cancel()  # no-op once the run is over; stops it if the client went away
 
@@ -165,7 +168,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             finally:
                 loop.call_soon_threadsafe(events.put_nowait, _END)
 
-        loop.run_in_executor(self._threads, produce)
+        # The run's spans belong under this call's server span: carry the context across.
+        loop.run_in_executor(self._threads, contextvars.copy_context().run, produce)
         try:
             done = False
             while not done:

@@ -1,0 +1,50 @@
+"""Turning spans on in a service process, without ever slowing a run down.
+
+Spans go through batch processors with bounded queues and short export
+timeouts, so a collector that is down costs a few dropped spans, never a
+blocked run or a hung shutdown.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+from mesh.telemetry.trace_file import TraceFileExporter
+
+__all__ = ["default_trace_dir", "setup_tracing"]
+
+EXPORT_TIMEOUT_S = 2.0
+
+
+def default_trace_dir() -> Path:
+    if env := os.environ.get("MESH_TRACE_DIR"):
+        return Path(env)
+    data_home = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return data_home / "smolmesh" / "traces"
+
+
+def setup_tracing(service_name: str, trace_dir: Path | None = None) -> TracerProvider:
+    """Install a tracer provider for this process; call ``shutdown()`` on it at exit."""
+    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    ):
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        timeout = float(os.environ.get("OTEL_EXPORTER_OTLP_TIMEOUT", EXPORT_TIMEOUT_S))
+        provider.add_span_processor(BatchSpanProcessor(
+            OTLPSpanExporter(timeout=timeout), max_queue_size=4096, schedule_delay_millis=200,
+            export_timeout_millis=int(timeout * 1000),
+        ))  # fmt: skip
+    directory = trace_dir or default_trace_dir()
+    provider.add_span_processor(BatchSpanProcessor(
+        TraceFileExporter(directory / f"{service_name}.jsonl"), schedule_delay_millis=200
+    ))  # fmt: skip
+    trace.set_tracer_provider(provider)
+    return provider

@@ -1,0 +1,95 @@
+"""Span names and attributes, following the OpenTelemetry GenAI conventions.
+
+``invoke_agent NAME`` per run, ``agent.step`` per step, ``chat MODEL`` per
+model call, ``execute_tool NAME`` per tool call, ``sandbox.exec`` per
+snippet. One module so that the names are defined once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import Span, Status, StatusCode
+
+from mesh.models.base import ModelResponse
+
+__all__ = [
+    "agent_span",
+    "chat_span",
+    "record_error",
+    "record_response",
+    "sandbox_span",
+    "step_span",
+    "tool_span",
+    "tracer",
+]
+
+tracer = trace.get_tracer("mesh")
+
+
+@contextmanager
+def agent_span(agent: str, run_id: str, parent_run_id: str | None) -> Iterator[Span]:
+    with tracer.start_as_current_span(f"invoke_agent {agent}", attributes={
+        "gen_ai.operation.name": "invoke_agent",
+        "gen_ai.agent.name": agent,
+        "gen_ai.agent.id": run_id,
+        "mesh.run_id": run_id,
+        "mesh.parent_run_id": parent_run_id or "",
+    }) as span:  # fmt: skip
+        yield span
+
+
+@contextmanager
+def step_span(agent: str, number: int) -> Iterator[Span]:
+    with tracer.start_as_current_span(
+        "agent.step", attributes={"gen_ai.agent.name": agent, "mesh.step": number}
+    ) as span:
+        yield span
+
+
+@contextmanager
+def chat_span(model_id: str) -> Iterator[Span]:
+    provider = model_id.split("/", 1)[0] if "/" in model_id else model_id.split(":", 1)[0]
+    with tracer.start_as_current_span(f"chat {model_id}", attributes={
+        "gen_ai.operation.name": "chat",
+        "gen_ai.system": provider,
+        "gen_ai.provider.name": provider,
+        "gen_ai.request.model": model_id,
+    }) as span:  # fmt: skip
+        yield span
+
+
+def record_response(span: Span, response: ModelResponse) -> None:
+    span.set_attributes({
+        "gen_ai.response.model": response.model_id,
+        "gen_ai.usage.input_tokens": response.usage.input_tokens,
+        "gen_ai.usage.output_tokens": response.usage.output_tokens,
+        "gen_ai.response.finish_reasons": [response.finish_reason or "unknown"],
+    })  # fmt: skip
+
+
+@contextmanager
+def tool_span(name: str, call_id: str) -> Iterator[Span]:
+    with tracer.start_as_current_span(f"execute_tool {name}", attributes={
+        "gen_ai.operation.name": "execute_tool",
+        "gen_ai.tool.name": name,
+        "gen_ai.tool.call.id": call_id,
+    }) as span:  # fmt: skip
+        yield span
+
+
+@contextmanager
+def sandbox_span(executor: str, code: str) -> Iterator[Span]:
+    with tracer.start_as_current_span(
+        "sandbox.exec", attributes={"mesh.sandbox.executor": executor, "mesh.code.size": len(code)}
+    ) as span:
+        yield span
+
+
+def record_error(span: Span, message: str, **attributes: Any) -> None:
+    span.set_status(Status(StatusCode.ERROR, message[:500]))
+    if attributes:
+        span.set_attributes(attributes)

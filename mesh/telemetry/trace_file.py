@@ -1,0 +1,83 @@
+"""The local trace file: finished spans as JSON lines, one file per service.
+
+The embedded default, so that a trace can be read with ``mesh trace`` on a
+machine with no collector at all.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+__all__ = ["SpanRecord", "TraceFileExporter", "read_spans"]
+
+
+class TraceFileExporter(SpanExporter):
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        lines = [json.dumps(_record(span), default=str) + "\n" for span in spans]
+        try:
+            with self._lock, self.path.open("a", encoding="utf-8") as out:
+                out.writelines(lines)
+        except OSError:
+            return SpanExportResult.FAILURE
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass
+
+
+def _record(span: ReadableSpan) -> dict[str, Any]:
+    context = span.context
+    parent = span.parent
+    return {
+        "trace_id": f"{context.trace_id:032x}" if context else "",
+        "span_id": f"{context.span_id:016x}" if context else "",
+        "parent_id": f"{parent.span_id:016x}" if parent else "",
+        "name": span.name,
+        "service": span.resource.attributes.get("service.name", ""),
+        "start_ns": span.start_time,
+        "end_ns": span.end_time,
+        "error": span.status.description if not span.status.is_ok else None,
+        "attributes": dict(span.attributes or {}),
+    }
+
+
+@dataclass
+class SpanRecord:
+    trace_id: str
+    span_id: str
+    parent_id: str
+    name: str
+    service: str
+    start_ns: int
+    end_ns: int
+    error: str | None
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def duration_ms(self) -> float:
+        return (self.end_ns - self.start_ns) / 1e6
+
+
+def read_spans(directory: Path) -> list[SpanRecord]:
+    """Every span recorded under ``directory``, oldest first; unreadable lines are skipped."""
+    spans = []
+    for path in sorted(directory.glob("*.jsonl")):
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                spans.append(SpanRecord(**json.loads(line)))
+            except (ValueError, TypeError):
+                continue
+    return sorted(spans, key=lambda s: s.start_ns)

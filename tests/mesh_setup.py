@@ -1,0 +1,85 @@
+"""The test mesh: the seed agents plus a deliberately slow specialist, on free ports.
+
+``mesh_dir`` (registered in conftest.py) writes its config and cassettes once
+per session; tests start processes from it as they need.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mesh.services import bundled_config_path, load_mesh_config
+from tests.support import code
+
+SEED_TASK = load_mesh_config(bundled_config_path()).task
+SLOW_TASK = "Ask the slow specialist to spin."
+SPIN_TASK = "Spin until stopped."
+DOWN_TASK = "Find the year gRPC was open-sourced."
+ROOT = Path(__file__).parent.parent
+BUNDLED = ROOT / "mesh" / "data" / "cassettes"
+
+CONFIG = """
+[mesh]
+entry = "manager"
+replay = "always"
+task = "{seed}"
+
+[agents.manager]
+kind = "code"
+description = "Delegates."
+address = "127.0.0.1:0"
+managed_agents = ["research_specialist", "math_specialist", "slow_specialist"]
+cassette = "manager.jsonl"
+
+[agents.research_specialist]
+kind = "tool-calling"
+description = "Finds facts with web search and remembers them in a durable memo."
+address = "127.0.0.1:0"
+tools = ["web_search", "memo"]
+cassette = "research_specialist.jsonl"
+
+[agents.math_specialist]
+kind = "code"
+description = "Exact arithmetic and number theory."
+address = "127.0.0.1:0"
+tools = ["smallest_prime_factor", "factorial", "celsius_to_fahrenheit"]
+cassette = "math_specialist.jsonl"
+
+[agents.slow_specialist]
+kind = "code"
+description = "Spins until stopped."
+address = "127.0.0.1:0"
+cassette = "slow.jsonl"
+max_concurrent_runs = 1
+[agents.slow_specialist.sandbox]
+wall_seconds = 120
+"""
+
+
+def cassette_lines(task: str, *responses: str) -> str:
+    return "".join(
+        json.dumps({"task": task, "turn": turn, "response": {"content": text}}) + "\n"
+        for turn, text in enumerate(responses)
+    )
+
+
+@pytest.fixture(scope="session")
+def mesh_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("mesh")
+    (directory / "mesh.toml").write_text(CONFIG.format(seed=SEED_TASK))
+    for name in ("research_specialist", "math_specialist"):
+        shutil.copy(BUNDLED / f"{name}.jsonl", directory)
+    manager = (BUNDLED / "manager.jsonl").read_text()
+    manager += cassette_lines(SLOW_TASK, code('slow_specialist(task="Spin until stopped.")'))
+    manager += cassette_lines(
+        DOWN_TASK,
+        code('year = research_specialist(task="Find the year gRPC was open-sourced.")'),
+        code('final_answer("The research specialist is unavailable; I could not look it up.")'),
+    )
+    (directory / "manager.jsonl").write_text(manager)
+    (directory / "slow.jsonl").write_text(cassette_lines(SPIN_TASK, code("while True:\n    pass")))
+    return directory

@@ -1,0 +1,141 @@
+"""One trace across the mesh, received by a real OTLP/gRPC receiver in this process."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+from mesh._proto import agent_pb2 as pb
+from mesh._proto import agent_pb2_grpc
+from mesh.launcher import MeshProcesses
+from mesh.services import load_mesh_config
+from tests.mesh_setup import SEED_TASK
+
+
+@dataclass(frozen=True)
+class Span:
+    service: str
+    name: str
+    trace_id: str
+    span_id: str
+    parent_id: str
+    attributes: dict[str, Any]
+
+
+class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
+    def __init__(self) -> None:
+        self.spans: list[Span] = []
+        self.lock = threading.Lock()
+
+    def Export(self, request: Any, context: Any) -> Any:
+        for resource_spans in request.resource_spans:
+            resource = {kv.key: kv.value.string_value for kv in resource_spans.resource.attributes}
+            for scope in resource_spans.scope_spans:
+                for s in scope.spans:
+                    attributes = {kv.key: _value(kv.value) for kv in s.attributes}
+                    with self.lock:
+                        self.spans.append(
+                            Span(
+                                resource["service.name"],
+                                s.name,
+                                s.trace_id.hex(),
+                                s.span_id.hex(),
+                                s.parent_span_id.hex(),
+                                attributes,
+                            )
+                        )
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+
+def _value(value: Any) -> Any:
+    kind = value.WhichOneof("value")
+    if kind == "array_value":
+        return [_value(v) for v in value.array_value.values]
+    return getattr(value, kind) if kind else None
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[Receiver, int]]:
+    collector = Receiver()
+    server = grpc.server(futures.ThreadPoolExecutor(4))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collector, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield collector, port
+    server.stop(0)
+
+
+def test_one_trace_spans_the_delegation_tree(
+    receiver: tuple[Receiver, int],
+    mesh_dir: Path,
+    tmp_path: Path,
+) -> None:
+    collector, port = receiver
+    env = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+        "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        "MESH_TRACE_DIR": str(tmp_path / "traces"),
+    }
+    config = load_mesh_config(mesh_dir / "mesh.toml")
+    only = ("manager", "research_specialist", "math_specialist")
+    with MeshProcesses(config, env=env, only=only, log_dir=tmp_path / "logs") as mesh:
+        manager = agent_pb2_grpc.AgentServiceStub(
+            grpc.insecure_channel(mesh.addresses["manager"][0])
+        )  # type: ignore[no-untyped-call]
+        reply = manager.Run(pb.RunRequest(task=SEED_TASK, run_id="traced-1"), timeout=60)
+    assert reply.answer_text.startswith("gRPC was open-sourced in 2015")
+    # Stopping the mesh flushed every service's spans.
+
+    root = next(
+        s
+        for s in collector.spans
+        if s.name == "invoke_agent manager" and s.attributes.get("mesh.run_id") == "traced-1"
+    )
+    spans = [s for s in collector.spans if s.trace_id == root.trace_id]
+    assert {s.service for s in spans} == {"manager", "research_specialist", "math_specialist"}
+    by_id = {s.span_id: s for s in spans}
+
+    def ancestors(span: Span) -> list[str]:
+        chain = []
+        while span.parent_id in by_id:
+            span = by_id[span.parent_id]
+            chain.append(f"{span.service}:{span.name}")
+        return chain
+
+    research = next(s for s in spans if s.name == "invoke_agent research_specialist")
+    assert ancestors(research)[:6] == [
+        "research_specialist:/mesh.v1.AgentService/RunStream",
+        "manager:mesh.v1.AgentService/RunStream",
+        "manager:execute_tool research_specialist",
+        "manager:sandbox.exec",  # the call came from jailed code, through the tool bridge
+        "manager:agent.step",
+        "manager:invoke_agent manager",
+    ]
+    math_tool = next(s for s in spans if s.name == "execute_tool smallest_prime_factor")
+    assert "math_specialist:invoke_agent math_specialist" in ancestors(math_tool)
+    assert "manager:invoke_agent manager" in ancestors(math_tool)
+
+    chats = [s for s in spans if s.name.startswith("chat ")]
+    assert len(chats) == 8  # 3 manager + 3 research + 2 math model calls
+    chat = next(s for s in chats if s.service == "math_specialist")
+    assert chat.attributes["gen_ai.operation.name"] == "chat"
+    assert chat.attributes["gen_ai.request.model"] == "replay:math_specialist.jsonl"
+    assert chat.attributes["gen_ai.usage.input_tokens"] == 1210
+    assert chat.attributes["gen_ai.usage.output_tokens"] == 33
+    tool = next(s for s in spans if s.name == "execute_tool memo")
+    assert tool.attributes["gen_ai.tool.name"] == "memo"
+    assert tool.attributes["mesh.tool.success"] is True
+
+    # The same spans went to each service's local trace file.
+    local = [json.loads(line) for line in (tmp_path / "traces" / "math_specialist.jsonl")
+             .read_text().splitlines()]  # fmt: skip
+    assert any(r["trace_id"] == root.trace_id and r["name"] == "sandbox.exec" for r in local)
