@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from concurrent import futures
 from dataclasses import dataclass
@@ -139,3 +143,74 @@ def test_one_trace_spans_the_delegation_tree(
     local = [json.loads(line) for line in (tmp_path / "traces" / "math_specialist.jsonl")
              .read_text().splitlines()]  # fmt: skip
     assert any(r["trace_id"] == root.trace_id and r["name"] == "sandbox.exec" for r in local)
+
+
+def test_mesh_trace_lists_and_draws_traces(tmp_path: Path, mesh_dir: Path) -> None:
+    config = load_mesh_config(mesh_dir / "mesh.toml")
+    env = {"MESH_TRACE_DIR": str(tmp_path / "traces")}
+    only = ("manager", "research_specialist", "math_specialist")
+    with MeshProcesses(config, env=env, only=only, log_dir=tmp_path / "logs") as mesh:
+        manager = agent_pb2_grpc.AgentServiceStub(
+            grpc.insecure_channel(mesh.addresses["manager"][0])
+        )  # type: ignore[no-untyped-call]
+        manager.Run(pb.RunRequest(task=SEED_TASK), timeout=60)
+    mesh_cli = [sys.executable, "-m", "mesh", "trace", "--dir", str(tmp_path / "traces")]
+    listing = subprocess.run(mesh_cli, capture_output=True, text=True, timeout=60)
+    assert listing.returncode == 0, listing.stderr
+    first = listing.stdout.splitlines()[0]
+    assert "[manager, math_specialist, research_specialist]" in first
+    tree = subprocess.run([*mesh_cli, first.split()[0][:12]], capture_output=True, text=True,
+                          timeout=60).stdout.splitlines()  # fmt: skip
+    assert tree[0].startswith("/mesh.v1.AgentService/Run [manager]")
+    assert tree[1].startswith("  invoke_agent manager [manager]")
+    research = next(line for line in tree if "invoke_agent research_specialist" in line)
+    assert research.startswith(" " * 14)  # nested under the manager's step, sandbox and tool
+    assert any(
+        "chat replay:math_specialist.jsonl [math_specialist]" in line
+        and "1210 in / 33 out tokens" in line
+        for line in tree
+    )
+
+
+def _timed_runs(config: Any, env: dict[str, str], log_dir: Path) -> tuple[float, float]:
+    """Seconds for five seed runs, and for stopping the services afterwards."""
+    only = ("manager", "research_specialist", "math_specialist")
+    mesh = MeshProcesses(config, env=env, only=only, log_dir=log_dir).start()
+    try:
+        manager = agent_pb2_grpc.AgentServiceStub(
+            grpc.insecure_channel(mesh.addresses["manager"][0])
+        )  # type: ignore[no-untyped-call]
+        manager.Run(pb.RunRequest(task=SEED_TASK), timeout=60)  # warm up
+        started = time.monotonic()
+        for _ in range(5):
+            manager.Run(pb.RunRequest(task=SEED_TASK), timeout=60)
+        runs = time.monotonic() - started
+    finally:
+        stopping = time.monotonic()
+        mesh.stop()
+    return runs, time.monotonic() - stopping
+
+
+def test_a_collector_that_is_down_slows_nothing(
+    receiver: tuple[Receiver, int], mesh_dir: Path, tmp_path: Path
+) -> None:
+    _, port = receiver
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = sock.getsockname()[1]
+    config = load_mesh_config(mesh_dir / "mesh.toml")
+    base = {"OTEL_EXPORTER_OTLP_INSECURE": "true", "MESH_TRACE_DIR": str(tmp_path / "t")}
+    up_runs, up_stop = _timed_runs(
+        config, {**base, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}"}, tmp_path / "up"
+    )
+    down_runs, down_stop = _timed_runs(
+        config,
+        {**base, "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{dead}"},
+        tmp_path / "down",
+    )
+    print(
+        f"collector up: {up_runs:.3f} s runs, {up_stop:.2f} s stop; down: {down_runs:.3f} s, {down_stop:.2f} s"
+    )
+    assert down_runs < 2 * up_runs + 0.5, (up_runs, down_runs)
+    assert down_stop < 10, down_stop  # exports give up fast; shutdown does not hang
+    assert up_stop < 10, up_stop

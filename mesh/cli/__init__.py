@@ -4,6 +4,7 @@ mesh demo                 start the seed mesh, run its task, stop it
 mesh up                   start every agent of the config, each its own process
 mesh run [TASK]           send a task to the mesh and show the steps live
 mesh agents               the agents' cards
+mesh trace [ID]           recent traces, or one drawn as a tree
 mesh serve AGENT          serve one agent (what `mesh up` starts)
 mesh run --local [TASK]   one agent in this process, no mesh
 """
@@ -34,6 +35,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `mesh trace | head`
+        sys.stderr.close()
+        return 0
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -65,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:
 
     agents = command("agents", "list the agents' cards")
     agents.set_defaults(func=mesh_commands.agents)
+
+    trace = commands.add_parser("trace", help="recent traces, or one as a tree")
+    trace.add_argument("trace_id", nargs="?", help="a trace id (or its first characters)")
+    trace.add_argument("--dir", type=Path, help="trace directory (default $MESH_TRACE_DIR or "
+                       "~/.local/share/smolmesh/traces)")  # fmt: skip
+    trace.set_defaults(func=mesh_commands.trace)
 
     serve = command("serve", "serve one agent of the config")
     serve.add_argument("agent", help="the agent's name in the config")

@@ -27,9 +27,11 @@ from mesh.rpc.remote import RemoteAgent, channel_target
 from mesh.rpc.server import serve as serve_agent
 from mesh.rpc.status import error_from_rpc
 from mesh.services import build_agent, load_mesh_config, replays
-from mesh.telemetry import setup_tracing
+from mesh.telemetry import default_trace_dir, setup_tracing
+from mesh.telemetry.trace_file import read_spans
+from mesh.telemetry.trace_view import list_traces, render_tree
 
-__all__ = ["agents", "demo", "run", "serve", "up"]
+__all__ = ["agents", "demo", "run", "serve", "trace", "up"]
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -116,6 +118,18 @@ def agents(args: argparse.Namespace) -> int:
             print(f"    tool {tool.name}({inputs}) -> {tool.output_type}")
         for managed in card.managed_agents:
             print(f"    delegates to {managed}")
+    return 0
+
+
+def trace(args: argparse.Namespace) -> int:
+    """Recent traces, or one drawn as a tree, from the services' local trace files."""
+    directory = args.dir or default_trace_dir()
+    spans = read_spans(directory)
+    if not spans:
+        say(f"no traces under {directory} (services write there; MESH_TRACE_DIR changes it)")
+        return 0
+    lines = render_tree(spans, args.trace_id) if args.trace_id else list_traces(spans)
+    print("\n".join(lines))
     return 0
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from opentelemetry.instrumentation.grpc import aio_server_interceptor
+from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 
 from mesh._proto import agent_pb2, agent_pb2_grpc
 from mesh.agents.base import MultiStepAgent
@@ -37,7 +37,9 @@ async def serve(
     on_ready: Callable[[int], None] | None = None,
 ) -> None:
     """Serve ``agent`` at ``address`` ("host:port"; port 0 picks a free one) until signalled."""
-    tracing = aio_server_interceptor()  # type: ignore[no-untyped-call]  # server spans, W3C context
+    # Server spans and W3C context, for the agent service only (not health or reflection).
+    only_agents = filters.service_name(SERVICE_NAME)
+    tracing = aio_server_interceptor(filter_=only_agents)  # type: ignore[no-untyped-call]
     server = grpc.aio.server(interceptors=[tracing], options=[
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
