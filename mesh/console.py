@@ -24,6 +24,7 @@ from mesh.agents.events import (
     ToolCallFinished,
     ToolCallStarted,
 )
+from mesh.agents.usage import AgentUsage
 from mesh.text import clip
 
 __all__ = ["EventPrinter", "say"]
@@ -76,10 +77,21 @@ class EventPrinter:
                 return [f"{who} final answer: {self._line(str(event.answer))}"]
             case RunFinished():
                 status = f"failed: {event.error}" if event.error else "done"
-                return [
-                    f"{who} {status} in {event.duration_s:.2f} s, {event.steps} step(s), "
+                own = (
                     f"{event.usage.input_tokens} input + {event.usage.output_tokens} output tokens"
+                )
+                lines = [
+                    f"{who} {status} in {event.duration_s:.2f} s, {event.steps} step(s), {own}"
                 ]
+                if len(event.usage_by_agent) > 1:
+                    total = sum((u for u in event.usage_by_agent.values()), AgentUsage())
+                    cost = "cost unknown" if total.cost_usd is None else f"${total.cost_usd:.4f}"
+                    lines.append(
+                        f"{who} with its delegates: {total.model_calls} model calls, "
+                        f"{total.tokens.input_tokens} input + {total.tokens.output_tokens} output "
+                        f"tokens, {cost}"
+                    )
+                return lines
         return []
 
     def _line(self, text: str) -> str:

@@ -82,6 +82,18 @@ class TokenUsage(_message.Message):
     output_tokens: int
     def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ...) -> None: ...
 
+class AgentUsage(_message.Message):
+    __slots__ = ("tokens", "cost_usd", "cost_known", "model_calls")
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COST_USD_FIELD_NUMBER: _ClassVar[int]
+    COST_KNOWN_FIELD_NUMBER: _ClassVar[int]
+    MODEL_CALLS_FIELD_NUMBER: _ClassVar[int]
+    tokens: TokenUsage
+    cost_usd: float
+    cost_known: bool
+    model_calls: int
+    def __init__(self, tokens: _Optional[_Union[TokenUsage, _Mapping]] = ..., cost_usd: _Optional[float] = ..., cost_known: _Optional[bool] = ..., model_calls: _Optional[int] = ...) -> None: ...
+
 class DescribeRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
@@ -107,7 +119,14 @@ class RunRequest(_message.Message):
     def __init__(self, task: _Optional[str] = ..., max_steps: _Optional[int] = ..., run_id: _Optional[str] = ..., parent_run_id: _Optional[str] = ..., agent: _Optional[str] = ...) -> None: ...
 
 class RunResponse(_message.Message):
-    __slots__ = ("run_id", "answer_json", "answer_text", "state", "steps", "usage", "duration_seconds")
+    __slots__ = ("run_id", "answer_json", "answer_text", "state", "steps", "usage", "duration_seconds", "usage_by_agent")
+    class UsageByAgentEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: AgentUsage
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[AgentUsage, _Mapping]] = ...) -> None: ...
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     ANSWER_JSON_FIELD_NUMBER: _ClassVar[int]
     ANSWER_TEXT_FIELD_NUMBER: _ClassVar[int]
@@ -115,6 +134,7 @@ class RunResponse(_message.Message):
     STEPS_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    USAGE_BY_AGENT_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     answer_json: str
     answer_text: str
@@ -122,7 +142,8 @@ class RunResponse(_message.Message):
     steps: int
     usage: TokenUsage
     duration_seconds: float
-    def __init__(self, run_id: _Optional[str] = ..., answer_json: _Optional[str] = ..., answer_text: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., steps: _Optional[int] = ..., usage: _Optional[_Union[TokenUsage, _Mapping]] = ..., duration_seconds: _Optional[float] = ...) -> None: ...
+    usage_by_agent: _containers.MessageMap[str, AgentUsage]
+    def __init__(self, run_id: _Optional[str] = ..., answer_json: _Optional[str] = ..., answer_text: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., steps: _Optional[int] = ..., usage: _Optional[_Union[TokenUsage, _Mapping]] = ..., duration_seconds: _Optional[float] = ..., usage_by_agent: _Optional[_Mapping[str, AgentUsage]] = ...) -> None: ...
 
 class RunStreamRequest(_message.Message):
     __slots__ = ("task", "max_steps", "run_id", "parent_run_id", "agent")
@@ -259,16 +280,25 @@ class FinalAnswer(_message.Message):
     def __init__(self, answer_json: _Optional[str] = ..., answer_text: _Optional[str] = ...) -> None: ...
 
 class RunFinished(_message.Message):
-    __slots__ = ("usage", "duration_seconds", "steps", "error")
+    __slots__ = ("usage", "duration_seconds", "steps", "error", "usage_by_agent")
+    class UsageByAgentEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: AgentUsage
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[AgentUsage, _Mapping]] = ...) -> None: ...
     USAGE_FIELD_NUMBER: _ClassVar[int]
     DURATION_SECONDS_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    USAGE_BY_AGENT_FIELD_NUMBER: _ClassVar[int]
     usage: TokenUsage
     duration_seconds: float
     steps: int
     error: str
-    def __init__(self, usage: _Optional[_Union[TokenUsage, _Mapping]] = ..., duration_seconds: _Optional[float] = ..., steps: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+    usage_by_agent: _containers.MessageMap[str, AgentUsage]
+    def __init__(self, usage: _Optional[_Union[TokenUsage, _Mapping]] = ..., duration_seconds: _Optional[float] = ..., steps: _Optional[int] = ..., error: _Optional[str] = ..., usage_by_agent: _Optional[_Mapping[str, AgentUsage]] = ...) -> None: ...
 
 class CancelRequest(_message.Message):
     __slots__ = ("run_id",)

@@ -32,6 +32,7 @@ from mesh.agents.managed import ManagedAgent, ManagedAgentTool
 from mesh.agents.memory import ActionStep, AgentMemory
 from mesh.agents.prompts import render_prompt
 from mesh.agents.tool_runner import ToolRunner
+from mesh.agents.usage import AgentUsage, merge_usage
 from mesh.errors import (
     ConfigError,
     InvalidRequestError,
@@ -40,6 +41,7 @@ from mesh.errors import (
     ModelOutputError,
 )
 from mesh.models.base import ChatMessage, Model, ModelResponse, TokenUsage
+from mesh.models.cost import cost_usd
 from mesh.telemetry.spans import (
     agent_span,
     chat_span,
@@ -67,6 +69,8 @@ class RunResult:
     steps: list[ActionStep] = field(repr=False)
     usage: TokenUsage
     duration_s: float
+    usage_by_agent: dict[str, AgentUsage] = field(default_factory=dict)
+    """This run's usage and that of every agent it delegated to, however deep."""
 
 
 @dataclass
@@ -235,27 +239,33 @@ class MultiStepAgent(ABC):
         try:
             self._open_run(state)
             output, end_state = self._loop(state, max_steps or self.max_steps)
-            return RunResult(
-                output=output,
-                state=end_state,
-                run_id=ctx.run_id,
-                steps=state.memory.steps,
-                usage=state.memory.usage,
-                duration_s=time.monotonic() - started,
-            )
         except MeshError as err:
             error = f"{err.code}: {err.message}"
             raise
         finally:
             self._close_run(state)
-            ctx.report(
-                RunFinished,
-                usage=state.memory.usage,
-                steps=len(state.memory.steps),
-                duration_s=time.monotonic() - started,
-                error=error,
-            )
+            by_agent = self._finish(state, time.monotonic() - started, error)
             current_run.reset(token)
+        return RunResult(
+            output=output,
+            state=end_state,
+            run_id=ctx.run_id,
+            steps=state.memory.steps,
+            usage=state.memory.usage,
+            duration_s=time.monotonic() - started,
+            usage_by_agent=by_agent,
+        )
+
+    def _finish(
+        self, state: RunState, duration_s: float, error: str | None
+    ) -> dict[str, AgentUsage]:
+        """Report the end of the run, with usage rolled up, and pass it to the parent run."""
+        by_agent = merge_usage([{self.name: state.memory.agent_usage}, state.ctx.usage_below()])
+        state.ctx.report(RunFinished, usage=state.memory.usage, steps=len(state.memory.steps),
+                         duration_s=duration_s, error=error, usage_by_agent=by_agent)  # fmt: skip
+        if state.ctx.parent is not None:
+            state.ctx.parent.add_usage_below(by_agent)
+        return by_agent
 
     def _loop(self, state: RunState, max_steps: int) -> tuple[Any, Literal["success", "max_steps"]]:
         for number in range(1, max_steps + 1):
@@ -310,6 +320,7 @@ class MultiStepAgent(ABC):
                 record_error(span, err.message)
                 raise
             record_response(span, response)
+        step.cost_usd = cost_usd(response.model_id or self.model.model_id, response.usage)
         step.model_output, step.usage = response.message, response.usage
         state.ctx.report(
             ModelOutput,
@@ -337,6 +348,7 @@ class MultiStepAgent(ABC):
             ) from err
         text = (response.message.content or "").strip()
         step.model_output, step.usage, step.end_time = response.message, response.usage, time.time()
+        step.cost_usd = cost_usd(response.model_id or self.model.model_id, response.usage)
         state.memory.steps.append(step)
         if not text:
             raise MaxStepsError(f"{self.name} reached max_steps={max_steps} without a final answer")

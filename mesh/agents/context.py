@@ -15,11 +15,12 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from mesh.agents.events import AgentEvent
+from mesh.agents.usage import AgentUsage, merge_usage
 from mesh.errors import DeadlineExceededError, RunCancelledError
 
 __all__ = ["RunContext", "current_run"]
@@ -50,6 +51,7 @@ class RunContext:
     _children: weakref.WeakSet[RunContext] = field(default_factory=weakref.WeakSet, repr=False)
     _on_cancel: list[Callable[[], None]] = field(default_factory=list, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _usage_below: list[Mapping[str, AgentUsage]] = field(default_factory=list, repr=False)
 
     @property
     def depth(self) -> int:
@@ -100,6 +102,15 @@ class RunContext:
             callback()
         for child in children:
             child.cancel()
+
+    def add_usage_below(self, by_agent: Mapping[str, AgentUsage]) -> None:
+        """Record what a run beneath this one used (local or remote), for the roll-up."""
+        with self._lock:
+            self._usage_below.append(by_agent)
+
+    def usage_below(self) -> dict[str, AgentUsage]:
+        with self._lock:
+            return merge_usage(self._usage_below)
 
     def on_cancel(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` when this run is cancelled (at once if it already is)."""

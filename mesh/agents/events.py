@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from mesh.agents.usage import AgentUsage
 from mesh.models.base import TokenUsage, ToolCall
 
 __all__ = [
@@ -99,3 +100,5 @@ class RunFinished(AgentEvent):
     duration_s: float
     steps: int
     error: str | None = None
+    usage_by_agent: dict[str, AgentUsage] = field(default_factory=dict)
+    """This run's usage and that of every run beneath it, by agent."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from mesh.agents.usage import AgentUsage
 from mesh.errors import MeshError
 from mesh.models.base import ChatMessage, TokenUsage
 
@@ -39,6 +40,7 @@ class ActionStep:
     model_input: list[ChatMessage] = field(default_factory=list)
     model_output: ChatMessage | None = None
     usage: TokenUsage = field(default_factory=TokenUsage)
+    cost_usd: float | None = 0.0
     code: str | None = None
     tool_calls: list[ToolCallRecord] = field(default_factory=list)
     observation: str | None = None
@@ -63,6 +65,14 @@ class AgentMemory:
         for step in self.steps:
             total = total + step.usage
         return total
+
+    @property
+    def agent_usage(self) -> AgentUsage:
+        """This run's own model calls, tokens and cost (None if a price was unknown)."""
+        calls = [step for step in self.steps if step.model_output is not None]
+        costs = [step.cost_usd for step in calls]
+        cost = None if any(c is None for c in costs) else sum(c or 0.0 for c in costs)
+        return AgentUsage(self.usage, cost, len(calls))
 
 
 def _text(value: Any) -> str:

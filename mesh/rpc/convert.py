@@ -13,10 +13,13 @@ from mesh._proto import agent_pb2 as pb
 from mesh.agents import events as ev
 from mesh.agents.base import MultiStepAgent
 from mesh.agents.code_agent import CodeAgent
+from mesh.agents.usage import AgentUsage
 from mesh.models.base import TokenUsage, ToolCall
 from mesh.tools.base import Tool
 
 __all__ = [
+    "agent_usage_from_proto",
+    "agent_usage_to_proto",
     "answer_text",
     "card_to_proto",
     "event_from_proto",
@@ -46,6 +49,23 @@ def usage_to_proto(usage: TokenUsage) -> pb.TokenUsage:
 
 def usage_from_proto(usage: pb.TokenUsage) -> TokenUsage:
     return TokenUsage(usage.input_tokens, usage.output_tokens)
+
+
+def agent_usage_to_proto(usage: AgentUsage) -> pb.AgentUsage:
+    return pb.AgentUsage(
+        tokens=usage_to_proto(usage.tokens),
+        cost_usd=usage.cost_usd or 0.0,
+        cost_known=usage.cost_usd is not None,
+        model_calls=usage.model_calls,
+    )
+
+
+def agent_usage_from_proto(usage: pb.AgentUsage) -> AgentUsage:
+    return AgentUsage(
+        tokens=usage_from_proto(usage.tokens),
+        cost_usd=usage.cost_usd if usage.cost_known else None,
+        model_calls=usage.model_calls,
+    )
 
 
 def tool_spec_to_proto(tool: Tool) -> pb.ToolSpec:
@@ -125,6 +145,8 @@ def event_to_proto(event: ev.AgentEvent) -> pb.RunEvent:
             out.run_finished.CopyFrom(pb.RunFinished(
                 usage=usage_to_proto(event.usage), duration_seconds=event.duration_s,
                 steps=event.steps, error=event.error or "",
+                usage_by_agent={name: agent_usage_to_proto(u)
+                                for name, u in event.usage_by_agent.items()},
             ))  # fmt: skip
     return out
 
@@ -182,6 +204,9 @@ def event_from_proto(message: pb.RunEvent, depth_offset: int = 0) -> ev.AgentEve
             duration_s=r.duration_seconds,
             steps=r.steps,
             error=r.error or None,
+            usage_by_agent={
+                name: agent_usage_from_proto(u) for name, u in r.usage_by_agent.items()
+            },
             **common,
         )
     return None

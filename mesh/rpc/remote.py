@@ -23,7 +23,7 @@ from opentelemetry.trace import SpanKind
 from mesh._proto import agent_pb2 as pb
 from mesh._proto import agent_pb2_grpc
 from mesh.agents.context import RunContext, current_run
-from mesh.agents.events import FinalAnswer
+from mesh.agents.events import FinalAnswer, RunFinished
 from mesh.errors import (
     AgentUnavailableError,
     DeadlineExceededError,
@@ -125,6 +125,8 @@ class RemoteAgent:
                         parent.emit(event)
                     if isinstance(event, FinalAnswer) and message.depth == 0:
                         answer = event.answer
+                    if isinstance(event, RunFinished) and message.depth == 0 and parent:
+                        parent.add_usage_below(event.usage_by_agent)
         except grpc.RpcError as err:
             if parent is not None and parent.cancelled:
                 raise RunCancelledError(f"the call to {self.name} was cancelled") from err

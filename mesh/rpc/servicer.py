@@ -26,6 +26,7 @@ from mesh.agents.context import RunContext
 from mesh.agents.events import AgentEvent
 from mesh.errors import InvalidRequestError, NotFoundError
 from mesh.rpc.convert import (
+    agent_usage_to_proto,
     answer_text,
     card_to_proto,
     event_to_proto,
@@ -72,6 +73,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             steps=len(result.steps),
             usage=usage_to_proto(result.usage),
             duration_seconds=result.duration_s,
+            usage_by_agent={n: agent_usage_to_proto(u) for n, u in result.usage_by_agent.items()},
         )
 
     @translate_errors
