@@ -71,4 +71,5 @@ def no_api_keys(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     monkeypatch.setenv("MESH_MEMO_PATH", str(tmp_path / "memo.sqlite3"))
     monkeypatch.setenv("MESH_TRACE_DIR", str(tmp_path / "traces"))
+    monkeypatch.setenv("MESH_AUDIT_DIR", str(tmp_path / "audit"))
     warnings.filterwarnings("ignore", message="UnsafeLocalExecutor", category=RuntimeWarning)

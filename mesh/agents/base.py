@@ -330,6 +330,7 @@ class MultiStepAgent(ABC):
             usage=response.usage,
             model_id=response.model_id,
             duration_s=time.monotonic() - started,
+            prompt=tuple(step.model_input),
         )
         return response
 

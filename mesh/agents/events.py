@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mesh.agents.usage import AgentUsage
-from mesh.models.base import TokenUsage, ToolCall
+from mesh.models.base import ChatMessage, TokenUsage, ToolCall
 
 __all__ = [
     "AgentEvent",
@@ -45,11 +45,15 @@ class RunStarted(AgentEvent):
 
 @dataclass(frozen=True, kw_only=True)
 class ModelOutput(AgentEvent):
+    """One model call. ``prompt`` (the messages sent) stays in process, for the audit
+    log: it is not sent over the wire."""
+
     text: str | None
     tool_calls: tuple[ToolCall, ...] = ()
     usage: TokenUsage = field(default_factory=TokenUsage)
     model_id: str = ""
     duration_s: float = 0.0
+    prompt: tuple[ChatMessage, ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -5,6 +5,7 @@ mesh up                   start every agent of the config, each its own process
 mesh run [TASK]           send a task to the mesh and show the steps live
 mesh agents               the agents' cards
 mesh trace [ID]           recent traces, or one drawn as a tree
+mesh audit RUN_ID         one run's audit log across every service
 mesh serve AGENT          serve one agent (what `mesh up` starts)
 mesh run --local [TASK]   one agent in this process, no mesh
 """
@@ -75,6 +76,12 @@ def _parser() -> argparse.ArgumentParser:
     trace.add_argument("--dir", type=Path, help="trace directory (default $MESH_TRACE_DIR or "
                        "~/.local/share/smolmesh/traces)")  # fmt: skip
     trace.set_defaults(func=mesh_commands.trace)
+
+    audit = commands.add_parser("audit", help="one run's audit log across every service")
+    audit.add_argument("run_id", help="the run's id")
+    audit.add_argument("--dir", type=Path, help="audit directory (default $MESH_AUDIT_DIR or "
+                       "~/.local/share/smolmesh/audit)")  # fmt: skip
+    audit.set_defaults(func=mesh_commands.audit)
 
     serve = command("serve", "serve one agent of the config")
     serve.add_argument("agent", help="the agent's name in the config")

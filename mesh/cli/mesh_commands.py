@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import json
 import logging
 import signal
 import sys
@@ -20,7 +21,7 @@ from mesh._proto import agent_pb2_grpc
 from mesh.agents.events import FinalAnswer
 from mesh.config import MeshConfig
 from mesh.console import EventPrinter, say
-from mesh.errors import AgentUnavailableError, ConfigError, MeshError
+from mesh.errors import AgentUnavailableError, ConfigError, MeshError, NotFoundError
 from mesh.launcher import READY_PREFIX, MeshProcesses
 from mesh.rpc.convert import event_from_proto
 from mesh.rpc.remote import RemoteAgent, channel_target
@@ -28,10 +29,11 @@ from mesh.rpc.server import serve as serve_agent
 from mesh.rpc.status import error_from_rpc
 from mesh.services import build_agent, load_mesh_config, replays
 from mesh.telemetry import default_trace_dir, setup_tracing
+from mesh.telemetry.audit import AuditLog, default_audit_dir, read_run
 from mesh.telemetry.trace_file import read_spans
 from mesh.telemetry.trace_view import list_traces, render_tree
 
-__all__ = ["agents", "demo", "run", "serve", "trace", "up"]
+__all__ = ["agents", "audit", "demo", "run", "serve", "trace", "up"]
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -48,9 +50,10 @@ def serve(args: argparse.Namespace) -> int:
 
     provider = setup_tracing(args.agent)
     try:
+        audit_log = AuditLog(default_audit_dir() / f"{args.agent}.jsonl")
         asyncio.run(serve_agent(agent, address,
                                 max_concurrent_runs=agent_config.max_concurrent_runs,
-                                on_ready=ready))  # fmt: skip
+                                on_ready=ready, audit=audit_log))  # fmt: skip
     finally:
         provider.shutdown()  # flush spans; bounded by the exporters' short timeouts
     return 0
@@ -130,6 +133,17 @@ def trace(args: argparse.Namespace) -> int:
         return 0
     lines = render_tree(spans, args.trace_id) if args.trace_id else list_traces(spans)
     print("\n".join(lines))
+    return 0
+
+
+def audit(args: argparse.Namespace) -> int:
+    """One run's audit entries, and those of the runs it delegated, across every service."""
+    directory = args.dir or default_audit_dir()
+    entries = read_run(directory, args.run_id)
+    if not entries:
+        raise NotFoundError(f"no audit entries for run {args.run_id!r} under {directory}")
+    for entry in entries:
+        print(json.dumps(entry, ensure_ascii=False))
     return 0
 
 

@@ -20,6 +20,7 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 from mesh._proto import agent_pb2, agent_pb2_grpc
 from mesh.agents.base import MultiStepAgent
 from mesh.rpc.servicer import AgentServicer
+from mesh.telemetry.audit import AuditLog
 
 __all__ = ["SERVICE_NAME", "serve"]
 
@@ -35,6 +36,7 @@ async def serve(
     max_concurrent_runs: int = 16,
     grace_s: float = 10.0,
     on_ready: Callable[[int], None] | None = None,
+    audit: AuditLog | None = None,
 ) -> None:
     """Serve ``agent`` at ``address`` ("host:port"; port 0 picks a free one) until signalled."""
     # Server spans and W3C context, for the agent service only (not health or reflection).
@@ -45,7 +47,7 @@ async def serve(
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.so_reuseport", 0),
     ])  # fmt: skip
-    servicer = AgentServicer(agent, max_concurrent_runs)
+    servicer = AgentServicer(agent, max_concurrent_runs, audit)
     agent_pb2_grpc.add_AgentServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

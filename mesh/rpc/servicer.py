@@ -36,6 +36,7 @@ from mesh.rpc.convert import (
 )
 from mesh.rpc.runs import ActiveRuns
 from mesh.rpc.status import translate_errors
+from mesh.telemetry.audit import AuditLog
 from mesh.tools.final_answer import FINAL_ANSWER
 
 __all__ = ["AgentServicer"]
@@ -47,8 +48,11 @@ T = TypeVar("T")
 
 
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
-    def __init__(self, agent: MultiStepAgent, max_concurrent_runs: int = 16) -> None:
+    def __init__(
+        self, agent: MultiStepAgent, max_concurrent_runs: int = 16, audit: AuditLog | None = None
+    ) -> None:
         self.agent = agent
+        self.audit = audit
         self.runs = ActiveRuns(max_concurrent_runs)
         self._threads = ThreadPoolExecutor(
             max_workers=max_concurrent_runs + 4, thread_name_prefix=f"{agent.name}-run"
@@ -61,6 +65,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     @translate_errors
     async def Run(self, request: pb.RunRequest, context: Context) -> pb.RunResponse:
         ctx = self._context(request, context)
+        self._observe(ctx, None)
         with self.runs.register(ctx):
             result: RunResult = await self._in_thread(ctx, lambda: self.agent.run(
                 request.task, max_steps=request.max_steps or None, return_full_result=True,
@@ -143,6 +148,18 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             ctx.run_id = request.run_id
         return ctx
 
+    def _observe(self, ctx: RunContext, forward: Callable[[AgentEvent], None] | None) -> None:
+        """Send the run's events to the audit log (if any), then to ``forward``."""
+        audit = self.audit
+
+        def sink(event: AgentEvent) -> None:
+            if audit is not None:
+                audit.record(event)
+            if forward is not None:
+                forward(event)
+
+        ctx.sink = sink
+
     async def _in_thread(self, ctx: RunContext, work: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()
         try:
@@ -157,10 +174,10 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[Any] = asyncio.Queue()
 
-        def sink(event: AgentEvent) -> None:
+        def forward(event: AgentEvent) -> None:
             loop.call_soon_threadsafe(events.put_nowait, event)
 
-        ctx.sink = sink
+        self._observe(ctx, forward)
 
         def produce() -> None:  # one thread per run; its events go straight to the loop
             try:

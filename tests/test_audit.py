@@ -1,0 +1,79 @@
+"""The audit log: every model and tool call of a run, across services, with secrets redacted."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+
+from mesh._proto import agent_pb2 as pb
+from mesh._proto import agent_pb2_grpc
+from mesh.agents.events import ModelOutput, RunStarted
+from mesh.launcher import MeshProcesses
+from mesh.models import ChatMessage, TokenUsage
+from mesh.services import load_mesh_config
+from mesh.telemetry.audit import AuditLog, read_run
+from mesh.telemetry.redact import redact, shape
+from tests.mesh_setup import SEED_TASK
+
+SECRET = "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def test_secret_patterns_are_redacted() -> None:
+    text = (f"key {SECRET}; Authorization: Bearer abc.def-ghi_jkl012345; "
+            "AKIAABCDEFGHIJKLMNOP; ghp_" + "a" * 36 + "; fine words stay")  # fmt: skip
+    cleaned = redact(text)
+    assert "sk-proj" not in cleaned and "abc.def" not in cleaned and "AKIA" not in cleaned
+    assert "ghp_" not in cleaned and cleaned.count("[REDACTED]") == 4
+    assert cleaned.endswith("fine words stay")
+    assert shape("x" * 5000, "truncated").endswith("... [1000 more characters]")  # type: ignore[union-attr]
+    assert shape("text", "off") is None and shape("text", "full") == "text"
+
+
+def test_prompts_in_the_audit_log_are_redacted_and_the_file_rotates(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "agent.jsonl", max_bytes=1000, backups=2)
+    prompt = (ChatMessage("system", "be useful"), ChatMessage("user", f"my key is {SECRET}"))
+    for step in range(1, 21):  # about 400 bytes each: several rotations, two backups kept
+        log.record(ModelOutput(agent="a", run_id="r1", step=step, text=f"answer {step}",
+                               usage=TokenUsage(10, 2), model_id="m", prompt=prompt))  # fmt: skip
+    log.record(RunStarted(agent="a", run_id="child", parent_run_id="x", depth=1, task="t"))
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["agent.jsonl", "agent.jsonl.1", "agent.jsonl.2"]
+    text = "".join(p.read_text() for p in tmp_path.iterdir())
+    assert SECRET not in text and "my key is [REDACTED]" in text
+    assert '"run_id": "child"' not in text  # a delegated run is audited where it ran
+
+
+def test_a_mesh_run_is_audited_across_services(mesh_dir: Path, tmp_path: Path) -> None:
+    config = load_mesh_config(mesh_dir / "mesh.toml")
+    env = {"MESH_AUDIT_DIR": str(tmp_path / "audit")}
+    only = ("manager", "research_specialist", "math_specialist")
+    with MeshProcesses(config, env=env, only=only, log_dir=tmp_path / "logs") as mesh:
+        channel = grpc.insecure_channel(mesh.addresses["manager"][0])
+        agent_pb2_grpc.AgentServiceStub(channel).Run(  # type: ignore[no-untyped-call]
+            pb.RunRequest(task=SEED_TASK, run_id="audited-1"), timeout=60
+        )
+    entries = read_run(tmp_path / "audit", "audited-1")
+    models = [e for e in entries if e["event"] == "ModelOutput"]
+    assert [e["agent"] for e in models] == ["manager"] + ["research_specialist"] * 3 + [
+        "manager"
+    ] + ["math_specialist"] * 2 + ["manager"]
+    first = models[0]
+    assert first["model_id"] == "gpt-4o-mini" and first["input_tokens"] == 1480
+    assert first["prompt"][1] == {"role": "user", "content": SEED_TASK}
+    assert "research_specialist(task=" in first["output"]
+    tools = [e for e in entries if e["event"] == "ToolCallFinished"]
+    memo = next(e for e in tools if e["tool"] == "memo")
+    assert memo["success"] is True and memo["result"] == "stored 'grpc_year'"
+    assert memo["latency_s"] > 0 and memo["parent_run_id"] is not None
+    assert [e["ts"] for e in entries] == sorted(e["ts"] for e in entries)
+
+    printed = subprocess.run([sys.executable, "-m", "mesh", "audit", "audited-1", "--dir",
+                              str(tmp_path / "audit")], capture_output=True, text=True,
+                             timeout=60)  # fmt: skip
+    assert printed.returncode == 0, printed.stderr
+    lines = [json.loads(line) for line in printed.stdout.splitlines()]
+    assert lines == entries
