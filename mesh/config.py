@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from mesh.agents.budget import Budget
 from mesh.errors import ConfigError
 from mesh.sandbox.config import SandboxConfig
 
@@ -44,7 +45,7 @@ REPLAY_MODES = ("auto", "always", "never")
 _AGENT_KEYS = {
     "kind", "description", "address", "tools", "managed_agents", "model", "api_base",
     "cassette", "max_steps", "max_concurrent_runs", "instructions", "sandbox",
-    "authorized_imports",
+    "authorized_imports", "budget",
 }  # fmt: skip
 
 
@@ -64,6 +65,7 @@ class AgentConfig:
     instructions: str = ""
     authorized_imports: tuple[str, ...] = ()
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    budget: Budget | None = None
 
 
 @dataclass(frozen=True)
@@ -180,6 +182,7 @@ def _agent(
         instructions=_get(table, "instructions", str, where, ""),
         authorized_imports=tuple(_get(table, "authorized_imports", list, where, [])),
         sandbox=_sandbox(_table(table, "sandbox", where), f"{where}.sandbox"),
+        budget=_budget(_table(table, "budget", where), f"{where}.budget"),
     )
 
 
@@ -196,6 +199,10 @@ def _addresses(name: str, value: Any, where: str) -> tuple[str, ...]:
         if not host or not port.isdigit():
             raise ConfigError(f"{where}.address: {address!r} is not host:port")
     return tuple(a.strip() for a in value)
+
+
+def _budget(table: dict[str, Any], where: str) -> Budget | None:
+    return Budget.from_mapping(table, where) if table else None
 
 
 def _sandbox(table: dict[str, Any], where: str) -> SandboxConfig:

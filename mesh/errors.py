@@ -20,7 +20,8 @@ them without parsing messages::
     ├── AgentError
     │   ├── MaxStepsError            no final answer within max_steps
     │   ├── RunCancelledError        the run was cancelled
-    │   └── DeadlineExceededError    the run's deadline passed
+    │   ├── DeadlineExceededError    the run's deadline passed
+    │   └── BudgetExceededError      the run spent its token, cost or call budget
     └── MeshRequestError             a request to (or from) another agent failed
         ├── InvalidRequestError      the request itself is wrong
         ├── NotFoundError            no such agent, tool or run
@@ -38,6 +39,7 @@ from __future__ import annotations
 __all__ = [
     "AgentError",
     "AgentUnavailableError",
+    "BudgetExceededError",
     "BusyError",
     "CassetteError",
     "ConfigError",
@@ -132,6 +134,10 @@ class RunCancelledError(AgentError):
 
 class DeadlineExceededError(AgentError):
     code = "deadline_exceeded"
+
+
+class BudgetExceededError(AgentError):
+    code = "budget_exceeded"
 
 
 class MeshRequestError(MeshError):

@@ -49,6 +49,7 @@ def test_a_good_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     helper = config.agent("helper")  # type: ignore[attr-defined]
     assert helper.addresses == ("127.0.0.1:7001", "127.0.0.1:7002")
     assert (helper.sandbox.memory_mb, helper.sandbox.wall_seconds) == (128, 5.0)
+    assert helper.budget is None
     monkeypatch.setenv("MESH_ADDRESS_HELPER", "10.0.0.5:9000,10.0.0.6:9000")
     assert load(tmp_path, GOOD).agent("helper").addresses == (  # type: ignore[attr-defined]
         "10.0.0.5:9000",
@@ -71,6 +72,8 @@ def test_a_good_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         (('[agents.helper]\nkind', '[agents.helper]\nmax_steps = 0\nkind'), "agents.helper.max_steps: must be at least 1"),
         (('tools = ["factorial"]', 'tools = ["factorial"]\nmanaged_agents = ["boss"]'), "cycle"),
         (('description = "Helps."', ''), "agents.helper.description: required"),
+        (('[agents.helper.sandbox]', 'budget = 5\n[agents.helper.sandbox]'), "agents.helper.budget: expected a table"),
+        (('[agents.helper.sandbox]', '[agents.helper.budget]\nmax_dollars = 1\n[agents.helper.sandbox]'), "agents.helper.budget: unknown budget field(s) ['max_dollars']"),
     ],
 )  # fmt: skip
 def test_a_wrong_field_is_named(tmp_path: Path, change: tuple[str, str], message: str) -> None:

@@ -94,6 +94,16 @@ class AgentUsage(_message.Message):
     model_calls: int
     def __init__(self, tokens: _Optional[_Union[TokenUsage, _Mapping]] = ..., cost_usd: _Optional[float] = ..., cost_known: _Optional[bool] = ..., model_calls: _Optional[int] = ...) -> None: ...
 
+class Budget(_message.Message):
+    __slots__ = ("max_tokens", "max_cost_usd", "max_model_calls")
+    MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MAX_COST_USD_FIELD_NUMBER: _ClassVar[int]
+    MAX_MODEL_CALLS_FIELD_NUMBER: _ClassVar[int]
+    max_tokens: int
+    max_cost_usd: float
+    max_model_calls: int
+    def __init__(self, max_tokens: _Optional[int] = ..., max_cost_usd: _Optional[float] = ..., max_model_calls: _Optional[int] = ...) -> None: ...
+
 class DescribeRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
@@ -105,18 +115,20 @@ class DescribeResponse(_message.Message):
     def __init__(self, card: _Optional[_Union[AgentCard, _Mapping]] = ...) -> None: ...
 
 class RunRequest(_message.Message):
-    __slots__ = ("task", "max_steps", "run_id", "parent_run_id", "agent")
+    __slots__ = ("task", "max_steps", "run_id", "parent_run_id", "agent", "budget")
     TASK_FIELD_NUMBER: _ClassVar[int]
     MAX_STEPS_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     PARENT_RUN_ID_FIELD_NUMBER: _ClassVar[int]
     AGENT_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
     task: str
     max_steps: int
     run_id: str
     parent_run_id: str
     agent: str
-    def __init__(self, task: _Optional[str] = ..., max_steps: _Optional[int] = ..., run_id: _Optional[str] = ..., parent_run_id: _Optional[str] = ..., agent: _Optional[str] = ...) -> None: ...
+    budget: Budget
+    def __init__(self, task: _Optional[str] = ..., max_steps: _Optional[int] = ..., run_id: _Optional[str] = ..., parent_run_id: _Optional[str] = ..., agent: _Optional[str] = ..., budget: _Optional[_Union[Budget, _Mapping]] = ...) -> None: ...
 
 class RunResponse(_message.Message):
     __slots__ = ("run_id", "answer_json", "answer_text", "state", "steps", "usage", "duration_seconds", "usage_by_agent")
@@ -146,18 +158,20 @@ class RunResponse(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., answer_json: _Optional[str] = ..., answer_text: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., steps: _Optional[int] = ..., usage: _Optional[_Union[TokenUsage, _Mapping]] = ..., duration_seconds: _Optional[float] = ..., usage_by_agent: _Optional[_Mapping[str, AgentUsage]] = ...) -> None: ...
 
 class RunStreamRequest(_message.Message):
-    __slots__ = ("task", "max_steps", "run_id", "parent_run_id", "agent")
+    __slots__ = ("task", "max_steps", "run_id", "parent_run_id", "agent", "budget")
     TASK_FIELD_NUMBER: _ClassVar[int]
     MAX_STEPS_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     PARENT_RUN_ID_FIELD_NUMBER: _ClassVar[int]
     AGENT_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
     task: str
     max_steps: int
     run_id: str
     parent_run_id: str
     agent: str
-    def __init__(self, task: _Optional[str] = ..., max_steps: _Optional[int] = ..., run_id: _Optional[str] = ..., parent_run_id: _Optional[str] = ..., agent: _Optional[str] = ...) -> None: ...
+    budget: Budget
+    def __init__(self, task: _Optional[str] = ..., max_steps: _Optional[int] = ..., run_id: _Optional[str] = ..., parent_run_id: _Optional[str] = ..., agent: _Optional[str] = ..., budget: _Optional[_Union[Budget, _Mapping]] = ...) -> None: ...
 
 class RunStreamResponse(_message.Message):
     __slots__ = ("events",)

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, overload
 
+from mesh.agents.budget import Budget
 from mesh.agents.context import EventSink, RunContext, current_run
 from mesh.agents.events import (
     AgentEvent,
@@ -96,6 +97,7 @@ class MultiStepAgent(ABC):
         description: str | None = None,
         instructions: str | None = None,
         prompt_template: str | None = None,
+        budget: Budget | None = None,
     ) -> None:
         if model is None:
             raise ConfigError(f"{type(self).__name__} needs a model, e.g. LiteLLMModel()")
@@ -109,6 +111,8 @@ class MultiStepAgent(ABC):
         self.description = description or ""
         self.instructions = instructions
         self.prompt_template = prompt_template
+        self.budget = budget
+        """This agent's own ceiling per run; a delegated run also gets what its caller has left."""
         self.tools: dict[str, Tool] = {}
         for item in [*tools, FinalAnswerTool()]:
             if not isinstance(item, Tool):
@@ -234,6 +238,9 @@ class MultiStepAgent(ABC):
         started = time.monotonic()
         state = RunState(ctx=ctx, memory=AgentMemory(system_prompt="", task=task))
         self.memory = state.memory
+        if self.budget is not None:
+            ctx.budget = self.budget.tighter(ctx.budget)
+        ctx.spent = lambda: _total(state)
         ctx.report(RunStarted, task=task)
         error: str | None = None
         try:
@@ -306,6 +313,7 @@ class MultiStepAgent(ABC):
     def _generate(
         self, state: RunState, step: ActionStep, toolbox: dict[str, Tool]
     ) -> ModelResponse | None:
+        self._check_budget(state, next_call=True)
         started = time.monotonic()
         with chat_span(self.model.model_id) as span:
             try:
@@ -332,7 +340,12 @@ class MultiStepAgent(ABC):
             duration_s=time.monotonic() - started,
             prompt=tuple(step.model_input),
         )
+        self._check_budget(state, next_call=False)  # the call happened: report it, then stop
         return response
+
+    def _check_budget(self, state: RunState, *, next_call: bool) -> None:
+        if state.ctx.budget is not None:
+            state.ctx.budget.check(_total(state), next_call=next_call, who=self.name)
 
     def _answer_after_max_steps(self, state: RunState, max_steps: int) -> Any:
         step = ActionStep(step_number=max_steps + 1, start_time=time.time())
@@ -422,3 +435,9 @@ class MultiStepAgent(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} tools={list(self.tools)}>"
+
+
+def _total(state: RunState) -> AgentUsage:
+    """What the run has spent so far: its own model calls and its delegates'."""
+    spent = merge_usage([{"": state.memory.agent_usage}, state.ctx.usage_below()])
+    return sum(spent.values(), AgentUsage())

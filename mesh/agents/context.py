@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from mesh.agents.budget import Budget
 from mesh.agents.events import AgentEvent
 from mesh.agents.usage import AgentUsage, merge_usage
 from mesh.errors import DeadlineExceededError, RunCancelledError
@@ -47,11 +48,15 @@ class RunContext:
     """time.monotonic() after which the run stops; children inherit it."""
     remote_parent_id: str | None = None
     """The caller's run id when the parent run lives in another process."""
+    budget: Budget | None = None
+    """What this run and the runs beneath it may still spend (None: no limit)."""
     _cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
     _children: weakref.WeakSet[RunContext] = field(default_factory=weakref.WeakSet, repr=False)
     _on_cancel: list[Callable[[], None]] = field(default_factory=list, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _usage_below: list[Mapping[str, AgentUsage]] = field(default_factory=list, repr=False)
+    spent: Callable[[], AgentUsage] = field(default=AgentUsage, repr=False)
+    """What the run has spent so far, delegates included (set by the running agent)."""
 
     @property
     def depth(self) -> int:
@@ -65,8 +70,12 @@ class RunContext:
         """Seconds left before the deadline (None: no deadline)."""
         return None if self.deadline is None else self.deadline - time.monotonic()
 
+    def remaining_budget(self) -> Budget | None:
+        return None if self.budget is None else self.budget.remaining(self.spent())
+
     def child(self, agent: str) -> RunContext:
-        child = RunContext(agent=agent, parent=self, sink=self.sink, deadline=self.deadline)
+        child = RunContext(agent=agent, parent=self, sink=self.sink, deadline=self.deadline,
+                           budget=self.remaining_budget())  # fmt: skip
         with self._lock:
             self._children.add(child)
         if self.cancelled:

@@ -12,6 +12,7 @@ from typing import Any
 from mesh._proto import agent_pb2 as pb
 from mesh.agents import events as ev
 from mesh.agents.base import MultiStepAgent
+from mesh.agents.budget import Budget
 from mesh.agents.code_agent import CodeAgent
 from mesh.agents.usage import AgentUsage
 from mesh.models.base import TokenUsage, ToolCall
@@ -21,6 +22,8 @@ __all__ = [
     "agent_usage_from_proto",
     "agent_usage_to_proto",
     "answer_text",
+    "budget_from_proto",
+    "budget_to_proto",
     "card_to_proto",
     "event_from_proto",
     "event_to_proto",
@@ -65,6 +68,25 @@ def agent_usage_from_proto(usage: pb.AgentUsage) -> AgentUsage:
         tokens=usage_from_proto(usage.tokens),
         cost_usd=usage.cost_usd if usage.cost_known else None,
         model_calls=usage.model_calls,
+    )
+
+
+def budget_to_proto(budget: Budget) -> pb.Budget:
+    out = pb.Budget()
+    if budget.max_tokens is not None:
+        out.max_tokens = budget.max_tokens
+    if budget.max_cost_usd is not None:
+        out.max_cost_usd = budget.max_cost_usd
+    if budget.max_model_calls is not None:
+        out.max_model_calls = budget.max_model_calls
+    return out
+
+
+def budget_from_proto(budget: pb.Budget) -> Budget:
+    return Budget(
+        max_tokens=budget.max_tokens if budget.HasField("max_tokens") else None,
+        max_cost_usd=budget.max_cost_usd if budget.HasField("max_cost_usd") else None,
+        max_model_calls=budget.max_model_calls if budget.HasField("max_model_calls") else None,
     )
 
 

@@ -30,7 +30,7 @@ from mesh.errors import (
     MeshError,
     RunCancelledError,
 )
-from mesh.rpc.convert import event_from_proto
+from mesh.rpc.convert import budget_to_proto, event_from_proto
 from mesh.rpc.server import MAX_MESSAGE_BYTES
 from mesh.rpc.status import error_from_rpc
 from mesh.telemetry.spans import record_error, tracer
@@ -106,6 +106,9 @@ class RemoteAgent:
         request = pb.RunStreamRequest(
             task=task, agent=self.name, parent_run_id=parent.run_id if parent else ""
         )
+        remaining = parent.remaining_budget() if parent is not None else None
+        if remaining is not None:
+            request.budget.CopyFrom(budget_to_proto(remaining))
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
         call = self._stub.RunStream(request, timeout=timeout, metadata=tuple(carrier.items()))

@@ -28,6 +28,7 @@ from mesh.errors import InvalidRequestError, NotFoundError
 from mesh.rpc.convert import (
     agent_usage_to_proto,
     answer_text,
+    budget_from_proto,
     card_to_proto,
     event_to_proto,
     to_json,
@@ -146,6 +147,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         )
         if request.run_id:
             ctx.run_id = request.run_id
+        if request.HasField("budget"):
+            ctx.budget = budget_from_proto(request.budget)
         return ctx
 
     def _observe(self, ctx: RunContext, forward: Callable[[AgentEvent], None] | None) -> None:
@@ -199,6 +202,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                         done = True
                         break
                     if isinstance(item, BaseException):
+                        if batch:  # e.g. the failed run's last events, with its usage
+                            yield batch
                         raise item
                     batch.append(item)
                     if events.empty():

@@ -37,6 +37,7 @@ _STATUS: list[tuple[type[e.MeshError], grpc.StatusCode]] = [
     (e.RunCancelledError, grpc.StatusCode.CANCELLED),
     (e.BusyError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (e.MaxStepsError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (e.BudgetExceededError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (e.AgentUnavailableError, grpc.StatusCode.UNAVAILABLE),
     (e.ExecutorError, grpc.StatusCode.UNAVAILABLE),
     (e.ToolExecutionError, grpc.StatusCode.ABORTED),

@@ -82,6 +82,7 @@ def build_agent(config: MeshConfig, name: str) -> MultiStepAgent:
         "name": name,
         "description": agent.description,
         "instructions": agent.instructions or _instructions(name),
+        "budget": agent.budget,
     }
     model = _model(config, agent, replay)
     if agent.kind == "code":
