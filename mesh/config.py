@@ -45,7 +45,7 @@ REPLAY_MODES = ("auto", "always", "never")
 _AGENT_KEYS = {
     "kind", "description", "address", "tools", "managed_agents", "model", "api_base",
     "cassette", "max_steps", "max_concurrent_runs", "instructions", "sandbox",
-    "authorized_imports", "budget",
+    "authorized_imports", "budget", "rate_limit_rpm", "cache",
 }  # fmt: skip
 
 
@@ -66,6 +66,10 @@ class AgentConfig:
     authorized_imports: tuple[str, ...] = ()
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     budget: Budget | None = None
+    rate_limit_rpm: int = 0
+    """Model calls per minute this agent may make (0: no limit)."""
+    cache: bool = False
+    """Answer repeated model requests from a cache."""
 
 
 @dataclass(frozen=True)
@@ -183,6 +187,8 @@ def _agent(
         authorized_imports=tuple(_get(table, "authorized_imports", list, where, [])),
         sandbox=_sandbox(_table(table, "sandbox", where), f"{where}.sandbox"),
         budget=_budget(_table(table, "budget", where), f"{where}.budget"),
+        rate_limit_rpm=_get(table, "rate_limit_rpm", int, where, 0),
+        cache=_get(table, "cache", bool, where, False),
     )
 
 

@@ -63,6 +63,7 @@ def test_a_mesh_run_is_audited_across_services(mesh_dir: Path, tmp_path: Path) -
     ] + ["math_specialist"] * 2 + ["manager"]
     first = models[0]
     assert first["model_id"] == "gpt-4o-mini" and first["input_tokens"] == 1480
+    assert first["cached"] is False
     assert first["prompt"][1] == {"role": "user", "content": SEED_TASK}
     assert "research_specialist(task=" in first["output"]
     tools = [e for e in entries if e["event"] == "ToolCallFinished"]

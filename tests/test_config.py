@@ -72,6 +72,8 @@ def test_a_good_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         (('[agents.helper]\nkind', '[agents.helper]\nmax_steps = 0\nkind'), "agents.helper.max_steps: must be at least 1"),
         (('tools = ["factorial"]', 'tools = ["factorial"]\nmanaged_agents = ["boss"]'), "cycle"),
         (('description = "Helps."', ''), "agents.helper.description: required"),
+        (('tools = ["factorial"]', 'tools = ["factorial"]\nrate_limit_rpm = "fast"'), "agents.helper.rate_limit_rpm: expected int"),
+        (('tools = ["factorial"]', 'tools = ["factorial"]\ncache = "yes"'), "agents.helper.cache: expected bool"),
         (('[agents.helper.sandbox]', 'budget = 5\n[agents.helper.sandbox]'), "agents.helper.budget: expected a table"),
         (('[agents.helper.sandbox]', '[agents.helper.budget]\nmax_dollars = 1\n[agents.helper.sandbox]'), "agents.helper.budget: unknown budget field(s) ['max_dollars']"),
     ],
@@ -111,3 +113,20 @@ def test_channel_targets(addresses: str | list[str], target: str) -> None:
 def test_replicas_must_be_ip_addresses() -> None:
     with pytest.raises(ValueError, match="must be IP:port"):
         channel_target(["a.example:1", "b.example:1"])
+
+
+def test_rate_limit_budget_and_cache_wrap_the_agent(tmp_path: Path) -> None:
+    from mesh.agents.budget import Budget
+    from mesh.models import CachingModel, RateLimitedModel
+    from mesh.services import build_agent
+
+    text = GOOD.replace("[mesh]", '[mesh]\nreplay = "always"').replace(
+        'tools = ["factorial"]',
+        'tools = ["factorial"]\ncassette = "c.jsonl"\nrate_limit_rpm = 30\ncache = true\n'
+        "budget = { max_tokens = 5000, max_model_calls = 9 }",
+    )
+    (tmp_path / "c.jsonl").write_text("")
+    agent = build_agent(load(tmp_path, text), "helper")  # type: ignore[arg-type]
+    assert isinstance(agent.model, CachingModel)
+    assert isinstance(agent.model.model, RateLimitedModel) and agent.model.model.rpm == 30
+    assert agent.budget == Budget(max_tokens=5000, max_model_calls=9)

@@ -327,7 +327,7 @@ class MultiStepAgent(ABC):
             except MeshError as err:
                 record_error(span, err.message)
                 raise
-            record_response(span, response)
+            record_response(span, response, step.model_input)
         step.cost_usd = cost_usd(response.model_id or self.model.model_id, response.usage)
         step.model_output, step.usage = response.message, response.usage
         state.ctx.report(
@@ -339,6 +339,7 @@ class MultiStepAgent(ABC):
             model_id=response.model_id,
             duration_s=time.monotonic() - started,
             prompt=tuple(step.model_input),
+            cached=response.cached,
         )
         self._check_budget(state, next_call=False)  # the call happened: report it, then stop
         return response

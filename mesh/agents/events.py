@@ -54,6 +54,7 @@ class ModelOutput(AgentEvent):
     model_id: str = ""
     duration_s: float = 0.0
     prompt: tuple[ChatMessage, ...] = field(default=(), repr=False)
+    cached: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -94,6 +94,8 @@ class ModelResponse:
     usage: TokenUsage = field(default_factory=TokenUsage)
     model_id: str = ""
     finish_reason: str | None = None
+    cached: bool = False
+    """Answered from a response cache, not by the model."""
 
 
 @runtime_checkable

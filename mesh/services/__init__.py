@@ -20,6 +20,7 @@ from mesh.config import AgentConfig, MeshConfig, load_config
 from mesh.errors import ConfigError
 from mesh.models import LiteLLMModel, Model, ReplayModel
 from mesh.models.litellm_model import has_provider_key
+from mesh.models.wrappers import CachingModel, RateLimitedModel
 from mesh.rpc.remote import RemoteAgent
 from mesh.tools import (
     CorpusBackend,
@@ -85,6 +86,10 @@ def build_agent(config: MeshConfig, name: str) -> MultiStepAgent:
         "budget": agent.budget,
     }
     model = _model(config, agent, replay)
+    if agent.rate_limit_rpm:
+        model = RateLimitedModel(model, agent.rate_limit_rpm)
+    if agent.cache:
+        model = CachingModel(model)  # outermost: a cache hit spends no rate-limit slot
     if agent.kind == "code":
         return CodeAgent(
             tools,

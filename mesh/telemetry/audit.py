@@ -81,6 +81,7 @@ def _entry(event: ev.AgentEvent) -> dict[str, Any]:
                 input_tokens=event.usage.input_tokens,
                 output_tokens=event.usage.output_tokens,
                 latency_s=event.duration_s,
+                cached=event.cached,
             )  # fmt: skip
         case ev.CodeAction():
             entry["code"] = shape(event.code)

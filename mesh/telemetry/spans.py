@@ -7,14 +7,16 @@ snippet. One module so that the names are defined once.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
 
-from mesh.models.base import ModelResponse
+from mesh.models.base import ChatMessage, ModelResponse
+from mesh.telemetry.redact import content_mode, shape
 
 __all__ = [
     "agent_span",
@@ -62,13 +64,22 @@ def chat_span(model_id: str) -> Iterator[Span]:
         yield span
 
 
-def record_response(span: Span, response: ModelResponse) -> None:
+def record_response(
+    span: Span, response: ModelResponse, prompt: Sequence[ChatMessage] = ()
+) -> None:
     span.set_attributes({
         "gen_ai.response.model": response.model_id,
         "gen_ai.usage.input_tokens": response.usage.input_tokens,
         "gen_ai.usage.output_tokens": response.usage.output_tokens,
         "gen_ai.response.finish_reasons": [response.finish_reason or "unknown"],
+        "mesh.cache.hit": response.cached,
     })  # fmt: skip
+    # Prompt and output text follow MESH_LOG_CONTENT (full, truncated, off), secrets redacted.
+    mode = content_mode()
+    if mode != "off":
+        messages = [{"role": m.role, "content": shape(m.content, mode)} for m in prompt]
+        span.set_attribute("gen_ai.input.messages", json.dumps(messages, ensure_ascii=False))
+        span.set_attribute("gen_ai.output.text", shape(response.message.content, mode) or "")
 
 
 @contextmanager
