@@ -21,7 +21,7 @@ comma-separated for replicas), and port 0 lets ``mesh up`` pick free ports.
     address = "127.0.0.1:50052"  # or a list of replicas
     tools = ["smallest_prime_factor", "factorial"]
     managed_agents = []
-    cassette = "cassettes/math_specialist.jsonl"   # relative to this file
+    cassette = "cassettes/math_specialist.jsonl"   # relative to this file, or "bundled:NAME"
     [agents.math_specialist.sandbox]
     wall_seconds = 20
 """
@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -178,7 +179,7 @@ def _agent(
         managed_agents=tuple(_get(table, "managed_agents", list, where, [])),
         model=_get(table, "model", str, where, ""),
         api_base=_get(table, "api_base", str, where, ""),
-        cassette=(base / cassette) if cassette else None,
+        cassette=_cassette(cassette, base),
         max_steps=_positive(_get(table, "max_steps", int, where, 10), f"{where}.max_steps"),
         max_concurrent_runs=_positive(
             _get(table, "max_concurrent_runs", int, where, 16), f"{where}.max_concurrent_runs"
@@ -205,6 +206,16 @@ def _addresses(name: str, value: Any, where: str) -> tuple[str, ...]:
         if not host or not port.isdigit():
             raise ConfigError(f"{where}.address: {address!r} is not host:port")
     return tuple(a.strip() for a in value)
+
+
+def _cassette(value: str, base: Path) -> Path | None:
+    """A cassette path: relative to the config file, or "bundled:NAME" for one shipped here."""
+    if not value:
+        return None
+    if value.startswith("bundled:"):
+        bundled = resources.files("mesh.data").joinpath("cassettes", value.removeprefix("bundled:"))
+        return Path(str(bundled))
+    return base / value
 
 
 def _budget(table: dict[str, Any], where: str) -> Budget | None:
