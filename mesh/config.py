@@ -46,7 +46,7 @@ REPLAY_MODES = ("auto", "always", "never")
 _AGENT_KEYS = {
     "kind", "description", "address", "tools", "managed_agents", "model", "api_base",
     "cassette", "max_steps", "max_concurrent_runs", "instructions", "sandbox",
-    "authorized_imports", "budget", "rate_limit_rpm", "cache",
+    "authorized_imports", "budget", "rate_limit_rpm", "cache", "idempotent",
 }  # fmt: skip
 
 
@@ -71,6 +71,8 @@ class AgentConfig:
     """Model calls per minute this agent may make (0: no limit)."""
     cache: bool = False
     """Answer repeated model requests from a cache."""
+    idempotent: bool = False
+    """Safe to run twice: callers may retry a run whose server died mid-way."""
 
 
 @dataclass(frozen=True)
@@ -190,6 +192,7 @@ def _agent(
         budget=_budget(_table(table, "budget", where), f"{where}.budget"),
         rate_limit_rpm=_get(table, "rate_limit_rpm", int, where, 0),
         cache=_get(table, "cache", bool, where, False),
+        idempotent=_get(table, "idempotent", bool, where, False),
     )
 
 

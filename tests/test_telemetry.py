@@ -140,8 +140,8 @@ def test_one_trace_spans_the_delegation_tree(
     assert tool.attributes["mesh.tool.success"] is True
 
     # The same spans went to each service's local trace file.
-    local = [json.loads(line) for line in (tmp_path / "traces" / "math_specialist.jsonl")
-             .read_text().splitlines()]  # fmt: skip
+    (trace_file,) = (tmp_path / "traces").glob("math_specialist-*.jsonl")  # one per process
+    local = [json.loads(line) for line in trace_file.read_text().splitlines()]
     assert any(r["trace_id"] == root.trace_id and r["name"] == "sandbox.exec" for r in local)
 
 

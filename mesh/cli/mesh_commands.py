@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import os
 import signal
 import sys
 import tempfile
@@ -50,7 +51,8 @@ def serve(args: argparse.Namespace) -> int:
 
     provider = setup_tracing(args.agent)
     try:
-        audit_log = AuditLog(default_audit_dir() / f"{args.agent}.jsonl")
+        # One file per process: replicas of an agent never write to the same file.
+        audit_log = AuditLog(default_audit_dir() / f"{args.agent}-{os.getpid()}.jsonl")
         asyncio.run(serve_agent(agent, address,
                                 max_concurrent_runs=agent_config.max_concurrent_runs,
                                 on_ready=ready, audit=audit_log))  # fmt: skip

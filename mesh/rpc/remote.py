@@ -4,8 +4,10 @@ Give it to ``managed_agents=[...]`` and the manager's model calls it by name
 with a task. Each call streams the remote run: its events join the caller's
 stream one level deeper; the caller's remaining deadline becomes the call's
 timeout; cancelling the caller cancels the call, and so the remote run and
-its jail. A call is retried only when the remote run never started (the
-agent was unreachable), never once it has: runs are not idempotent. Several
+its jail. A call is retried when the remote run never started (the agent
+was unreachable); once it has, only if the agent is declared idempotent
+(``idempotent=True``: running it twice does no harm), since its server may
+have died mid-run. Several
 addresses (or a DNS name with several records) are balanced round robin.
 """
 
@@ -48,6 +50,7 @@ class RemoteAgent:
         timeout_s: float | None = None,
         retries: int = 2,
         retry_delay_s: float = 0.2,
+        idempotent: bool = False,
     ) -> None:
         self.name = name
         self.description = description
@@ -55,6 +58,12 @@ class RemoteAgent:
         self.timeout_s = timeout_s
         self.retries = retries
         self.retry_delay_s = retry_delay_s
+        self.idempotent = idempotent
+        """Safe to run twice: retry even a run that started, when its server went away."""
+        self.retried_unstarted = 0
+        """Calls retried because the remote run never started (always safe)."""
+        self.retried_started = 0
+        """Calls retried after their run started and its server went away (idempotent only)."""
         self._channel = grpc.insecure_channel(self.target, options=[
             ("grpc.lb_policy_name", "round_robin"),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -76,12 +85,22 @@ class RemoteAgent:
         """Run ``task`` remotely and return the final answer (see the module docstring)."""
         parent = current_run.get()
         for attempt in range(self.retries + 1):
+            started = False
             try:
                 return self._run_once(task, parent)
             except _NotStarted as failure:
-                if attempt == self.retries or (parent is not None and parent.cancelled):
-                    raise failure.error from None
-                time.sleep(self.retry_delay_s * 2**attempt)
+                error = failure.error
+            except AgentUnavailableError as err:  # the run started, then its server went away
+                if not self.idempotent:
+                    raise
+                error, started = err, True
+            if attempt == self.retries or (parent is not None and parent.cancelled):
+                raise error
+            if started:
+                self.retried_started += 1
+            else:
+                self.retried_unstarted += 1
+            time.sleep(self.retry_delay_s * 2**attempt)
         raise AssertionError("unreachable")
 
     def close(self) -> None:

@@ -73,10 +73,7 @@ def build_agent(config: MeshConfig, name: str) -> MultiStepAgent:
     agent = config.agent(name)
     replay = replays(config, agent)
     tools = [TOOLS[tool](replay) for tool in agent.tools]
-    managed = [
-        RemoteAgent(child, config.agent(child).addresses, config.agent(child).description)
-        for child in agent.managed_agents
-    ]
+    managed = [_remote(config, child) for child in agent.managed_agents]
     common: dict[str, Any] = {
         "managed_agents": managed,
         "max_steps": agent.max_steps,
@@ -99,6 +96,11 @@ def build_agent(config: MeshConfig, name: str) -> MultiStepAgent:
             **common,
         )
     return ToolCallingAgent(tools, model, **common)
+
+
+def _remote(config: MeshConfig, name: str) -> RemoteAgent:
+    child = config.agent(name)
+    return RemoteAgent(name, child.addresses, child.description, idempotent=child.idempotent)
 
 
 def _model(config: MeshConfig, agent: AgentConfig, replay: bool) -> Model:

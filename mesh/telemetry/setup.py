@@ -44,7 +44,8 @@ def setup_tracing(service_name: str, trace_dir: Path | None = None) -> TracerPro
         ))  # fmt: skip
     directory = trace_dir or default_trace_dir()
     provider.add_span_processor(BatchSpanProcessor(
-        TraceFileExporter(directory / f"{service_name}.jsonl"), schedule_delay_millis=200
+        TraceFileExporter(directory / f"{service_name}-{os.getpid()}.jsonl"),
+        schedule_delay_millis=200,
     ))  # fmt: skip
     trace.set_tracer_provider(provider)
     return provider
