@@ -1,9 +1,13 @@
-"""Small builders for scripted model responses in tests."""
+"""Test helpers: scripted model responses, and watching processes (bounded polls, no sleeps
+as synchronisation)."""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from mesh import Cassette, ChatMessage, ModelResponse, ReplayModel, TokenUsage, ToolCall
 
@@ -37,3 +41,42 @@ def scripted(*responses: ModelResponse | str, task: str | None = None) -> Replay
         for r in responses
     ]
     return ReplayModel(Cassette.from_responses(resolved, task=task))
+
+
+T = TypeVar("T")
+
+
+def wait_until(condition: Callable[[], T], timeout_s: float = 15.0) -> T:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if value := condition():
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"condition not met within {timeout_s} s")
+
+
+def _processes() -> list[tuple[int, int, str]]:
+    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid=,stat="], capture_output=True,
+                         text=True, check=True).stdout  # fmt: skip
+    return [(int(pid), int(ppid), stat) for pid, ppid, stat in (r.split()[:3] for r in
+            out.splitlines())]  # fmt: skip
+
+
+def descendants(root: int) -> set[int]:
+    """PIDs of every live process below ``root`` (zombies are not counted)."""
+    children: dict[int, list[int]] = {}
+    for pid, ppid, stat in _processes():
+        if not stat.startswith("Z"):
+            children.setdefault(ppid, []).append(pid)
+    found, todo = set(), [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def alive(pids: set[int]) -> set[int]:
+    """Those of ``pids`` still running (not zombies)."""
+    return pids & {pid for pid, _, stat in _processes() if not stat.startswith("Z")}

@@ -30,6 +30,7 @@ from mesh._proto import agent_pb2_grpc
 from mesh.launcher import MeshProcesses
 from mesh.services import load_mesh_config
 from tests.mesh_setup import DOWN_TASK, ROOT, SEED_TASK, SLOW_TASK, SPIN_TASK
+from tests.support import alive, descendants, wait_until
 
 
 @pytest.fixture(scope="session")
@@ -69,15 +70,6 @@ def busy_jails(root: int) -> set[int]:
             if "/opt/mesh" in args and cpu >= 1:  # the jail's runner
                 busy.add(pid)
     return busy
-
-
-def wait_until(condition: Any, timeout_s: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"condition not met within {timeout_s} s")
 
 
 def test_the_seed_scenario_runs_across_three_processes(mesh: MeshProcesses, mesh_dir: Path) -> None:
@@ -326,27 +318,9 @@ def test_mesh_up_serves_until_interrupted_and_leaves_nothing(mesh_dir: Path) -> 
         pb.RunRequest(task=SEED_TASK), timeout=60
     )
     assert reply.answer_text.startswith("gRPC was open-sourced in 2015")
-    services = descendants_of(up.pid)
+    services = descendants(up.pid)
     assert len(services) >= 4
     up.send_signal(signal.SIGINT)
     assert up.wait(timeout=30) == 0
     assert "Stopping the mesh" in (up.stderr.read() if up.stderr else "")
-    wait_until(lambda: not alive_pids(services))
-
-
-def descendants_of(root: int) -> set[int]:
-    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout
-    children: dict[int, list[int]] = {}
-    for pid, ppid in (line.split() for line in out.splitlines()):
-        children.setdefault(int(ppid), []).append(int(pid))
-    found, todo = set(), [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
-
-
-def alive_pids(pids: set[int]) -> set[int]:
-    out = subprocess.run(["ps", "-e", "-o", "pid=,stat="], capture_output=True, text=True).stdout
-    return pids & {int(p) for p, s in (row.split() for row in out.splitlines()) if s[0] != "Z"}
+    wait_until(lambda: not alive(services))

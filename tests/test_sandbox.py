@@ -16,7 +16,7 @@ from mesh.agents import ModelOutput
 from mesh.errors import ToolExecutionError
 from mesh.sandbox.nsjail import SandboxUnavailableError, jail_command
 from mesh.sandbox.pool import JailPool, pool_for
-from tests.support import code, scripted
+from tests.support import alive, code, descendants, scripted, wait_until
 
 FAST = SandboxConfig(wall_seconds=3, pool_size=1)
 
@@ -44,31 +44,6 @@ def executor() -> Iterator[NsjailExecutor]:
     ex = NsjailExecutor(FAST, authorized_imports=["math"])
     yield ex
     ex.close()
-
-
-def descendants(root: int) -> set[int]:
-    """PIDs of every live process below ``root`` (zombies are not counted)."""
-    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid=,stat="], capture_output=True, text=True)
-    children: dict[int, list[int]] = {}
-    for line in out.stdout.splitlines():
-        pid, ppid, stat = line.split()[:3]
-        if not stat.startswith("Z"):
-            children.setdefault(int(ppid), []).append(int(pid))
-    found, todo = set(), [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
-
-
-def alive(pids: set[int]) -> set[int]:
-    out = subprocess.run(["ps", "-e", "-o", "pid=,stat="], capture_output=True, text=True)
-    return pids & {
-        int(p)
-        for p, s in (row.split()[:2] for row in out.stdout.splitlines())
-        if not s.startswith("Z")
-    }
 
 
 def test_state_persists_across_snippets(executor: NsjailExecutor) -> None:
@@ -272,19 +247,10 @@ def test_a_jail_dies_with_its_host_even_while_code_spins() -> None:
     )  # fmt: skip
     assert host.stdout is not None
     host.stdout.readline()
-    jails = wait_until_found(lambda: descendants(host.pid))
+    jails = wait_until(lambda: descendants(host.pid))
     host.kill()
     host.wait()
     deadline = time.monotonic() + 5
     while alive(jails) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not alive(jails)
-
-
-def wait_until_found(probe: Any, timeout_s: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if found := probe():
-            return found
-        time.sleep(0.02)
-    raise AssertionError("nothing found")
