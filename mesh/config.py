@@ -37,6 +37,7 @@ from typing import Any
 
 from mesh.agents.budget import Budget
 from mesh.errors import ConfigError
+from mesh.rpc.security import MeshSecurity
 from mesh.sandbox.config import SandboxConfig
 
 __all__ = ["AgentConfig", "MeshConfig", "load_config"]
@@ -84,6 +85,8 @@ class MeshConfig:
     task: str = ""
     replay_latency_ms: int = 0
     default_model: str = "openai/gpt-4o-mini"
+    security: MeshSecurity | None = None
+    """TLS and token settings of the whole mesh ([auth]); None: plaintext, no tokens."""
     api_base: str = ""
 
     def agent(self, name: str) -> AgentConfig:
@@ -118,7 +121,7 @@ def load_config(path: str | Path, tool_names: frozenset[str] | None = None) -> M
         raise ConfigError(f"cannot read mesh config {path}: {err}") from err
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path} is not valid TOML: {err}") from err
-    _only(data, {"mesh", "models", "agents"}, "")
+    _only(data, {"mesh", "models", "agents", "auth"}, "")
     mesh = _table(data, "mesh", "")
     models = _table(data, "models", "")
     _only(mesh, {"entry", "replay", "task", "replay_latency_ms"}, "mesh")
@@ -151,6 +154,9 @@ def load_config(path: str | Path, tool_names: frozenset[str] | None = None) -> M
         replay_latency_ms=_get(mesh, "replay_latency_ms", int, "mesh", 0),
         default_model=_get(models, "default", str, "models", "openai/gpt-4o-mini"),
         api_base=_get(models, "api_base", str, "models", ""),
+        security=MeshSecurity.from_config(auth, path.parent)
+        if (auth := _table(data, "auth", ""))
+        else None,
     )
     config.dependency_order()  # rejects cycles
     return config

@@ -24,6 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mesh.config import MeshConfig
 from mesh.errors import AgentUnavailableError
+from mesh.rpc.security import MeshSecurity, open_channel
 
 __all__ = ["MeshProcesses", "ServiceProcess", "wait_healthy"]
 
@@ -105,7 +106,7 @@ class MeshProcesses:
         port = _read_port(process, name, self.start_timeout_s)
         host = address.rsplit(":", 1)[0]
         service = ServiceProcess(name, f"{host}:{port}", process)
-        wait_healthy(service.address, self.start_timeout_s)
+        wait_healthy(service.address, self.start_timeout_s, self.config.security)
         return service
 
 
@@ -128,10 +129,12 @@ def _read_port(process: subprocess.Popen[str], name: str, timeout_s: float) -> i
     raise AgentUnavailableError(f"{name} did not start within {timeout_s:g} s")
 
 
-def wait_healthy(address: str, timeout_s: float = 30.0) -> None:
+def wait_healthy(
+    address: str, timeout_s: float = 30.0, security: MeshSecurity | None = None
+) -> None:
     """Block until ``address`` reports SERVING on grpc.health.v1."""
     deadline = time.monotonic() + timeout_s
-    with grpc.insecure_channel(address) as channel:
+    with open_channel(address, security) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
             try:

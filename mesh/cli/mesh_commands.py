@@ -26,6 +26,7 @@ from mesh.errors import AgentUnavailableError, ConfigError, MeshError, NotFoundE
 from mesh.launcher import READY_PREFIX, MeshProcesses
 from mesh.rpc.convert import event_from_proto
 from mesh.rpc.remote import RemoteAgent, channel_target
+from mesh.rpc.security import open_channel
 from mesh.rpc.server import serve as serve_agent
 from mesh.rpc.status import error_from_rpc
 from mesh.services import build_agent, load_mesh_config, replays
@@ -55,7 +56,8 @@ def serve(args: argparse.Namespace) -> int:
         audit_log = AuditLog(default_audit_dir() / f"{args.agent}-{os.getpid()}.jsonl")
         asyncio.run(serve_agent(agent, address,
                                 max_concurrent_runs=agent_config.max_concurrent_runs,
-                                on_ready=ready, audit=audit_log))  # fmt: skip
+                                on_ready=ready, audit=audit_log,
+                                security=config.security))  # fmt: skip
     finally:
         provider.shutdown()  # flush spans; bounded by the exporters' short timeouts
     return 0
@@ -76,11 +78,12 @@ def run(args: argparse.Namespace) -> int:
     task = args.task or config.task
     if not task:
         raise ConfigError("give a task (the config names no default task in [mesh] task)")
-    with grpc.insecure_channel(target) as channel:
+    metadata = config.security.call_metadata() if config.security else ()
+    with open_channel(target, config.security) as channel:
         stub = agent_pb2_grpc.AgentServiceStub(channel)  # type: ignore[no-untyped-call]
-        _announce_replay(stub, entry.name, target, task, config)
+        _announce_replay(stub, entry.name, target, task, config, metadata)
         call = stub.RunStream(pb.RunStreamRequest(task=task, agent=entry.name),
-                              timeout=args.timeout)  # fmt: skip
+                              timeout=args.timeout, metadata=metadata)  # fmt: skip
         printer = None if args.quiet else EventPrinter()
         answer: Any = None
         try:
@@ -107,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
 def agents(args: argparse.Namespace) -> int:
     config = load_mesh_config(args.config)
     for name, agent in config.agents.items():
-        remote = RemoteAgent(name, list(agent.addresses))
+        remote = RemoteAgent(name, list(agent.addresses), security=config.security)
         try:
             card = remote.describe(timeout_s=2.0)
         except MeshError as err:
@@ -165,9 +168,11 @@ def demo(args: argparse.Namespace) -> int:
         return status
 
 
-def _announce_replay(stub: Any, name: str, target: str, task: str, config: MeshConfig) -> None:
+def _announce_replay(
+    stub: Any, name: str, target: str, task: str, config: MeshConfig, metadata: Any
+) -> None:
     try:
-        card = stub.Describe(pb.DescribeRequest(), timeout=5).card
+        card = stub.Describe(pb.DescribeRequest(), timeout=5, metadata=metadata).card
     except grpc.RpcError as err:
         raise _explain(error_from_rpc(err, f"{name} at {target}")) from err
     if card.model_id.startswith("replay"):

@@ -33,6 +33,7 @@ from mesh.errors import (
     RunCancelledError,
 )
 from mesh.rpc.convert import budget_to_proto, event_from_proto
+from mesh.rpc.security import MeshSecurity, open_channel
 from mesh.rpc.server import MAX_MESSAGE_BYTES
 from mesh.rpc.status import error_from_rpc
 from mesh.telemetry.spans import record_error, tracer
@@ -51,6 +52,7 @@ class RemoteAgent:
         retries: int = 2,
         retry_delay_s: float = 0.2,
         idempotent: bool = False,
+        security: MeshSecurity | None = None,
     ) -> None:
         self.name = name
         self.description = description
@@ -64,7 +66,8 @@ class RemoteAgent:
         """Calls retried because the remote run never started (always safe)."""
         self.retried_started = 0
         """Calls retried after their run started and its server went away (idempotent only)."""
-        self._channel = grpc.insecure_channel(self.target, options=[
+        self._metadata = security.call_metadata() if security is not None else ()
+        self._channel = open_channel(self.target, security, options=[
             ("grpc.lb_policy_name", "round_robin"),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -75,7 +78,7 @@ class RemoteAgent:
     def describe(self, timeout_s: float = 5.0) -> pb.AgentCard:
         try:
             response: pb.DescribeResponse = self._stub.Describe(
-                pb.DescribeRequest(), timeout=timeout_s
+                pb.DescribeRequest(), timeout=timeout_s, metadata=self._metadata
             )
         except grpc.RpcError as err:
             raise error_from_rpc(err, f"{self.name} at {self.target}") from err
@@ -130,7 +133,8 @@ class RemoteAgent:
             request.budget.CopyFrom(budget_to_proto(remaining))
         carrier: dict[str, str] = {}
         propagate.inject(carrier)
-        call = self._stub.RunStream(request, timeout=timeout, metadata=tuple(carrier.items()))
+        metadata = (*tuple(carrier.items()), *self._metadata)
+        call = self._stub.RunStream(request, timeout=timeout, metadata=metadata)
         if parent is not None:
             parent.on_cancel(call.cancel)
         depth = parent.depth + 1 if parent is not None else 0

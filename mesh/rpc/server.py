@@ -19,6 +19,7 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 
 from mesh._proto import agent_pb2, agent_pb2_grpc
 from mesh.agents.base import MultiStepAgent
+from mesh.rpc.security import MeshSecurity, TokenAuthInterceptor
 from mesh.rpc.servicer import AgentServicer
 from mesh.telemetry.audit import AuditLog
 
@@ -37,12 +38,16 @@ async def serve(
     grace_s: float = 10.0,
     on_ready: Callable[[int], None] | None = None,
     audit: AuditLog | None = None,
+    security: MeshSecurity | None = None,
 ) -> None:
     """Serve ``agent`` at ``address`` ("host:port"; port 0 picks a free one) until signalled."""
     # Server spans and W3C context, for the agent service only (not health or reflection).
     only_agents = filters.service_name(SERVICE_NAME)
     tracing = aio_server_interceptor(filter_=only_agents)  # type: ignore[no-untyped-call]
-    server = grpc.aio.server(interceptors=[tracing], options=[
+    interceptors: list[grpc.aio.ServerInterceptor] = [tracing]
+    if security is not None and security.tokens:
+        interceptors.insert(0, TokenAuthInterceptor(security))  # refuse before any work
+    server = grpc.aio.server(interceptors=interceptors, options=[
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.so_reuseport", 0),
@@ -54,7 +59,10 @@ async def serve(
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    port = server.add_insecure_port(address)
+    if security is not None and security.tls:
+        port = server.add_secure_port(address, security.server_credentials())
+    else:
+        port = server.add_insecure_port(address)
     await server.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -100,7 +100,8 @@ def build_agent(config: MeshConfig, name: str) -> MultiStepAgent:
 
 def _remote(config: MeshConfig, name: str) -> RemoteAgent:
     child = config.agent(name)
-    return RemoteAgent(name, child.addresses, child.description, idempotent=child.idempotent)
+    return RemoteAgent(name, child.addresses, child.description, idempotent=child.idempotent,
+                       security=config.security)  # fmt: skip
 
 
 def _model(config: MeshConfig, agent: AgentConfig, replay: bool) -> Model:

@@ -1,0 +1,228 @@
+# ruff: noqa: E501  (stub constructions and parametrized cases read best on one line)
+"""TLS, mutual TLS and bearer tokens: who may call what (a throwaway CA, made per test run)."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from mesh._proto import agent_pb2 as pb
+from mesh._proto import agent_pb2_grpc
+from mesh.config import load_config
+from mesh.errors import ConfigError
+from mesh.launcher import MeshProcesses
+from mesh.services import TOOLS, load_mesh_config
+from tests.mesh_setup import SEED_TASK
+
+TOKENS = {"manager": "mgr-" + "a" * 32, "ops": "ops-" + "b" * 32, "tester": "tst-" + "c" * 32}
+CONFIG = """
+[mesh]
+replay = "always"
+entry = "manager"
+
+[auth]
+tls_cert = "server.pem"
+tls_key = "server.key"
+tls_ca = "ca.pem"
+require_client_cert = true
+tokens_file = "tokens"
+token_file = "manager.token"
+[auth.permissions]
+manager = ["*"]
+tester = ["*"]
+ops = ["Describe"]
+
+[agents.manager]
+kind = "code"
+description = "Delegates."
+address = "127.0.0.1:0"
+managed_agents = ["research_specialist", "math_specialist"]
+cassette = "bundled:manager.jsonl"
+
+[agents.research_specialist]
+kind = "tool-calling"
+description = "Finds facts."
+address = "127.0.0.1:0"
+tools = ["web_search", "memo"]
+cassette = "bundled:research_specialist.jsonl"
+
+[agents.math_specialist]
+kind = "code"
+description = "Arithmetic."
+address = "127.0.0.1:0"
+tools = ["smallest_prime_factor"]
+cassette = "bundled:math_specialist.jsonl"
+"""
+
+
+def _certificate(subject: str, key: Any, issuer: x509.Name, signer: Any, *, ca: bool) -> bytes:
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if not ca:
+        builder = builder.add_extension(x509.SubjectAlternativeName([
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
+            critical=False)  # fmt: skip
+    return builder.sign(signer, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+def _key_pem(key: Any) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def secure_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("secure")
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mesh test CA")])
+    (directory / "ca.pem").write_bytes(
+        _certificate("mesh test CA", ca_key, ca_name, ca_key, ca=True)
+    )
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    (directory / "server.pem").write_bytes(
+        _certificate("mesh", server_key, ca_name, ca_key, ca=False)
+    )
+    (directory / "server.key").write_bytes(_key_pem(server_key))
+    (directory / "tokens").write_text("".join(f"{c} {t}\n" for c, t in TOKENS.items()))
+    (directory / "manager.token").write_text(TOKENS["manager"] + "\n")
+    (directory / "mesh.toml").write_text(CONFIG)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def secure_mesh(secure_dir: Path) -> Any:
+    config = load_mesh_config(secure_dir / "mesh.toml")
+    with MeshProcesses(config, log_dir=secure_dir / "logs") as mesh:
+        yield mesh
+
+
+def channel(secure_dir: Path, address: str, *, client_cert: bool = True) -> grpc.Channel:
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=(secure_dir / "ca.pem").read_bytes(),
+        private_key=(secure_dir / "server.key").read_bytes() if client_cert else None,
+        certificate_chain=(secure_dir / "server.pem").read_bytes() if client_cert else None,
+    )
+    return grpc.secure_channel(address, credentials)
+
+
+def bearer(caller: str) -> tuple[tuple[str, str]]:
+    return (("authorization", f"Bearer {TOKENS[caller]}"),)
+
+
+def test_the_seed_scenario_runs_over_mutual_tls_with_tokens(
+    secure_mesh: Any, secure_dir: Path
+) -> None:
+    manager = agent_pb2_grpc.AgentServiceStub(
+        channel(secure_dir, secure_mesh.addresses["manager"][0])
+    )  # type: ignore[no-untyped-call]
+    reply = manager.Run(pb.RunRequest(task=SEED_TASK), timeout=60, metadata=bearer("tester"))
+    assert reply.answer_text.startswith(
+        "gRPC was open-sourced in 2015"
+    )  # manager -> specialists too
+    assert set(reply.usage_by_agent) == {"manager", "research_specialist", "math_specialist"}
+
+
+@pytest.mark.parametrize(
+    ("metadata", "method", "code", "message"),
+    [
+        ((), "Run", grpc.StatusCode.UNAUTHENTICATED, "a valid bearer token is required"),
+        ((("authorization", "Bearer not-a-real-token-000000"),), "Run",
+         grpc.StatusCode.UNAUTHENTICATED, "a valid bearer token is required"),
+        ((("authorization", TOKENS["ops"]),), "Describe",
+         grpc.StatusCode.UNAUTHENTICATED, "a valid bearer token is required"),  # no scheme
+        (bearer("ops"), "Run", grpc.StatusCode.PERMISSION_DENIED,
+         "ops may not call /mesh.v1.AgentService/Run"),
+        (bearer("ops"), "RunStream", grpc.StatusCode.PERMISSION_DENIED, "ops may not call"),
+    ],
+)  # fmt: skip
+def test_callers_without_a_token_or_the_right_are_refused(
+    secure_mesh: Any, secure_dir: Path, metadata: Any, method: str, code: Any, message: str
+) -> None:
+    stub = agent_pb2_grpc.AgentServiceStub(
+        channel(secure_dir, secure_mesh.addresses["math_specialist"][0])
+    )  # type: ignore[no-untyped-call]
+    requests = {"Run": pb.RunRequest(task="x"), "RunStream": pb.RunStreamRequest(task="x"),
+                "Describe": pb.DescribeRequest()}  # fmt: skip
+    with pytest.raises(grpc.RpcError) as err:
+        result = getattr(stub, method)(requests[method], timeout=10, metadata=metadata)
+        list(result) if method == "RunStream" else None
+    assert err.value.code() == code and message in err.value.details()
+
+
+def test_allowed_methods_and_health_probes_work(secure_mesh: Any, secure_dir: Path) -> None:
+    math = channel(secure_dir, secure_mesh.addresses["math_specialist"][0])
+    card = (
+        agent_pb2_grpc.AgentServiceStub(math)
+        .Describe(  # type: ignore[no-untyped-call]
+            pb.DescribeRequest(), timeout=10, metadata=bearer("ops")
+        )
+        .card
+    )
+    assert card.name == "math_specialist"
+    health = health_pb2_grpc.HealthStub(math).Check(health_pb2.HealthCheckRequest(), timeout=10)
+    assert health.status == health_pb2.HealthCheckResponse.SERVING  # no token needed
+
+
+def test_plaintext_and_certificate_less_clients_cannot_connect(
+    secure_mesh: Any, secure_dir: Path
+) -> None:
+    address = secure_mesh.addresses["math_specialist"][0]
+    for client in (grpc.insecure_channel(address), channel(secure_dir, address, client_cert=False)):
+        with pytest.raises(grpc.RpcError) as err:
+            agent_pb2_grpc.AgentServiceStub(client).Describe(  # type: ignore[no-untyped-call]
+                pb.DescribeRequest(), timeout=5, metadata=bearer("tester")
+            )
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_tokens_never_reach_the_logs(secure_mesh: Any, secure_dir: Path) -> None:
+    logs = "".join(p.read_text() for p in (secure_dir / "logs").iterdir())
+    assert logs and not any(token in logs for token in TOKENS.values())
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("tls_key = \"server.key\"\n", ""), "tls_cert and tls_key go together"),
+        (("ops = [\"Describe\"]", "ops = [\"Describe\"]\nghost = [\"*\"]"), "callers without a token: ['ghost']"),
+        (("tls_ca = \"ca.pem\"", "tls_ca = \"missing.pem\""), "auth.tls_ca: "),
+        (("require_client_cert = true", "password = \"hunter2\""), "auth.password: unknown field"),
+    ],
+)  # fmt: skip
+def test_auth_config_errors_are_named(
+    secure_dir: Path, tmp_path: Path, change: tuple[str, str], message: str
+) -> None:
+    for name in ("ca.pem", "server.pem", "server.key", "tokens", "manager.token"):
+        (tmp_path / name).write_bytes((secure_dir / name).read_bytes())
+    (tmp_path / "mesh.toml").write_text(CONFIG.replace(*change))
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load_config(tmp_path / "mesh.toml", frozenset(TOOLS))
+
+
+def test_short_tokens_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "tokens").write_text("manager short\n")
+    (tmp_path / "mesh.toml").write_text(
+        '[auth]\ntokens_file = "tokens"\n[agents.a]\nkind = "code"\ndescription = "x"\n'
+        'address = "127.0.0.1:1"\n'
+    )
+    with pytest.raises(ConfigError, match="16 characters or more"):
+        load_config(tmp_path / "mesh.toml", frozenset(TOOLS))
