@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import signal
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from mesh.launcher import MeshProcesses
 from mesh.rpc.remote import RemoteAgent
 from mesh.services import load_mesh_config
+from tests.support import wait_until
 
 MATH_TASK = "What is the smallest prime factor of 2015? Answer with the number only."
 CONFIG = """
@@ -57,10 +57,15 @@ def test_a_burst_survives_losing_a_replica(tmp_path: Path) -> None:
 
         with ThreadPoolExecutor(max_workers=8) as pool:
             futures = [pool.submit(delegate, i) for i in range(burst)]
-            deadline = time.monotonic() + 30
-            while len(answers) < 6 and time.monotonic() < deadline:  # mid-burst
-                time.sleep(0.01)
             victim = replicas[0]
+            victim_audit = tmp_path / "audit" / f"math_specialist-{victim.process.pid}.jsonl"
+
+            def victim_served_and_burst_goes_on() -> bool:
+                done = victim_audit.exists() and audit_counts(victim_audit)[1] >= 1
+                with lock:
+                    return done and len(answers) <= burst - 8  # still runs in flight
+
+            wait_until(victim_served_and_burst_goes_on, timeout_s=30)
             victim.process.send_signal(signal.SIGKILL)
             for future in futures:
                 future.result(timeout=60)
