@@ -31,12 +31,12 @@ from __future__ import annotations
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from mesh.agents.budget import Budget
 from mesh.errors import ConfigError
+from mesh.paths import bundled
 from mesh.rpc.security import MeshSecurity
 from mesh.sandbox.config import SandboxConfig
 
@@ -222,8 +222,7 @@ def _cassette(value: str, base: Path) -> Path | None:
     if not value:
         return None
     if value.startswith("bundled:"):
-        bundled = resources.files("mesh.data").joinpath("cassettes", value.removeprefix("bundled:"))
-        return Path(str(bundled))
+        return bundled("cassettes", value.removeprefix("bundled:"))
     return base / value
 
 

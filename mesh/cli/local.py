@@ -8,7 +8,6 @@ and says so, so that a new user sees a whole run offline.
 from __future__ import annotations
 
 import argparse
-from importlib import resources
 from pathlib import Path
 
 from mesh.agents import CodeAgent, ToolCallingAgent
@@ -18,6 +17,7 @@ from mesh.console import EventPrinter, say
 from mesh.errors import ConfigError
 from mesh.models import DEFAULT_MODEL_ID, Cassette, LiteLLMModel, Model, RecordingModel, ReplayModel
 from mesh.models.litellm_model import has_provider_key, provider_key_name
+from mesh.paths import bundled
 from mesh.tools import DuckDuckGoTool, MemoTool, PrimeTool, Tool, celsius_to_fahrenheit, factorial
 
 __all__ = ["add_local_options", "run_local"]
@@ -106,7 +106,7 @@ def _build_agent(args: argparse.Namespace, model: Model) -> MultiStepAgent:
 
 
 def _demo_cassette() -> Cassette:
-    text = resources.files("mesh.data").joinpath(DEMO_CASSETTE).read_text(encoding="utf-8")
+    text = bundled(DEMO_CASSETTE).read_text(encoding="utf-8")
     return Cassette.parse(text.splitlines(), source=DEMO_CASSETTE)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from mesh.errors import ConfigError
 from mesh.models import LiteLLMModel, Model, ReplayModel
 from mesh.models.litellm_model import has_provider_key
 from mesh.models.wrappers import CachingModel, RateLimitedModel
+from mesh.paths import bundled
 from mesh.rpc.remote import RemoteAgent
 from mesh.tools import (
     CorpusBackend,
@@ -42,14 +42,14 @@ TOOLS: dict[str, Callable[[bool], Tool]] = {
     "smallest_prime_factor": lambda replay: PrimeTool(),
     "memo": lambda replay: MemoTool(),
     "web_search": lambda replay: DuckDuckGoTool(
-        backend=CorpusBackend(_data_path(SEARCH_CORPUS)) if replay else None
+        backend=CorpusBackend(bundled(SEARCH_CORPUS)) if replay else None
     ),
 }
 """Tools a config may name; each factory learns whether the mesh replays."""
 
 
 def bundled_config_path() -> Path:
-    return _data_path("mesh.toml")
+    return bundled("mesh.toml")
 
 
 def load_mesh_config(path: str | Path | None = None) -> MeshConfig:
@@ -124,7 +124,3 @@ def _instructions(name: str) -> str | None:
     except ModuleNotFoundError:
         return None
     return getattr(module, "INSTRUCTIONS", None)
-
-
-def _data_path(name: str) -> Path:
-    return Path(str(resources.files("mesh.data").joinpath(name)))

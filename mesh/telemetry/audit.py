@@ -12,23 +12,20 @@ every service's file.
 from __future__ import annotations
 
 import json
-import os
 import threading
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from mesh.agents import events as ev
+from mesh.paths import data_path
 from mesh.telemetry.redact import redact, shape
 
 __all__ = ["AuditLog", "default_audit_dir", "read_run"]
 
 
 def default_audit_dir() -> Path:
-    if env := os.environ.get("MESH_AUDIT_DIR"):
-        return Path(env)
-    data_home = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-    return data_home / "smolmesh" / "audit"
+    return data_path("MESH_AUDIT_DIR", "audit")
 
 
 class AuditLog:

@@ -15,6 +15,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+from mesh.paths import data_path
 from mesh.telemetry.trace_file import TraceFileExporter
 
 __all__ = ["default_trace_dir", "setup_tracing"]
@@ -23,10 +24,7 @@ EXPORT_TIMEOUT_S = 2.0
 
 
 def default_trace_dir() -> Path:
-    if env := os.environ.get("MESH_TRACE_DIR"):
-        return Path(env)
-    data_home = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-    return data_home / "smolmesh" / "traces"
+    return data_path("MESH_TRACE_DIR", "traces")
 
 
 def setup_tracing(service_name: str, trace_dir: Path | None = None) -> TracerProvider:

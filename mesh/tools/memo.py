@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mesh.errors import ToolExecutionError
+from mesh.paths import data_path
 from mesh.tools.base import Tool
 
 __all__ = ["MemoTool", "default_memo_path"]
@@ -25,10 +26,7 @@ MAX_VALUE_BYTES = 64 * 1024
 
 def default_memo_path() -> Path:
     """``$MESH_MEMO_PATH``, else the user's data directory."""
-    if env := os.environ.get("MESH_MEMO_PATH"):
-        return Path(env)
-    data_home = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-    return data_home / "smolmesh" / "memo.sqlite3"
+    return data_path("MESH_MEMO_PATH", "memo.sqlite3")
 
 
 class MemoTool(Tool):
