@@ -25,6 +25,8 @@ them without parsing messages::
     └── MeshRequestError             a request to (or from) another agent failed
         ├── InvalidRequestError      the request itself is wrong
         ├── NotFoundError            no such agent, tool or run
+        ├── AlreadyExistsError       e.g. adding a tool that exists, without replace
+        ├── PermissionDeniedError    the caller may not do that
         ├── BusyError                the agent is at its limit of concurrent runs
         ├── AgentUnavailableError    the agent cannot be reached (retryable)
         └── RemoteAgentError         the remote agent failed otherwise
@@ -39,6 +41,7 @@ from __future__ import annotations
 __all__ = [
     "AgentError",
     "AgentUnavailableError",
+    "AlreadyExistsError",
     "BudgetExceededError",
     "BusyError",
     "CassetteError",
@@ -53,6 +56,7 @@ __all__ = [
     "ModelError",
     "ModelOutputError",
     "NotFoundError",
+    "PermissionDeniedError",
     "RemoteAgentError",
     "RunCancelledError",
     "ToolArgumentError",
@@ -150,6 +154,14 @@ class InvalidRequestError(MeshRequestError):
 
 class NotFoundError(MeshRequestError):
     code = "not_found"
+
+
+class AlreadyExistsError(MeshRequestError):
+    code = "already_exists"
+
+
+class PermissionDeniedError(MeshRequestError):
+    code = "permission_denied"
 
 
 class BusyError(MeshRequestError):

@@ -72,4 +72,5 @@ def no_api_keys(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     monkeypatch.setenv("MESH_MEMO_PATH", str(tmp_path / "memo.sqlite3"))
     monkeypatch.setenv("MESH_TRACE_DIR", str(tmp_path / "traces"))
     monkeypatch.setenv("MESH_AUDIT_DIR", str(tmp_path / "audit"))
+    monkeypatch.setenv("MESH_TOOL_LOG_DIR", str(tmp_path / "tool-changes"))
     warnings.filterwarnings("ignore", message="UnsafeLocalExecutor", category=RuntimeWarning)

@@ -351,3 +351,61 @@ class CallToolResponse(_message.Message):
     result_json: str
     result_text: str
     def __init__(self, result_json: _Optional[str] = ..., result_text: _Optional[str] = ...) -> None: ...
+
+class AddToolRequest(_message.Message):
+    __slots__ = ("spec", "address", "remote_name", "replace")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    REMOTE_NAME_FIELD_NUMBER: _ClassVar[int]
+    REPLACE_FIELD_NUMBER: _ClassVar[int]
+    spec: ToolSpec
+    address: str
+    remote_name: str
+    replace: bool
+    def __init__(self, spec: _Optional[_Union[ToolSpec, _Mapping]] = ..., address: _Optional[str] = ..., remote_name: _Optional[str] = ..., replace: _Optional[bool] = ...) -> None: ...
+
+class AddToolResponse(_message.Message):
+    __slots__ = ("change",)
+    CHANGE_FIELD_NUMBER: _ClassVar[int]
+    change: ToolChange
+    def __init__(self, change: _Optional[_Union[ToolChange, _Mapping]] = ...) -> None: ...
+
+class RemoveToolRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class RemoveToolResponse(_message.Message):
+    __slots__ = ("change",)
+    CHANGE_FIELD_NUMBER: _ClassVar[int]
+    change: ToolChange
+    def __init__(self, change: _Optional[_Union[ToolChange, _Mapping]] = ...) -> None: ...
+
+class ToolHistoryRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ToolHistoryResponse(_message.Message):
+    __slots__ = ("changes",)
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    changes: _containers.RepeatedCompositeFieldContainer[ToolChange]
+    def __init__(self, changes: _Optional[_Iterable[_Union[ToolChange, _Mapping]]] = ...) -> None: ...
+
+class ToolChange(_message.Message):
+    __slots__ = ("timestamp", "agent", "action", "tool", "caller", "schema_sha256", "address")
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    AGENT_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    TOOL_FIELD_NUMBER: _ClassVar[int]
+    CALLER_FIELD_NUMBER: _ClassVar[int]
+    SCHEMA_SHA256_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    timestamp: float
+    agent: str
+    action: str
+    tool: str
+    caller: str
+    schema_sha256: str
+    address: str
+    def __init__(self, timestamp: _Optional[float] = ..., agent: _Optional[str] = ..., action: _Optional[str] = ..., tool: _Optional[str] = ..., caller: _Optional[str] = ..., schema_sha256: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...

@@ -69,6 +69,21 @@ class AgentServiceStub:
                 request_serializer=mesh_dot_v1_dot_agent__pb2.CallToolRequest.SerializeToString,
                 response_deserializer=mesh_dot_v1_dot_agent__pb2.CallToolResponse.FromString,
                 _registered_method=True)
+        self.AddTool = channel.unary_unary(
+                '/mesh.v1.AgentService/AddTool',
+                request_serializer=mesh_dot_v1_dot_agent__pb2.AddToolRequest.SerializeToString,
+                response_deserializer=mesh_dot_v1_dot_agent__pb2.AddToolResponse.FromString,
+                _registered_method=True)
+        self.RemoveTool = channel.unary_unary(
+                '/mesh.v1.AgentService/RemoveTool',
+                request_serializer=mesh_dot_v1_dot_agent__pb2.RemoveToolRequest.SerializeToString,
+                response_deserializer=mesh_dot_v1_dot_agent__pb2.RemoveToolResponse.FromString,
+                _registered_method=True)
+        self.ToolHistory = channel.unary_unary(
+                '/mesh.v1.AgentService/ToolHistory',
+                request_serializer=mesh_dot_v1_dot_agent__pb2.ToolHistoryRequest.SerializeToString,
+                response_deserializer=mesh_dot_v1_dot_agent__pb2.ToolHistoryResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -121,6 +136,28 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddTool(self, request, context):
+        """AddTool adds a remote tool (or replaces a tool, with replace set): calls to
+        it go to CallTool of the service at its address. Admin only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveTool(self, request, context):
+        """RemoveTool removes a tool. Admin only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ToolHistory(self, request, context):
+        """ToolHistory lists every change made to the agent's tools, oldest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -153,6 +190,21 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.CallTool,
                     request_deserializer=mesh_dot_v1_dot_agent__pb2.CallToolRequest.FromString,
                     response_serializer=mesh_dot_v1_dot_agent__pb2.CallToolResponse.SerializeToString,
+            ),
+            'AddTool': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddTool,
+                    request_deserializer=mesh_dot_v1_dot_agent__pb2.AddToolRequest.FromString,
+                    response_serializer=mesh_dot_v1_dot_agent__pb2.AddToolResponse.SerializeToString,
+            ),
+            'RemoveTool': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveTool,
+                    request_deserializer=mesh_dot_v1_dot_agent__pb2.RemoveToolRequest.FromString,
+                    response_serializer=mesh_dot_v1_dot_agent__pb2.RemoveToolResponse.SerializeToString,
+            ),
+            'ToolHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.ToolHistory,
+                    request_deserializer=mesh_dot_v1_dot_agent__pb2.ToolHistoryRequest.FromString,
+                    response_serializer=mesh_dot_v1_dot_agent__pb2.ToolHistoryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -321,6 +373,87 @@ class AgentService:
             '/mesh.v1.AgentService/CallTool',
             mesh_dot_v1_dot_agent__pb2.CallToolRequest.SerializeToString,
             mesh_dot_v1_dot_agent__pb2.CallToolResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddTool(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mesh.v1.AgentService/AddTool',
+            mesh_dot_v1_dot_agent__pb2.AddToolRequest.SerializeToString,
+            mesh_dot_v1_dot_agent__pb2.AddToolResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveTool(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mesh.v1.AgentService/RemoveTool',
+            mesh_dot_v1_dot_agent__pb2.RemoveToolRequest.SerializeToString,
+            mesh_dot_v1_dot_agent__pb2.RemoveToolResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ToolHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mesh.v1.AgentService/ToolHistory',
+            mesh_dot_v1_dot_agent__pb2.ToolHistoryRequest.SerializeToString,
+            mesh_dot_v1_dot_agent__pb2.ToolHistoryResponse.FromString,
             options,
             channel_credentials,
             insecure,

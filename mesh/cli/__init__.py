@@ -6,6 +6,8 @@ mesh run [TASK]           send a task to the mesh and show the steps live
 mesh agents               the agents' cards
 mesh trace [ID]           recent traces, or one drawn as a tree
 mesh audit RUN_ID         one run's audit log across every service
+mesh tools add|remove     change an agent's tools at run time (admin)
+mesh tools history        every change made to the agents' tools
 mesh serve AGENT          serve one agent (what `mesh up` starts)
 mesh run --local [TASK]   one agent in this process, no mesh
 """
@@ -20,6 +22,7 @@ from pathlib import Path
 
 from mesh.cli import mesh_commands
 from mesh.cli.local import add_local_options, run_local
+from mesh.cli.tool_commands import add_tool_commands
 from mesh.errors import MeshError
 
 __all__ = ["main"]
@@ -82,6 +85,9 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--dir", type=Path, help="audit directory (default $MESH_AUDIT_DIR or "
                        "~/.local/share/smolmesh/audit)")  # fmt: skip
     audit.set_defaults(func=mesh_commands.audit)
+
+    tools = commands.add_parser("tools", help="change an agent's tools; their history")
+    add_tool_commands(tools)
 
     serve = command("serve", "serve one agent of the config")
     serve.add_argument("agent", help="the agent's name in the config")

@@ -29,6 +29,7 @@ from mesh.rpc.remote import RemoteAgent, channel_target
 from mesh.rpc.security import open_channel
 from mesh.rpc.server import serve as serve_agent
 from mesh.rpc.status import error_from_rpc
+from mesh.rpc.tool_admin import ToolAdmin, ToolChangeLog, default_tool_log_dir
 from mesh.services import build_agent, load_mesh_config, replays
 from mesh.telemetry import default_trace_dir, setup_tracing
 from mesh.telemetry.audit import AuditLog, default_audit_dir, read_run
@@ -54,10 +55,14 @@ def serve(args: argparse.Namespace) -> int:
     try:
         # One file per process: replicas of an agent never write to the same file.
         audit_log = AuditLog(default_audit_dir() / f"{args.agent}-{os.getpid()}.jsonl")
+        tool_log = ToolChangeLog(default_tool_log_dir() / f"{args.agent}.jsonl")
+        tool_admin = ToolAdmin(agent, tool_log, config.security)
+        if replayed := tool_admin.restore():
+            say(f"{args.agent}: {replayed} tool change(s) replayed from {tool_log.path}")
         asyncio.run(serve_agent(agent, address,
                                 max_concurrent_runs=agent_config.max_concurrent_runs,
-                                on_ready=ready, audit=audit_log,
-                                security=config.security))  # fmt: skip
+                                on_ready=ready, audit=audit_log, security=config.security,
+                                tool_admin=tool_admin))  # fmt: skip
     finally:
         provider.shutdown()  # flush spans; bounded by the exporters' short timeouts
     return 0

@@ -7,7 +7,8 @@ these functions at their edges, and nothing deeper sees a protobuf.
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from mesh._proto import agent_pb2 as pb
 from mesh.agents import events as ev
@@ -15,8 +16,13 @@ from mesh.agents.base import MultiStepAgent
 from mesh.agents.budget import Budget
 from mesh.agents.code_agent import CodeAgent
 from mesh.agents.usage import AgentUsage
+from mesh.errors import ToolDefinitionError
 from mesh.models.base import TokenUsage, ToolCall
 from mesh.tools.base import Tool
+from mesh.tools.schema import InputSpec
+
+if TYPE_CHECKING:
+    from mesh.rpc.tool_admin import ToolChange
 
 __all__ = [
     "agent_usage_from_proto",
@@ -25,10 +31,13 @@ __all__ = [
     "budget_from_proto",
     "budget_to_proto",
     "card_to_proto",
+    "definition_to_proto",
     "event_from_proto",
     "event_to_proto",
     "from_json",
     "to_json",
+    "tool_change_to_proto",
+    "tool_spec_from_proto",
     "tool_spec_to_proto",
     "usage_to_proto",
 ]
@@ -91,10 +100,27 @@ def budget_from_proto(budget: pb.Budget) -> Budget:
 
 
 def tool_spec_to_proto(tool: Tool) -> pb.ToolSpec:
+    return _spec_to_proto(tool.name, tool.description, tool.output_type, tool.input_specs)
+
+
+def definition_to_proto(definition: Mapping[str, Any]) -> pb.ToolSpec:
+    """The spec of a smolagents-style definition (description, inputs, output_type; name
+    optional); raises ``ToolDefinitionError`` for an ill-formed one."""
+    inputs = definition.get("inputs", {})
+    if not isinstance(inputs, Mapping):
+        raise ToolDefinitionError("inputs must be an object of name: {type, description, ...}")
+    specs = [InputSpec.from_dict(name, entry) for name, entry in inputs.items()]
+    return _spec_to_proto(str(definition.get("name", "")), str(definition["description"]),
+                          str(definition["output_type"]), specs)  # fmt: skip
+
+
+def _spec_to_proto(
+    name: str, description: str, output_type: str, inputs: Iterable[InputSpec]
+) -> pb.ToolSpec:
     return pb.ToolSpec(
-        name=tool.name,
-        description=tool.description,
-        output_type=tool.output_type,
+        name=name,
+        description=description,
+        output_type=output_type,
         inputs=[
             pb.ToolInput(
                 name=spec.name,
@@ -106,9 +132,32 @@ def tool_spec_to_proto(tool: Tool) -> pb.ToolSpec:
                 items=spec.items or "",
                 default_json="" if spec.required else to_json(spec.default),
             )
-            for spec in tool.input_specs
+            for spec in inputs
         ],
     )
+
+
+def tool_spec_from_proto(spec: pb.ToolSpec) -> dict[str, Any]:
+    """The smolagents-style definition (name, description, inputs, output_type) of a spec.
+
+    Raises ``ValueError`` for JSON fields that do not parse.
+    """
+    inputs: dict[str, dict[str, Any]] = {}
+    for item in spec.inputs:
+        if item.name in inputs:
+            raise ValueError(f"input {item.name!r} is declared twice")
+        entry: dict[str, Any] = {"type": item.type, "description": item.description}
+        if item.nullable:
+            entry["nullable"] = True
+        if item.enum_json:
+            entry["enum"] = json.loads(item.enum_json)
+        if item.items:
+            entry["items"] = item.items
+        if not item.required:
+            entry["default"] = json.loads(item.default_json) if item.default_json else None
+        inputs[item.name] = entry
+    return {"name": spec.name, "description": spec.description, "inputs": inputs,
+            "output_type": spec.output_type}  # fmt: skip
 
 
 def card_to_proto(agent: MultiStepAgent) -> pb.AgentCard:
@@ -232,3 +281,10 @@ def event_from_proto(message: pb.RunEvent, depth_offset: int = 0) -> ev.AgentEve
             **common,
         )
     return None
+
+
+def tool_change_to_proto(change: ToolChange) -> pb.ToolChange:
+    return pb.ToolChange(
+        timestamp=change.timestamp, agent=change.agent, action=change.action, tool=change.tool,
+        caller=change.caller, schema_sha256=change.schema_sha256, address=change.address,
+    )  # fmt: skip

@@ -34,7 +34,6 @@ from mesh.errors import (
 )
 from mesh.rpc.convert import budget_to_proto, event_from_proto
 from mesh.rpc.security import MeshSecurity, open_channel
-from mesh.rpc.server import MAX_MESSAGE_BYTES
 from mesh.rpc.status import error_from_rpc
 from mesh.telemetry.spans import record_error, tracer
 
@@ -69,8 +68,6 @@ class RemoteAgent:
         self._metadata = security.call_metadata() if security is not None else ()
         self._channel = open_channel(self.target, security, options=[
             ("grpc.lb_policy_name", "round_robin"),
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.enable_retries", 0),  # retries are ours: only before a run starts
         ])  # fmt: skip
         self._stub = agent_pb2_grpc.AgentServiceStub(self._channel)  # type: ignore[no-untyped-call]

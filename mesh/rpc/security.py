@@ -9,12 +9,15 @@ The mesh config names files, never secrets:
     require_client_cert = true         # mutual TLS
     tokens_file = "tokens"             # lines "CALLER TOKEN": who may call, by token
     token_file = "my.token"            # this mesh's own token for its calls ($MESH_TOKEN wins)
-    [auth.permissions]                 # methods each caller may use ("*": all)
-    manager = ["*"]
+    [auth.permissions]                 # methods each caller may use
+    manager = ["*"]                    # every method but the admin ones
     ops = ["Describe", "ListTools"]
+    admin = ["*", "admin"]             # "admin": AddTool and RemoveTool too
 
 A call without a valid ``authorization: Bearer TOKEN`` gets UNAUTHENTICATED;
-a caller using a method it is not allowed gets PERMISSION_DENIED. Health
+a caller using a method it is not allowed gets PERMISSION_DENIED. Changing an
+agent's tools is never implied: only a caller granted "admin" (or the method
+by name) may, so a mesh without tokens allows no tool changes at all. Health
 checks are exempt so that probes work. Tokens are compared in constant time
 and never logged.
 """
@@ -32,9 +35,15 @@ import grpc
 
 from mesh.errors import ConfigError
 
-__all__ = ["MeshSecurity", "TokenAuthInterceptor", "open_channel"]
+__all__ = ["ADMIN_METHODS", "MeshSecurity", "TokenAuthInterceptor", "open_channel"]
 
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
+ADMIN_METHODS = frozenset({"AddTool", "RemoveTool"})
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+MESSAGE_SIZE_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+]
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,25 @@ class MeshSecurity:
             private_key=self.tls_key.read_bytes() if self.tls_key else None,
             certificate_chain=self.tls_cert.read_bytes() if self.tls_cert else None,
         )
+
+    def caller(self, metadata: Any) -> str | None:
+        """The caller whose token the call's metadata carries, if any."""
+        authorization = str(dict(metadata or ()).get("authorization", ""))
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return None
+        found = None
+        for caller, expected in self.tokens.items():  # constant time per comparison
+            if hmac.compare_digest(token.encode(), expected.encode()):
+                found = caller
+        return found
+
+    def may_call(self, caller: str, method: str) -> bool:
+        """Whether ``caller`` may use ``method`` (a bare name like "Run")."""
+        allowed = self.permissions.get(caller, ("*",))
+        if method in ADMIN_METHODS:
+            return "admin" in allowed or method in allowed
+        return "*" in allowed or method in allowed
 
     def call_metadata(self) -> tuple[tuple[str, str], ...]:
         return (("authorization", f"Bearer {self.client_token}"),) if self.client_token else ()
@@ -109,6 +137,8 @@ class MeshSecurity:
 def open_channel(
     target: str, security: MeshSecurity | None, options: list[tuple[str, Any]] | None = None
 ) -> grpc.Channel:
+    """A channel to a mesh service: TLS when the mesh uses it, mesh message size limits."""
+    options = [*MESSAGE_SIZE_OPTIONS, *(options or [])]
     if security is not None and security.tls:
         return grpc.secure_channel(target, security.channel_credentials(), options=options)
     return grpc.insecure_channel(target, options=options)
@@ -120,8 +150,7 @@ if TYPE_CHECKING:
 
 class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, security: MeshSecurity) -> None:
-        self.tokens = dict(security.tokens)
-        self.permissions = dict(security.permissions)
+        self.security = security
 
     async def intercept_service(
         self,
@@ -132,26 +161,14 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
         method = details.method or ""
         if method.startswith(HEALTH_PREFIX) or handler is None:
             return handler
-        metadata = dict(details.invocation_metadata or ())
-        caller = self._caller(str(metadata.get("authorization", "")))
+        caller = self.security.caller(details.invocation_metadata)
         if caller is None:
             return _refusal(handler, grpc.StatusCode.UNAUTHENTICATED,
                             "a valid bearer token is required")  # fmt: skip
-        allowed = self.permissions.get(caller, ("*",))
-        if "*" not in allowed and method.rsplit("/", 1)[-1] not in allowed:
+        if not self.security.may_call(caller, method.rsplit("/", 1)[-1]):
             return _refusal(handler, grpc.StatusCode.PERMISSION_DENIED,
                             f"{caller} may not call {method}")  # fmt: skip
         return handler
-
-    def _caller(self, authorization: str) -> str | None:
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            return None
-        found = None
-        for caller, expected in self.tokens.items():  # constant time per comparison
-            if hmac.compare_digest(token.encode(), expected.encode()):
-                found = caller
-        return found
 
 
 def _refusal(handler: Handler, code: grpc.StatusCode, message: str) -> Handler:

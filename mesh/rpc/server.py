@@ -19,15 +19,15 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 
 from mesh._proto import agent_pb2, agent_pb2_grpc
 from mesh.agents.base import MultiStepAgent
-from mesh.rpc.security import MeshSecurity, TokenAuthInterceptor
+from mesh.rpc.security import MESSAGE_SIZE_OPTIONS, MeshSecurity, TokenAuthInterceptor
 from mesh.rpc.servicer import AgentServicer
+from mesh.rpc.tool_admin import ToolAdmin
 from mesh.telemetry.audit import AuditLog
 
 __all__ = ["SERVICE_NAME", "serve"]
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
-MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
 
 async def serve(
@@ -39,6 +39,7 @@ async def serve(
     on_ready: Callable[[int], None] | None = None,
     audit: AuditLog | None = None,
     security: MeshSecurity | None = None,
+    tool_admin: ToolAdmin | None = None,
 ) -> None:
     """Serve ``agent`` at ``address`` ("host:port"; port 0 picks a free one) until signalled."""
     # Server spans and W3C context, for the agent service only (not health or reflection).
@@ -48,11 +49,10 @@ async def serve(
     if security is not None and security.tokens:
         interceptors.insert(0, TokenAuthInterceptor(security))  # refuse before any work
     server = grpc.aio.server(interceptors=interceptors, options=[
-        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        *MESSAGE_SIZE_OPTIONS,
         ("grpc.so_reuseport", 0),
     ])  # fmt: skip
-    servicer = AgentServicer(agent, max_concurrent_runs, audit)
+    servicer = AgentServicer(agent, max_concurrent_runs, audit, tool_admin, security)
     agent_pb2_grpc.add_AgentServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

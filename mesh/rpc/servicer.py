@@ -24,7 +24,7 @@ from mesh._proto import agent_pb2_grpc
 from mesh.agents.base import MultiStepAgent, RunResult
 from mesh.agents.context import RunContext
 from mesh.agents.events import AgentEvent
-from mesh.errors import InvalidRequestError, NotFoundError
+from mesh.errors import InvalidRequestError, NotFoundError, PermissionDeniedError
 from mesh.rpc.convert import (
     agent_usage_to_proto,
     answer_text,
@@ -32,11 +32,15 @@ from mesh.rpc.convert import (
     card_to_proto,
     event_to_proto,
     to_json,
+    tool_change_to_proto,
+    tool_spec_from_proto,
     tool_spec_to_proto,
     usage_to_proto,
 )
 from mesh.rpc.runs import ActiveRuns
+from mesh.rpc.security import MeshSecurity
 from mesh.rpc.status import translate_errors
+from mesh.rpc.tool_admin import ToolAdmin
 from mesh.telemetry.audit import AuditLog
 from mesh.tools.final_answer import FINAL_ANSWER
 
@@ -50,10 +54,17 @@ T = TypeVar("T")
 
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     def __init__(
-        self, agent: MultiStepAgent, max_concurrent_runs: int = 16, audit: AuditLog | None = None
+        self,
+        agent: MultiStepAgent,
+        max_concurrent_runs: int = 16,
+        audit: AuditLog | None = None,
+        tool_admin: ToolAdmin | None = None,
+        security: MeshSecurity | None = None,
     ) -> None:
         self.agent = agent
         self.audit = audit
+        self.tool_admin = tool_admin
+        self.security = security
         self.runs = ActiveRuns(max_concurrent_runs)
         self._threads = ThreadPoolExecutor(
             max_workers=max_concurrent_runs + 4, thread_name_prefix=f"{agent.name}-run"
@@ -121,10 +132,48 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         )
         return pb.CallToolResponse(result_json=to_json(result), result_text=answer_text(result))
 
+    @translate_errors
+    async def AddTool(self, request: pb.AddToolRequest, context: Context) -> pb.AddToolResponse:
+        admin, caller = self._admin(context)
+        try:
+            definition = tool_spec_from_proto(request.spec)
+        except ValueError as err:
+            raise InvalidRequestError(f"invalid tool spec: {err}") from err
+        change = admin.add(definition, request.address, caller=caller,
+                           remote_name=request.remote_name, replace=request.replace)  # fmt: skip
+        return pb.AddToolResponse(change=tool_change_to_proto(change))
+
+    @translate_errors
+    async def RemoveTool(
+        self, request: pb.RemoveToolRequest, context: Context
+    ) -> pb.RemoveToolResponse:
+        admin, caller = self._admin(context)
+        change = admin.remove(request.name, caller=caller)
+        return pb.RemoveToolResponse(change=tool_change_to_proto(change))
+
+    @translate_errors
+    async def ToolHistory(
+        self, request: pb.ToolHistoryRequest, context: Context
+    ) -> pb.ToolHistoryResponse:
+        changes = self.tool_admin.history() if self.tool_admin is not None else []
+        return pb.ToolHistoryResponse(changes=[tool_change_to_proto(c) for c in changes])
+
     def shutdown(self) -> None:
         """Cancel every run still going (their jails die with them)."""
         self.runs.cancel_all()
         self._threads.shutdown(wait=False, cancel_futures=True)
+
+    def _admin(self, context: Context) -> tuple[ToolAdmin, str]:
+        """The tool admin, and the authenticated caller (the interceptor checked its rights)."""
+        caller = self.security.caller(context.invocation_metadata()) if self.security else None
+        if caller is None:
+            raise PermissionDeniedError(
+                "changing tools needs an authenticated admin: give the mesh [auth] tokens_file "
+                'and grant a caller "admin" in [auth.permissions]'
+            )
+        if self.tool_admin is None:
+            raise PermissionDeniedError(f"{self.agent.name} does not allow tool changes")
+        return self.tool_admin, caller
 
     def _context(
         self, request: pb.RunRequest | pb.RunStreamRequest, context: Context

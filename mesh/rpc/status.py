@@ -33,6 +33,8 @@ _STATUS: list[tuple[type[e.MeshError], grpc.StatusCode]] = [
     (e.ConfigError, grpc.StatusCode.INVALID_ARGUMENT),
     (e.NotFoundError, grpc.StatusCode.NOT_FOUND),
     (e.ToolNotFoundError, grpc.StatusCode.NOT_FOUND),
+    (e.AlreadyExistsError, grpc.StatusCode.ALREADY_EXISTS),
+    (e.PermissionDeniedError, grpc.StatusCode.PERMISSION_DENIED),
     (e.DeadlineExceededError, grpc.StatusCode.DEADLINE_EXCEEDED),
     (e.RunCancelledError, grpc.StatusCode.CANCELLED),
     (e.BusyError, grpc.StatusCode.RESOURCE_EXHAUSTED),
@@ -48,6 +50,9 @@ _STATUS: list[tuple[type[e.MeshError], grpc.StatusCode]] = [
 _ERRORS: dict[grpc.StatusCode, type[e.MeshError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: e.InvalidRequestError,
     grpc.StatusCode.NOT_FOUND: e.NotFoundError,
+    grpc.StatusCode.ALREADY_EXISTS: e.AlreadyExistsError,
+    grpc.StatusCode.PERMISSION_DENIED: e.PermissionDeniedError,
+    grpc.StatusCode.UNAUTHENTICATED: e.PermissionDeniedError,
     grpc.StatusCode.DEADLINE_EXCEEDED: e.DeadlineExceededError,
     grpc.StatusCode.CANCELLED: e.RunCancelledError,
     grpc.StatusCode.RESOURCE_EXHAUSTED: e.BusyError,
