@@ -83,7 +83,10 @@ def test_a_burst_survives_losing_a_replica(tmp_path: Path) -> None:
     # Both replicas served, and the killed one was cut off mid-run.
     assert victim_done >= 1 and survivor_done >= 1
     interrupted = victim_started - victim_done
-    assert interrupted >= 1 and remote.retried_started >= interrupted
+    retried = remote.retried_started + remote.retried_unstarted
+    # (A run the victim started whose first event never reached the caller counts, from the
+    # caller's side, as not started: the retry is just as safe.)
+    assert interrupted >= 1 and retried >= interrupted
     # None duplicated beyond what a retry implies: every completed run is one delegation,
     # except when a replica died after finishing a run but before its answer arrived.
-    assert victim_done + survivor_done - burst == remote.retried_started - interrupted
+    assert victim_done + survivor_done - burst <= retried - interrupted

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from mesh.errors import ModelCallError, ModelOutputError
+from mesh.errors import DeadlineExceededError, ModelCallError, ModelOutputError
 from mesh.models.base import ChatMessage, ModelResponse, TokenUsage, ToolCall
 from mesh.models.openai_format import to_openai_message
 from mesh.text import clip
@@ -38,7 +38,8 @@ DEFAULT_MODEL_ID = "openai/gpt-4o-mini"
 
 _RETRYABLE = (
     "RateLimitError",
-    "APIConnectionError",  # includes Timeout
+    "APIConnectionError",
+    "Timeout",
     "InternalServerError",
     "ServiceUnavailableError",
     "BadGatewayError",
@@ -97,16 +98,26 @@ class LiteLLMModel:
         retryable = tuple(getattr(litellm.exceptions, name) for name in _RETRYABLE)
         attempt = 0
         while True:
+            remaining = _run_time_left()  # a call never outlives the run that made it
+            request["timeout"] = self.timeout_s if remaining is None else min(
+                self.timeout_s, remaining)  # fmt: skip
             try:
                 raw = litellm.completion(**request)
             except retryable as err:
+                delay = self.retry.delay(attempt)
+                remaining = _run_time_left()
+                if remaining is not None and remaining <= delay:
+                    raise DeadlineExceededError(
+                        f"{self.model_id}: {type(err).__name__}, and the run's deadline leaves "
+                        "no time to try again"
+                    ) from err
                 if attempt >= self.retry.max_retries:
                     raise ModelCallError(
                         f"{self.model_id}: {type(err).__name__} after {attempt + 1} attempt(s): "
                         f"{clip(str(err), 500, one_line=True)}",
                         retryable=True,
                     ) from err
-                time.sleep(self.retry.delay(attempt))
+                time.sleep(delay)
                 attempt += 1
             except Exception as err:
                 raise ModelCallError(
@@ -162,6 +173,17 @@ class LiteLLMModel:
             )
         except (AttributeError, IndexError, TypeError) as err:
             raise ModelOutputError(f"{self.model_id}: unexpected response shape: {err}") from err
+
+
+def _run_time_left() -> float | None:
+    """Seconds left to the current run's deadline (None outside a run, or with no deadline)."""
+    from mesh.agents.context import current_run  # late: the agents package imports models
+
+    run = current_run.get()
+    if run is None:
+        return None
+    run.raise_if_cancelled()
+    return run.remaining()
 
 
 def provider_key_name(model_id: str) -> str:

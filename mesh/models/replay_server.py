@@ -31,6 +31,7 @@ class ReplayServer:
         self.requests: list[dict[str, Any]] = []
         self._faults: list[int | str] = []
         self._lock = threading.Lock()
+        self._closing = threading.Event()
         self._httpd = ThreadingHTTPServer((host, port), self._handler_class())
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
@@ -47,6 +48,7 @@ class ReplayServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._closing.set()
         self._httpd.shutdown()
         self._httpd.server_close()
 
@@ -54,7 +56,8 @@ class ReplayServer:
         """Answer the next requests with these faults, in order, before replaying again.
 
         An int is an HTTP error status (429, 500, ...); ``"garbage"`` is a 200
-        whose body is not JSON.
+        whose body is not JSON; ``"hang"`` answers nothing until the server
+        stops (or a minute passes), for client timeouts.
         """
         with self._lock:
             self._faults.extend(faults)
@@ -69,6 +72,9 @@ class ReplayServer:
         fault = self._next_fault()
         if fault == "garbage":
             return 200, b"{this is not json"
+        if fault == "hang":
+            self._closing.wait(60)
+            return 504, _error("injected hang")
         if isinstance(fault, int):
             return fault, _error(f"injected fault {fault}")
         if body.get("stream"):
@@ -125,8 +131,11 @@ class ReplayServer:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (e.g. its timeout): nobody to answer
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

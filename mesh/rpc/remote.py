@@ -30,6 +30,7 @@ from mesh.errors import (
     AgentUnavailableError,
     DeadlineExceededError,
     MeshError,
+    RemoteAgentError,
     RunCancelledError,
 )
 from mesh.rpc.convert import budget_to_proto, event_from_proto
@@ -136,7 +137,7 @@ class RemoteAgent:
             parent.on_cancel(call.cancel)
         depth = parent.depth + 1 if parent is not None else 0
         answer: Any = None
-        started = False
+        started = finished = False
         try:
             for response in call:
                 started = True
@@ -148,8 +149,10 @@ class RemoteAgent:
                         parent.emit(event)
                     if isinstance(event, FinalAnswer) and message.depth == 0:
                         answer = event.answer
-                    if isinstance(event, RunFinished) and message.depth == 0 and parent:
-                        parent.add_usage_below(event.usage_by_agent)
+                    if isinstance(event, RunFinished) and message.depth == 0:
+                        finished = True
+                        if parent is not None:
+                            parent.add_usage_below(event.usage_by_agent)
         except grpc.RpcError as err:
             if parent is not None and parent.cancelled:
                 raise RunCancelledError(f"the call to {self.name} was cancelled") from err
@@ -157,6 +160,10 @@ class RemoteAgent:
             if not started and isinstance(error, AgentUnavailableError):
                 raise _NotStarted(error) from err
             raise error from err
+        if not finished:
+            raise RemoteAgentError(
+                f"{self.name} at {self.target} ended its stream before the run finished"
+            )
         return answer
 
     def _timeout(self, parent: RunContext | None) -> float | None:
