@@ -204,6 +204,10 @@ def test_only_an_admin_may_change_tools(admin_dir: Path, mesh_dir: Path) -> None
         ({"spec": pb.ToolSpec(name="t", description="x", output_type="any", inputs=[
             pb.ToolInput(name="a", type="string", description="a", enum_json="[oops")])},
          "invalid tool spec"),
+        ({"spec": pb.ToolSpec(name="t", description="x", output_type="any", inputs=[
+            pb.ToolInput(name="a", type="string", description="a",
+                         default_json="[" * 50_000 + "]" * 50_000)])},
+         "nested too deeply"),
         ({"remote_name": "no such"}, "is not an identifier"),
     ],
 )  # fmt: skip

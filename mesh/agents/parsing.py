@@ -12,6 +12,7 @@ import json
 import re
 from typing import Any
 
+from mesh import untrusted_json
 from mesh.errors import ModelOutputError
 from mesh.models.base import ToolCall
 
@@ -37,7 +38,7 @@ def parse_arguments(call: ToolCall) -> dict[str, Any]:
     """A tool call's JSON arguments as a dict."""
     raw = call.arguments.strip() or "{}"
     try:
-        value = json.loads(raw)
+        value = untrusted_json.loads(raw)
     except json.JSONDecodeError as err:
         raise ModelOutputError(
             f"the arguments of your call to {call.name} are not valid JSON ({err.msg} at "
@@ -45,7 +46,7 @@ def parse_arguments(call: ToolCall) -> dict[str, Any]:
         ) from err
     if isinstance(value, str):  # some models double-encode
         with contextlib.suppress(ValueError):
-            value = json.loads(value)
+            value = untrusted_json.loads(value)
     if not isinstance(value, dict):
         raise ModelOutputError(
             f"the arguments of your call to {call.name} must be a JSON object, "
@@ -62,7 +63,7 @@ def tool_calls_from_text(text: str | None, step: int) -> tuple[ToolCall, ...]:
     """
     for candidate in _json_candidates(text or ""):
         try:
-            value = json.loads(candidate)
+            value = untrusted_json.loads(candidate)
         except ValueError:
             continue
         items = value if isinstance(value, list) else [value]

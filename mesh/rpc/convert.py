@@ -10,6 +10,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from mesh import untrusted_json
 from mesh._proto import agent_pb2 as pb
 from mesh.agents import events as ev
 from mesh.agents.base import MultiStepAgent
@@ -48,7 +49,7 @@ def to_json(value: Any) -> str:
 
 
 def from_json(text: str) -> Any:
-    return json.loads(text) if text else None
+    return untrusted_json.loads(text) if text else None
 
 
 def answer_text(value: Any) -> str:
@@ -150,11 +151,13 @@ def tool_spec_from_proto(spec: pb.ToolSpec) -> dict[str, Any]:
         if item.nullable:
             entry["nullable"] = True
         if item.enum_json:
-            entry["enum"] = json.loads(item.enum_json)
+            entry["enum"] = untrusted_json.loads(item.enum_json)
         if item.items:
             entry["items"] = item.items
         if not item.required:
-            entry["default"] = json.loads(item.default_json) if item.default_json else None
+            entry["default"] = (
+                untrusted_json.loads(item.default_json) if item.default_json else None
+            )
         inputs[item.name] = entry
     return {"name": spec.name, "description": spec.description, "inputs": inputs,
             "output_type": spec.output_type}  # fmt: skip

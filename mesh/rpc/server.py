@@ -17,8 +17,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 
-from mesh._proto import agent_pb2, agent_pb2_grpc
+from mesh._proto import agent_pb2
 from mesh.agents.base import MultiStepAgent
+from mesh.rpc.handlers import add_agent_service
 from mesh.rpc.security import MESSAGE_SIZE_OPTIONS, MeshSecurity, TokenAuthInterceptor
 from mesh.rpc.servicer import AgentServicer
 from mesh.rpc.tool_admin import ToolAdmin
@@ -53,7 +54,7 @@ async def serve(
         ("grpc.so_reuseport", 0),
     ])  # fmt: skip
     servicer = AgentServicer(agent, max_concurrent_runs, audit, tool_admin, security)
-    agent_pb2_grpc.add_AgentServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+    add_agent_service(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import json
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +18,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from mesh import untrusted_json
 from mesh._proto import agent_pb2 as pb
 from mesh._proto import agent_pb2_grpc
 from mesh.agents.base import MultiStepAgent, RunResult
@@ -121,7 +121,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             known = ", ".join(n for n in self.agent.tools if n != FINAL_ANSWER)
             raise NotFoundError(f"{self.agent.name} has no tool {request.name!r} (it has {known})")
         try:
-            arguments = json.loads(request.arguments_json or "{}")
+            arguments = untrusted_json.loads(request.arguments_json or "{}")
         except ValueError as err:
             raise InvalidRequestError(f"arguments_json is not JSON: {err}") from err
         if not isinstance(arguments, dict):

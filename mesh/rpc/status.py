@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import grpc
 
 from mesh import errors as e
+from mesh.rpc.handlers import MalformedRequest
 
 __all__ = ["error_from_rpc", "status_for", "translate_errors"]
 
@@ -90,6 +91,7 @@ def translate_errors(method: F) -> F:
         @functools.wraps(method)
         async def stream(self: Any, request: Any, context: Any) -> AsyncIterator[Any]:
             try:
+                _refuse_malformed(request)
                 async for item in method(self, request, context):
                     yield item
             except (asyncio.CancelledError, grpc.aio.AbortError):
@@ -102,6 +104,7 @@ def translate_errors(method: F) -> F:
     @functools.wraps(method)
     async def unary(self: Any, request: Any, context: Any) -> Any:
         try:
+            _refuse_malformed(request)
             return await method(self, request, context)
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
@@ -109,6 +112,13 @@ def translate_errors(method: F) -> F:
             await _abort(context, err)
 
     return unary  # type: ignore[return-value]
+
+
+def _refuse_malformed(request: Any) -> None:
+    if isinstance(request, MalformedRequest):
+        raise e.InvalidRequestError(
+            f"the request is not a valid {request.message_type}: {request.error}"
+        )
 
 
 def error_from_rpc(err: grpc.RpcError, who: str) -> e.MeshError:

@@ -114,7 +114,7 @@ class FrameReader:
 
         try:
             message = json.loads(payload)
-        except ValueError as err:
+        except (ValueError, RecursionError) as err:  # RecursionError: nested too deeply
             raise ProtocolError(f"frame is not JSON: {err}") from err
         if not isinstance(message, dict) or "op" not in message:
             raise ProtocolError("frame is not a message object")

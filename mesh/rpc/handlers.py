@@ -1,0 +1,57 @@
+"""AgentService's method handlers, made from the service descriptor.
+
+The generated ``add_AgentServiceServicer_to_server`` lets gRPC decode each
+request, and bytes that are not the request message then fail inside gRPC as
+UNKNOWN, before any of our code runs. Registering the handlers here lets such
+a request reach the servicer as a ``MalformedRequest``, which
+``translate_errors`` refuses with INVALID_ARGUMENT like any other bad request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf.message import DecodeError, Message
+
+from mesh._proto import agent_pb2 as pb
+
+__all__ = ["MalformedRequest", "add_agent_service"]
+
+
+@dataclass(frozen=True)
+class MalformedRequest:
+    """What a request that did not decode becomes."""
+
+    message_type: str
+    error: str
+
+
+def add_agent_service(servicer: Any, server: grpc.aio.Server) -> None:
+    service = pb.DESCRIPTOR.services_by_name["AgentService"]
+    handlers = {}
+    for method in service.methods:
+        request: type[Message] = getattr(pb, method.input_type.name)
+        response: type[Message] = getattr(pb, method.output_type.name)
+        make = (grpc.unary_stream_rpc_method_handler if method.server_streaming
+                else grpc.unary_unary_rpc_method_handler)  # fmt: skip
+        handlers[method.name] = make(
+            getattr(servicer, method.name),
+            request_deserializer=_lenient(request),
+            response_serializer=response.SerializeToString,
+        )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(service.full_name, handlers),)
+    )
+
+
+def _lenient(message: type[Message]) -> Callable[[bytes], Any]:
+    def parse(data: bytes) -> Any:
+        try:
+            return message.FromString(data)
+        except DecodeError as err:
+            return MalformedRequest(message.DESCRIPTOR.full_name, str(err))
+
+    return parse
