@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import subprocess
 import sys
 import time
@@ -16,6 +18,7 @@ from mesh.agents import ModelOutput
 from mesh.errors import ToolExecutionError
 from mesh.sandbox.nsjail import SandboxUnavailableError, jail_command
 from mesh.sandbox.pool import JailPool, pool_for
+from mesh.sandbox.protocol import FrameReader, encode
 from tests.support import alive, code, descendants, scripted, wait_until
 
 FAST = SandboxConfig(wall_seconds=3, pool_size=1)
@@ -254,3 +257,18 @@ def test_a_jail_dies_with_its_host_even_while_code_spins() -> None:
     while alive(jails) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not alive(jails)
+
+
+def test_frames_are_read_from_descriptors_past_select_limit() -> None:
+    # A loaded service holds more than 1024 descriptors; select() cannot watch those.
+    read_end, write_end = os.pipe()
+    high = fcntl.fcntl(read_end, fcntl.F_DUPFD, 1500)
+    try:
+        reader = FrameReader(high)
+        with pytest.raises(TimeoutError):
+            reader.read(timeout=0.01)
+        os.write(write_end, encode({"op": "ready"}))
+        assert reader.read(timeout=5) == {"op": "ready"}
+    finally:
+        for fd in (read_end, write_end, high):
+            os.close(fd)

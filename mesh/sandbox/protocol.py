@@ -90,7 +90,7 @@ class FrameReader:
                 return message
             if deadline is not None:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or not select.select([self.fd], [], [], remaining)[0]:
+                if remaining <= 0 or not _readable(self.fd, remaining):
                     raise TimeoutError
             chunk = os.read(self.fd, 1 << 16)
             if not chunk:
@@ -119,3 +119,11 @@ class FrameReader:
         if not isinstance(message, dict) or "op" not in message:
             raise ProtocolError("frame is not a message object")
         return message
+
+
+def _readable(fd: int, timeout: float) -> bool:
+    """Whether ``fd`` has data (or EOF) within ``timeout`` s. poll(), not select(): a busy
+    host has descriptors past select()'s limit of 1024."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(max(0, int(timeout * 1000) + 1)))

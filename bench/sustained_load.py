@@ -1,0 +1,158 @@
+"""Sustained load: many clients running tasks through the full mesh, and what it leaves behind.
+
+Run by hand: ``.venv/bin/python bench/sustained_load.py [SECONDS_PER_LEVEL]``.
+The seed-like mesh (a manager and a math specialist, both code agents in
+jails; replay models answering after a fixed latency) takes 10, 100, then
+500 concurrent clients, each sending runs back to back for a fixed time. A
+client told RESOURCE_EXHAUSTED (the service is at its run limit) waits a
+little and tries again, as a gRPC client should; that is counted, apart
+from errors. Per level: completed runs, errors, p50/p99 latency, and each
+service's RSS, open file descriptors and threads before and after. At the
+end: jails still alive under the services once idle (the warm pool), and on
+the whole machine after the mesh stops (must be none). Asserts nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+from mesh_services import TASK, percentiles, rss_mb, write_mesh
+
+from mesh._proto import agent_pb2 as pb
+from mesh._proto import agent_pb2_grpc
+from mesh.launcher import MeshProcesses
+from mesh.services import load_mesh_config
+
+LEVELS = (10, 100, 500)
+CLIENTS_PER_CHANNEL = 50
+LATENCY_MS = 50
+SETTLE_S = 2.0
+
+
+def fds(pid: int) -> int:
+    return len(list(Path(f"/proc/{pid}/fd").iterdir()))
+
+
+def threads(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    return 0
+
+
+def jails_under(pid: int) -> int:
+    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid=,comm="], capture_output=True,
+                         text=True, check=True).stdout  # fmt: skip
+    rows = [line.split() for line in out.splitlines()]
+    children: dict[int, list[tuple[int, str]]] = {}
+    for p, parent, comm in rows:
+        children.setdefault(int(parent), []).append((int(p), comm))
+    count, todo = 0, [pid]
+    while todo:
+        for child, comm in children.get(todo.pop(), []):
+            count += comm == "nsjail"
+            todo.append(child)
+    return count
+
+
+def jails_on_machine() -> int:
+    out = subprocess.run(["pgrep", "-c", "-x", "nsjail"], capture_output=True, text=True)
+    return int(out.stdout.strip() or 0)
+
+
+async def drive(target: str, clients: int, seconds: float) -> tuple[list[float], int, int]:
+    """Latencies of completed runs, errors, and busy answers that were retried."""
+    channels = [grpc.aio.insecure_channel(target)
+                for _ in range(max(1, clients // CLIENTS_PER_CHANNEL))]  # fmt: skip
+    stubs = [agent_pb2_grpc.AgentServiceStub(c) for c in channels]  # type: ignore[no-untyped-call]
+    latencies: list[float] = []
+    errors = busy = 0
+    stop_at = time.monotonic() + seconds
+
+    async def client(n: int) -> None:
+        nonlocal errors, busy
+        stub = stubs[n % len(stubs)]
+        while time.monotonic() < stop_at:
+            started = time.perf_counter()
+            while True:
+                try:
+                    await stub.Run(pb.RunRequest(task=TASK), timeout=120)
+                except grpc.aio.AioRpcError as err:
+                    if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                        busy += 1
+                        await asyncio.sleep(random.uniform(0.02, 0.1))
+                        continue
+                    errors += 1
+                    print(f"  error: {err.code().name}: {err.details()}", file=sys.stderr)
+                    break
+                latencies.append(time.perf_counter() - started)
+                break
+
+    await asyncio.gather(*(client(n) for n in range(clients)))
+    for channel in channels:
+        await channel.close()
+    return latencies, errors, busy
+
+
+def snapshot(pids: dict[str, int]) -> dict[str, tuple[float, int, int]]:
+    return {agent: (rss_mb(pid), fds(pid), threads(pid)) for agent, pid in pids.items()}
+
+
+def main() -> None:
+    logging.disable(logging.WARNING)
+    seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 20.0
+    load_rows, resource_rows = [], []
+    with tempfile.TemporaryDirectory(prefix="mesh-load-") as tmp:
+        config = load_mesh_config(write_mesh(Path(tmp), LATENCY_MS))
+        with MeshProcesses(config, log_dir=Path(tmp) / "logs", only=("manager", "math_specialist")
+                           ) as mesh:  # fmt: skip
+            pids = {s.agent: s.process.pid for s in mesh.services}
+            target = mesh.addresses["manager"][0]
+            asyncio.run(drive(target, 4, 2.0))  # warm up: pools filled, code paths loaded
+            for clients in LEVELS:
+                before = snapshot(pids)
+                began = time.monotonic()
+                latencies, errors, busy = asyncio.run(drive(target, clients, seconds))
+                elapsed = time.monotonic() - began
+                time.sleep(SETTLE_S)  # finished runs' jails are reaped in the background
+                after = snapshot(pids)
+                p50, p99 = percentiles(latencies) if latencies else (0.0, 0.0)
+                load_rows.append(f"| {clients:>7} | {len(latencies):>9} | {errors:>6} | "
+                                 f"{busy:>8} | {len(latencies) / elapsed:>7.1f} | "
+                                 f"{p50 * 1e3:>9.0f} | {p99 * 1e3:>9.0f} |")  # fmt: skip
+                for agent in pids:
+                    (rss0, fd0, th0), (rss1, fd1, th1) = before[agent], after[agent]
+                    resource_rows.append(f"| {clients:>7} | {agent:<16} | {rss0:>6.1f} -> "
+                                         f"{rss1:>6.1f} | {fd0:>4} -> {fd1:>4} | "
+                                         f"{th0:>4} -> {th1:>4} |")  # fmt: skip
+            idle_jails = {agent: jails_under(pid) for agent, pid in pids.items()}
+            pools = {a: config.agent(a).sandbox.pool_size for a in pids}
+        after_stop = jails_on_machine()
+
+    print(f"Sustained load: manager + math specialist (code agents, jails), "
+          f"3 model calls of {LATENCY_MS} ms per run, {seconds:g} s per level")  # fmt: skip
+    print("| clients | completed | errors | busy*    | runs/s  | p50 (ms)  | p99 (ms)  |")
+    print("|---------|-----------|--------|----------|---------|-----------|-----------|")
+    print("\n".join(load_rows))
+    print("* RESOURCE_EXHAUSTED answers (service at its run limit), retried by the client")
+    print()
+    print(f"Resources before each level and {SETTLE_S:g} s after it")
+    print("| clients | service          | RSS MB          | open fds     | threads      |")
+    print("|---------|------------------|-----------------|--------------|--------------|")
+    print("\n".join(resource_rows))
+    print()
+    for agent, count in idle_jails.items():
+        print(f"jails under {agent} once idle: {count} (its warm pool holds {pools[agent]})")
+    print(f"nsjail processes on the machine after the mesh stopped: {after_stop}")
+
+
+if __name__ == "__main__":
+    main()
