@@ -1,4 +1,9 @@
-"""Durable state: every memo write the service acknowledged survives a SIGKILL mid-stream."""
+"""Durable state: what a service acknowledged survives a SIGKILL at any moment.
+
+Memo writes (SQLite, WAL, synchronous=FULL) and run records (the audit log)
+are checked after the service is killed mid-stream several times, with
+writers from direct tool calls and from whole runs in flight.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ import json
 import signal
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -14,6 +20,7 @@ from mesh._proto import agent_pb2 as pb
 from mesh._proto import agent_pb2_grpc
 from mesh.launcher import MeshProcesses
 from mesh.services import load_mesh_config
+from mesh.telemetry.audit import read_run
 from tests.support import wait_until
 
 CONFIG = """
@@ -23,49 +30,101 @@ replay = "always"
 kind = "tool-calling"
 description = "Remembers."
 address = "127.0.0.1:0"
-tools = ["memo"]
+tools = ["memo", "web_search"]
 cassette = "bundled:research_specialist.jsonl"
 """
+TASK = (
+    "Find the year gRPC was open-sourced and remember it in the memo under the key 'grpc_year'. "
+    "Answer with the year only."
+)
+KILLS = 3
+WRITES_PER_KILL = 150
 
 
-def test_acknowledged_writes_survive_sigkill(tmp_path: Path) -> None:
-    (tmp_path / "mesh.toml").write_text(CONFIG)
-    config = load_mesh_config(tmp_path / "mesh.toml")
-    memo = tmp_path / "memo.sqlite3"
-    env = {"MESH_MEMO_PATH": str(memo)}
-    acknowledged: set[str] = set()
-    lock = threading.Lock()
-    with MeshProcesses(config, env=env, log_dir=tmp_path / "logs") as mesh:
+class Acknowledged:
+    """What the service confirmed: memo keys whose set returned, runs whose end arrived."""
+
+    def __init__(self) -> None:
+        self.keys: set[str] = set()
+        self.runs: set[str] = set()
+        self._lock = threading.Lock()
+
+    def add(self, into: set[str], item: str) -> None:
+        with self._lock:
+            into.add(item)
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.keys)
+
+
+def memo_writer(stub: agent_pb2_grpc.AgentServiceStub, prefix: str, acked: Acknowledged) -> None:
+    for i in range(100_000):
+        key = f"{prefix}-{i}"
+        arguments = json.dumps({"action": "set", "key": key, "value": i})
+        try:
+            stub.CallTool(pb.CallToolRequest(name="memo", arguments_json=arguments), timeout=5)
+        except grpc.RpcError:
+            return  # the service is gone
+        acked.add(acked.keys, key)
+
+
+def run_writer(stub: agent_pb2_grpc.AgentServiceStub, prefix: str, acked: Acknowledged) -> None:
+    for i in range(100_000):
+        run_id = f"{prefix}-run-{i}"
+        try:
+            reply = stub.Run(pb.RunRequest(task=TASK, run_id=run_id), timeout=10)
+        except grpc.RpcError:
+            return
+        if reply.answer_text == "2015":
+            acked.add(acked.runs, run_id)
+
+
+def kill_while_writing(config_path: Path, env: dict[str, str], round_: int, logs: Path,
+                       acked: Acknowledged) -> None:  # fmt: skip
+    config = load_mesh_config(config_path)
+    with MeshProcesses(config, env=env, log_dir=logs) as mesh:
         service = mesh.services[0]
-        stub = agent_pb2_grpc.AgentServiceStub(grpc.insecure_channel(service.address))  # type: ignore[no-untyped-call]
-
-        def writer(worker: int) -> None:
-            for i in range(10_000):
-                key = f"w{worker}-{i}"
-                arguments = json.dumps({"action": "set", "key": key, "value": i})
-                try:
-                    stub.CallTool(pb.CallToolRequest(name="memo", arguments_json=arguments),
-                                  timeout=5)  # fmt: skip
-                except grpc.RpcError:
-                    return  # the service is gone
-                with lock:
-                    acknowledged.add(key)
-
-        writers = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
-        for thread in writers:
+        channel = grpc.insecure_channel(service.address)
+        stub = agent_pb2_grpc.AgentServiceStub(channel)  # type: ignore[no-untyped-call]
+        writers: list[tuple[Callable[..., None], str]] = [
+            (memo_writer, f"k{round_}-w{w}") for w in range(4)
+        ] + [(run_writer, f"r{round_}-w{w}") for w in range(2)]
+        threads = [threading.Thread(target=f, args=(stub, p, acked)) for f, p in writers]
+        for thread in threads:
             thread.start()
-        wait_until(lambda: len(acknowledged) >= 200)
-        service.process.send_signal(signal.SIGKILL)  # writes are in flight right now
-        for thread in writers:
+        target = acked.count() + WRITES_PER_KILL
+        wait_until(lambda: acked.count() >= target)
+        service.process.send_signal(signal.SIGKILL)  # writes and runs are in flight right now
+        for thread in threads:
             thread.join(timeout=30)
+        channel.close()
 
-    with sqlite3.connect(memo) as db:
-        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    # A restarted service sees every acknowledged write.
-    with MeshProcesses(config, env=env, log_dir=tmp_path / "logs-again") as mesh:
-        stub = agent_pb2_grpc.AgentServiceStub(grpc.insecure_channel(mesh.services[0].address))  # type: ignore[no-untyped-call]
+
+def test_acknowledged_writes_and_runs_survive_sigkill(tmp_path: Path) -> None:
+    (tmp_path / "mesh.toml").write_text(CONFIG)
+    memo = tmp_path / "memo.sqlite3"
+    audit = tmp_path / "audit"
+    env = {"MESH_MEMO_PATH": str(memo), "MESH_AUDIT_DIR": str(audit)}
+    acked = Acknowledged()
+    for round_ in range(KILLS):
+        kill_while_writing(tmp_path / "mesh.toml", env, round_, tmp_path / f"logs-{round_}", acked)
+        with sqlite3.connect(memo) as db:
+            assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+    config = load_mesh_config(tmp_path / "mesh.toml")
+    with MeshProcesses(config, env=env, log_dir=tmp_path / "logs-after") as mesh:
+        channel = grpc.insecure_channel(mesh.services[0].address)
+        stub = agent_pb2_grpc.AgentServiceStub(channel)  # type: ignore[no-untyped-call]
         reply = stub.CallTool(pb.CallToolRequest(name="memo", arguments_json='{"action": "list"}'),
                               timeout=10)  # fmt: skip
+        channel.close()
     stored = set(json.loads(reply.result_json))
-    assert len(acknowledged) >= 200
-    assert acknowledged <= stored
+    assert len(acked.keys) >= KILLS * WRITES_PER_KILL
+    assert acked.keys <= stored, f"lost {len(acked.keys - stored)} acknowledged writes"
+
+    assert acked.runs, "no run finished before the kills"
+    for run_id in acked.runs:  # every run the client saw end has its whole record
+        events = [e["event"] for e in read_run(audit, run_id)]
+        assert events[0] == "RunStarted" and events[-1] == "RunFinished", (run_id, events)
+        assert events.count("ToolCallFinished") == 3  # web_search, memo, final_answer
