@@ -19,6 +19,7 @@ SEED_TASK = load_mesh_config(bundled_config_path()).task
 SLOW_TASK = "Ask the slow specialist to spin."
 SPIN_TASK = "Spin until stopped."
 DOWN_TASK = "Find the year gRPC was open-sourced."
+LOST_TASK = "Ask the slow specialist to spin, then say what happened."
 ROOT = Path(__file__).parent.parent
 BUNDLED = ROOT / "mesh" / "data" / "cassettes"
 
@@ -79,6 +80,11 @@ def mesh_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         DOWN_TASK,
         code('year = research_specialist(task="Find the year gRPC was open-sourced.")'),
         code('final_answer("The research specialist is unavailable; I could not look it up.")'),
+    )
+    manager += cassette_lines(
+        LOST_TASK,
+        code('slow_specialist(task="Spin until stopped.")'),
+        code('final_answer("The slow specialist was lost mid-task.")'),
     )
     (directory / "manager.jsonl").write_text(manager)
     (directory / "slow.jsonl").write_text(cassette_lines(SPIN_TASK, code("while True:\n    pass")))

@@ -23,7 +23,7 @@ from mesh._proto import agent_pb2_grpc
 from mesh.launcher import MeshProcesses
 from mesh.services import load_mesh_config
 from mesh.telemetry.audit import default_audit_dir, read_run
-from tests.mesh_setup import DOWN_TASK, ROOT, SLOW_TASK, cassette_lines
+from tests.mesh_setup import DOWN_TASK, LOST_TASK, ROOT, SLOW_TASK, cassette_lines
 from tests.support import alive, code, descendants, wait_until
 
 
@@ -211,6 +211,35 @@ def jails(service: int) -> set[int]:
         except OSError:
             continue
     return found
+
+
+def test_a_specialist_killed_mid_run_is_an_observation_and_its_work_is_not_redone(
+    mesh_dir: Path,
+) -> None:
+    config = load_mesh_config(mesh_dir / "mesh.toml")
+    with MeshProcesses(config, only=("manager", "slow_specialist")) as mesh:
+        specialist = next(s for s in mesh.services if s.agent == "slow_specialist").process.pid
+        call = stub(mesh.addresses["manager"][0]).RunStream(
+            pb.RunStreamRequest(task=LOST_TASK), timeout=60
+        )
+        events = []
+        for response in call:
+            events += response.events
+            if any(e.depth == 1 and e.HasField("code_action") for e in response.events):
+                break  # the specialist's snippet is spinning in its jail
+        below_specialist = descendants(specialist)
+        os.kill(specialist, signal.SIGKILL)
+        started = time.monotonic()
+        events += stream_events(call)
+        assert time.monotonic() - started < 5  # noticed at once, not at the deadline
+        answer = next(e.final_answer for e in events if e.HasField("final_answer") and e.depth == 0)
+        assert answer.answer_text == "The slow specialist was lost mid-task."
+        assert "slow_specialist at 127.0.0.1:" in texts(events)  # the model was told
+        assert below_specialist
+        wait_until(lambda: not alive(below_specialist))  # its jails died with it
+        runs = [e for e in _audit_entries() if e["event"] == "RunStarted"
+                and e["agent"] == "slow_specialist"]  # fmt: skip
+        assert len(runs) == 1  # not idempotent: the manager did not send it again
 
 
 def test_the_manager_killed_mid_run_frees_the_specialist_and_restarts_clean(
