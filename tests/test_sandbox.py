@@ -6,6 +6,7 @@ import fcntl
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -272,3 +273,28 @@ def test_frames_are_read_from_descriptors_past_select_limit() -> None:
     finally:
         for fd in (read_end, write_end, high):
             os.close(fd)
+
+
+def test_cancelling_at_any_moment_of_a_step_is_a_clean_cancellation() -> None:
+    """close() from another thread races the step's send and receive; the step must end as
+    cancelled, never with an error from a pipe closed (or its descriptor reused) under it."""
+    outcomes: dict[str, int] = {}
+    for attempt in range(60):
+        ex = NsjailExecutor(SandboxConfig(wall_seconds=10, pool_size=1))
+        ex.run("ready = True", Bridge())
+        ended: list[BaseException | object] = []
+
+        def step(ex: NsjailExecutor = ex, ended: list[BaseException | object] = ended) -> None:
+            try:
+                ended.append(ex.run("while True:\n    pass", Bridge()))
+            except BaseException as err:
+                ended.append(err)
+
+        thread = threading.Thread(target=step)
+        thread.start()
+        time.sleep(attempt % 10 / 1000)  # close at 0..9 ms into the step
+        ex.close()
+        thread.join(timeout=10)
+        outcome = type(ended[0]).__name__ if ended else "still running"
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    assert outcomes == {"RunCancelledError": 60}

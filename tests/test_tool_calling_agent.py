@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
+
+import pytest
 
 from mesh import ChatMessage, ModelResponse, ToolCall, ToolCallingAgent, factorial, tool
-from mesh.agents import StepFailed, ToolCallFinished
+from mesh.agents import AgentEvent, RunFinished, StepFailed, ToolCallFinished
 from mesh.models import TokenUsage
 from tests.support import calls, scripted
 
@@ -139,3 +142,17 @@ def test_tools_are_sent_to_the_model_as_schemas() -> None:
     names = [t.name for t in agent._model_tools(agent.toolbox()) or []]
     assert names == ["factorial", "final_answer"]
     assert "factorial(n: integer) -> integer" in agent.system_prompt()
+
+
+def test_a_run_ended_by_a_bug_is_recorded_as_failed() -> None:
+    model = scripted("never read")
+
+    def broken(*args: Any, **kwargs: Any) -> ModelResponse:
+        raise RuntimeError("a bug in a model wrapper")
+
+    model.generate = broken  # type: ignore[method-assign]
+    events: list[AgentEvent] = []
+    with pytest.raises(RuntimeError):
+        events.extend(ToolCallingAgent([], model).run("t", stream=True))
+    finished = [e for e in events if isinstance(e, RunFinished)]
+    assert finished[0].error == "internal: RuntimeError: a bug in a model wrapper"

@@ -249,6 +249,9 @@ class MultiStepAgent(ABC):
         except MeshError as err:
             error = f"{err.code}: {err.message}"
             raise
+        except BaseException as err:  # a bug: the record must not say the run went well
+            error = f"internal: {type(err).__name__}: {err}"
+            raise
         finally:
             self._close_run(state)
             by_agent = self._finish(state, time.monotonic() - started, error)

@@ -48,6 +48,10 @@ class Jail:
         assert self.process.stdin is not None and self.process.stdout is not None
         self._stdin = self.process.stdin
         self._reader = FrameReader(self.process.stdout.fileno())
+        # Held while a thread reads or writes the pipes, so that kill() from another thread
+        # (a cancelled run) never closes a descriptor in use, whose number could be reused.
+        self._io = threading.Lock()
+        self._pipes_closed = False
         self._cpu_used_s = 0.0
         self.started = time.monotonic()
 
@@ -62,22 +66,38 @@ class Jail:
             raise JailDied(f"the runner sent {message.get('op')!r} instead of 'ready'")
 
     def send(self, message: dict[str, Any]) -> None:
-        try:
-            self._stdin.write(encode(message))
-            self._stdin.flush()
-        except (BrokenPipeError, ValueError, OSError) as err:
-            raise JailDied(self.death_reason()) from err
+        frame = encode(message)
+        with self._io:
+            try:
+                if self._pipes_closed:
+                    raise ValueError("the jail's pipes are closed")
+                self._stdin.write(frame)
+                self._stdin.flush()
+            except (ValueError, OSError) as err:  # closed, or a broken pipe
+                raise JailDied(self.death_reason()) from err
 
     def receive(self, timeout: float | None) -> dict[str, Any]:
         """The next message; TimeoutError when none came within ``timeout`` s."""
         try:
-            message = self._reader.read(timeout)
+            message = self._read(timeout)
         except ProtocolError as err:
             self.kill()
             raise JailDied(f"the interpreter broke the protocol ({err})") from err
         if message is None:
             raise JailDied(self.death_reason())
         return message
+
+    def _read(self, timeout: float | None) -> dict[str, Any] | None:
+        """A message, or None once the stream has ended or the pipes were closed."""
+        with self._io:
+            if self._pipes_closed:
+                return None
+            try:
+                return self._reader.read(timeout)
+            except TimeoutError:
+                raise
+            except OSError:
+                return None
 
     def kill(self) -> None:
         """End the jail and every process in it, leaving nothing to reap.
@@ -94,12 +114,12 @@ class Jail:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
-        for stream in (self._stdin, self.process.stdout):
-            try:
-                if stream is not None:
-                    stream.close()
-            except OSError:
-                pass
+        with self._io:  # a reader wakes at once: the process is gone, its pipe at EOF
+            self._pipes_closed = True
+            for stream in (self._stdin, self.process.stdout):
+                with contextlib.suppress(OSError):
+                    if stream is not None:
+                        stream.close()
 
     def death_reason(self) -> str:
         self._reap()
