@@ -63,6 +63,22 @@ def no_network() -> Iterator[None]:
     socket.getaddrinfo = _real_getaddrinfo
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_data_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Nothing a test starts writes to the user's data directory.
+
+    Session-wide, so that services started by module-scoped fixtures (set up
+    before any function-scoped fixture runs) are covered too.
+    """
+    saved = os.environ.get("XDG_DATA_HOME")
+    os.environ["XDG_DATA_HOME"] = str(tmp_path_factory.mktemp("data-home"))
+    yield
+    if saved is None:
+        del os.environ["XDG_DATA_HOME"]
+    else:
+        os.environ["XDG_DATA_HOME"] = saved
+
+
 @pytest.fixture(autouse=True)
 def no_api_keys(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     for name in list(os.environ):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import threading
 import time
 from collections.abc import Mapping
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mesh.agents.base import MultiStepAgent
+from mesh.append_only import append_lines, read_records
 from mesh.errors import AlreadyExistsError, InvalidRequestError, NotFoundError, ToolDefinitionError
 from mesh.paths import data_path
 from mesh.rpc.remote_tool import RemoteTool
@@ -60,37 +60,22 @@ class ToolChange:
 
 
 class ToolChangeLog:
-    """Append-only JSON lines, one file per agent; a torn last line (a crash) is skipped."""
+    """Append-only JSON lines, one file per agent, each change fsynced before it applies."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._lock = threading.Lock()
 
     def append(self, change: ToolChange) -> None:
-        line = json.dumps(asdict(change), ensure_ascii=False) + "\n"
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._lock:
-            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
-            try:
-                size = os.fstat(fd).st_size
-                if size and os.pread(fd, 1, size - 1) != b"\n":
-                    line = "\n" + line  # the last write was torn by a crash
-                os.write(fd, line.encode())
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        append_lines(self.path, [json.dumps(asdict(change), ensure_ascii=False) + "\n"], sync=True)
 
     def read(self) -> list[ToolChange]:
-        try:
-            lines = self.path.read_text().splitlines()
-        except FileNotFoundError:
-            return []
         changes = []
-        for line in lines:
+        for record in read_records(self.path):
             try:
-                changes.append(ToolChange(**json.loads(line)))
-            except (ValueError, TypeError):
-                continue  # a line torn by a crash mid-write
+                changes.append(ToolChange(**record))
+            except TypeError:
+                continue  # not a change: a line torn by a crash that still parsed
         return changes
 
 

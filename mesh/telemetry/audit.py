@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mesh.agents import events as ev
+from mesh.append_only import append_lines, read_records
 from mesh.paths import data_path
 from mesh.telemetry.redact import redact, shape
 
@@ -44,9 +45,8 @@ class AuditLog:
         with self._lock:
             if self.path.exists() and self.path.stat().st_size + len(line) > self.max_bytes:
                 self._rotate()
-            with self.path.open("a", encoding="utf-8") as out:
-                out.write(line)
-                out.flush()
+            # A run's end is what its caller is answered with: make the whole record durable.
+            append_lines(self.path, [line], sync=isinstance(event, ev.RunFinished))
 
     def _rotate(self) -> None:
         for n in range(self.backups - 1, 0, -1):
@@ -111,13 +111,9 @@ def _entry(event: ev.AgentEvent) -> dict[str, Any]:
 
 def read_run(directory: Path, run_id: str) -> list[dict[str, Any]]:
     """The entries of ``run_id`` and of every run beneath it, from every service, in time order."""
-    entries = []
+    entries: list[dict[str, Any]] = []
     for path in sorted(directory.glob("*.jsonl*")):
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                entries.append(json.loads(line))
-            except ValueError:
-                continue
+        entries.extend(read_records(path))
     runs = {run_id}
     grew = True
     while grew:  # follow delegations downwards, whatever the order of the files

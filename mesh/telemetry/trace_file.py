@@ -7,7 +7,6 @@ machine with no collector at all.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,8 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
+from mesh.append_only import append_lines, read_records
+
 __all__ = ["SpanRecord", "TraceFileExporter", "read_spans"]
 
 
@@ -23,13 +24,11 @@ class TraceFileExporter(SpanExporter):
     def __init__(self, path: Path) -> None:
         self.path = path
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         lines = [json.dumps(_record(span), default=str) + "\n" for span in spans]
         try:
-            with self._lock, self.path.open("a", encoding="utf-8") as out:
-                out.writelines(lines)
+            append_lines(self.path, lines)
         except OSError:
             return SpanExportResult.FAILURE
         return SpanExportResult.SUCCESS
@@ -75,9 +74,9 @@ def read_spans(directory: Path) -> list[SpanRecord]:
     """Every span recorded under ``directory``, oldest first; unreadable lines are skipped."""
     spans = []
     for path in sorted(directory.glob("*.jsonl")):
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        for record in read_records(path):
             try:
-                spans.append(SpanRecord(**json.loads(line)))
-            except (ValueError, TypeError):
+                spans.append(SpanRecord(**record))
+            except TypeError:
                 continue
     return sorted(spans, key=lambda s: s.start_ns)
