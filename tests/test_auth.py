@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import json
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,10 @@ from mesh._proto import agent_pb2_grpc
 from mesh.config import load_config
 from mesh.errors import ConfigError
 from mesh.launcher import MeshProcesses
+from mesh.sandbox.nsjail import JAIL_ENV
 from mesh.services import TOOLS, load_mesh_config
-from tests.mesh_setup import SEED_TASK
+from tests.mesh_setup import SEED_TASK, cassette_lines
+from tests.support import code
 
 TOKENS = {"manager": "mgr-" + "a" * 32, "ops": "ops-" + "b" * 32, "tester": "tst-" + "c" * 32}
 CONFIG = """
@@ -62,6 +65,15 @@ description = "Arithmetic."
 address = "127.0.0.1:0"
 tools = ["smallest_prime_factor"]
 cassette = "bundled:math_specialist.jsonl"
+"""
+SNOOP_TASK = "Look for the mesh's tokens from inside the jail."
+SNOOPER = """
+[agents.snooper]
+kind = "code"
+description = "Model-written code that goes looking for secrets."
+address = "127.0.0.1:0"
+authorized_imports = ["os"]
+cassette = "snooper.jsonl"
 """
 
 
@@ -104,14 +116,23 @@ def secure_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (directory / "server.key").write_bytes(_key_pem(server_key))
     (directory / "tokens").write_text("".join(f"{c} {t}\n" for c, t in TOKENS.items()))
     (directory / "manager.token").write_text(TOKENS["manager"] + "\n")
-    (directory / "mesh.toml").write_text(CONFIG)
+    (directory / "mesh.toml").write_text(CONFIG + SNOOPER)
+    snoop = code(
+        "import os\n"
+        f"paths = {[str(directory / n) for n in ('tokens', 'manager.token')]!r}\n"
+        "final_answer({'environ': dict(os.environ), 'cwd': os.listdir('.'),\n"
+        "              'visible': [p for p in paths if os.path.exists(p)]})"
+    )
+    (directory / "snooper.jsonl").write_text(cassette_lines(SNOOP_TASK, snoop))
     return directory
 
 
 @pytest.fixture(scope="module")
 def secure_mesh(secure_dir: Path) -> Any:
     config = load_mesh_config(secure_dir / "mesh.toml")
-    with MeshProcesses(config, log_dir=secure_dir / "logs") as mesh:
+    env = {"MESH_TOKEN": TOKENS["manager"], "MESH_AUDIT_DIR": str(secure_dir / "audit"),
+           "MESH_TRACE_DIR": str(secure_dir / "traces")}  # fmt: skip
+    with MeshProcesses(config, env=env, log_dir=secure_dir / "logs") as mesh:
         yield mesh
 
 
@@ -194,9 +215,24 @@ def test_plaintext_and_certificate_less_clients_cannot_connect(
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
+def test_tokens_never_reach_a_jail(secure_mesh: Any, secure_dir: Path) -> None:
+    snooper = agent_pb2_grpc.AgentServiceStub(
+        channel(secure_dir, secure_mesh.addresses["snooper"][0])
+    )  # type: ignore[no-untyped-call]
+    reply = snooper.Run(pb.RunRequest(task=SNOOP_TASK), timeout=60, metadata=bearer("tester"))
+    seen = json.loads(reply.answer_json)
+    assert "cwd" in seen  # the snooping code ran, with os, in the service's jail
+    assert seen["environ"] == JAIL_ENV  # the service has $MESH_TOKEN; the jail only this
+    assert seen["visible"] == []  # nor a view of the token files
+    assert not any(token in reply.answer_json for token in TOKENS.values())
+
+
 def test_tokens_never_reach_the_logs(secure_mesh: Any, secure_dir: Path) -> None:
-    logs = "".join(p.read_text() for p in (secure_dir / "logs").iterdir())
-    assert logs and not any(token in logs for token in TOKENS.values())
+    written = [p for d in ("logs", "audit", "traces") for p in (secure_dir / d).iterdir()]
+    assert {p.parent.name for p in written} == {"logs", "audit", "traces"}
+    text = "".join(p.read_text() for p in written)
+    assert "Look for the mesh's tokens" in text  # the runs above were recorded...
+    assert not any(token in text for token in TOKENS.values())  # ...and no token with them
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 import grpc
@@ -12,6 +13,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from mesh._proto import agent_pb2 as pb
+from mesh._proto import agent_pb2_grpc
 from mesh.errors import ToolArgumentError, ToolExecutionError
 from mesh.launcher import MeshProcesses
 from mesh.tools import MemoTool, PrimeTool, celsius_to_fahrenheit, factorial
@@ -50,8 +52,46 @@ def test_the_memo_never_crashes(tmp_path: Any, args: dict[str, Any]) -> None:
         assert err.message
 
 
+MATH_TASK = "What is the smallest prime factor of 2015? Answer with the number only."
+
+
+class Bystander:
+    """Another caller, on a channel of its own, doing real work (a jailed run, a tool call)
+    back to back for as long as the hostile requests go on. Each failure is kept."""
+
+    def __init__(self, address: str) -> None:
+        self._channel = grpc.insecure_channel(address)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve_me, daemon=True)
+        self.done = 0
+        self.failures: list[str] = []
+
+    def __enter__(self) -> Bystander:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+        self._channel.close()
+
+    def _serve_me(self) -> None:
+        stub = agent_pb2_grpc.AgentServiceStub(self._channel)  # type: ignore[no-untyped-call]
+        while not self._stop.is_set():
+            try:
+                run = stub.Run(pb.RunRequest(task=MATH_TASK), timeout=30)
+                factorial_5 = pb.CallToolRequest(name="factorial", arguments_json='{"n": 5}')
+                tool = stub.CallTool(factorial_5, timeout=30)
+                if (run.answer_json, tool.result_json) != ("5", "120"):
+                    self.failures.append(f"wrong answers: {run.answer_json}, {tool.result_json}")
+            except grpc.RpcError as err:
+                self.failures.append(f"{err.code().name}: {err.details()}")
+            self.done += 1
+
+
 @pytest.fixture(scope="module")
-def math_service(mesh_dir: Any) -> Any:
+def served(mesh_dir: Any) -> Any:
+    """The math specialist, and a bystander calling it all along."""
     from mesh.services import load_mesh_config
 
     config = load_mesh_config(mesh_dir / "mesh.toml")
@@ -59,7 +99,16 @@ def math_service(mesh_dir: Any) -> Any:
         config, only=("math_specialist",), log_dir=mesh_dir / "logs-hostile"
     ) as mesh:
         channel = grpc.insecure_channel(mesh.services[0].address)
-        yield channel
+        with Bystander(mesh.services[0].address) as bystander:
+            yield channel, bystander
+
+
+@pytest.fixture
+def math_service(served: Any) -> Any:
+    """The hostile caller's channel; after each test, the bystander must not have suffered."""
+    channel, bystander = served
+    yield channel
+    assert not bystander.failures, bystander.failures[:5]
 
 
 # Strings that have hurt parsers before: empty, huge, deeply nested JSON, names that exist.
@@ -168,3 +217,8 @@ def test_oversized_and_malformed_messages_are_refused(math_service: Any) -> None
                                   response_deserializer=pb.CallToolResponse.FromString)(
         pb.CallToolRequest(name="factorial", arguments_json='{"n": 4}'), timeout=10)  # fmt: skip
     assert json.loads(ok.result_json) == 24
+
+
+def test_the_bystander_was_served_all_along(served: Any) -> None:
+    _, bystander = served
+    assert bystander.done >= 10 and not bystander.failures  # runs through the jail, meanwhile
