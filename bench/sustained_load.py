@@ -1,20 +1,24 @@
 """Sustained load: many clients running tasks through the full mesh, and what it leaves behind.
 
 Run by hand: ``.venv/bin/python bench/sustained_load.py [SECONDS_PER_LEVEL]``.
-The seed-like mesh (a manager and a math specialist, both code agents in
-jails; replay models answering after a fixed latency) takes 10, 100, then
-500 concurrent clients, each sending runs back to back for a fixed time. A
-client told RESOURCE_EXHAUSTED (the service is at its run limit) waits a
-little and tries again, as a gRPC client should; that is counted, apart
-from errors. Per level: completed runs, errors, p50/p99 latency, and each
-service's RSS, open file descriptors and threads before and after. At the
-end: jails still alive under the services once idle (the warm pool), and on
-the whole machine after the mesh stops (must be none). Asserts nothing.
+The seed mesh, all three services (the manager and the math specialist are
+code agents in jails; the research specialist searches the bundled corpus and
+writes the durable memo), replays its recorded seed run with every model call
+taking a fixed latency, and takes 10, 100, then 500 concurrent clients, each
+sending the seed task back to back for a fixed time. A client told
+RESOURCE_EXHAUSTED (a service at its run limit) waits a little and tries
+again, as a gRPC client should; that is counted apart from errors. A wrong
+answer is an error. Per level: completed runs, errors, p50/p99 latency, and
+each service's RSS, open file descriptors and threads before and after. At
+the end: jails still alive under the services once idle (the warm pools),
+and on the whole machine after the mesh stops (must be none). Everything the
+services write goes to a temporary directory. Asserts nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import subprocess
@@ -24,17 +28,49 @@ import time
 from pathlib import Path
 
 import grpc
-from mesh_services import TASK, percentiles, rss_mb, write_mesh
+from mesh_services import percentiles, rss_mb
 
 from mesh._proto import agent_pb2 as pb
 from mesh._proto import agent_pb2_grpc
 from mesh.launcher import MeshProcesses
-from mesh.services import load_mesh_config
+from mesh.models.replay import Cassette
+from mesh.services import bundled_config_path, load_mesh_config
 
 LEVELS = (10, 100, 500)
 CLIENTS_PER_CHANNEL = 50
 LATENCY_MS = 50
 SETTLE_S = 2.0
+SEED = load_mesh_config(bundled_config_path())
+ANSWER = "gRPC was open-sourced in 2015"
+CONFIG = """
+[mesh]
+entry = "manager"
+replay = "always"
+replay_latency_ms = {latency}
+{agents}
+"""
+
+
+def write_seed_mesh(directory: Path, latency_ms: int) -> Path:
+    """The bundled seed mesh on free ports, replaying its cassettes at ``latency_ms`` a call."""
+    agents = []
+    for agent in SEED.agents.values():
+        lists = {"tools": list(agent.tools), "managed_agents": list(agent.managed_agents)}
+        agents.append(
+            f"""
+[agents.{agent.name}]
+kind = "{agent.kind}"
+description = "{agent.description}"
+address = "127.0.0.1:0"
+cassette = "bundled:{agent.name}.jsonl"
+max_concurrent_runs = 64
+"""
+            + "".join(f"{key} = {json.dumps(value)}\n" for key, value in lists.items() if value)
+        )
+        if agent.kind == "code":
+            agents.append(f"[agents.{agent.name}.sandbox]\npool_size = 8\n")
+    (directory / "mesh.toml").write_text(CONFIG.format(latency=latency_ms, agents="".join(agents)))
+    return directory / "mesh.toml"
 
 
 def fds(pid: int) -> int:
@@ -84,7 +120,7 @@ async def drive(target: str, clients: int, seconds: float) -> tuple[list[float],
             started = time.perf_counter()
             while True:
                 try:
-                    await stub.Run(pb.RunRequest(task=TASK), timeout=120)
+                    reply = await stub.Run(pb.RunRequest(task=SEED.task), timeout=120)
                 except grpc.aio.AioRpcError as err:
                     if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
                         busy += 1
@@ -92,6 +128,10 @@ async def drive(target: str, clients: int, seconds: float) -> tuple[list[float],
                         continue
                     errors += 1
                     print(f"  error: {err.code().name}: {err.details()}", file=sys.stderr)
+                    break
+                if not reply.answer_text.startswith(ANSWER):
+                    errors += 1
+                    print(f"  wrong answer: {reply.answer_text[:200]}", file=sys.stderr)
                     break
                 latencies.append(time.perf_counter() - started)
                 break
@@ -111,9 +151,9 @@ def main() -> None:
     seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 20.0
     load_rows, resource_rows = [], []
     with tempfile.TemporaryDirectory(prefix="mesh-load-") as tmp:
-        config = load_mesh_config(write_mesh(Path(tmp), LATENCY_MS))
-        with MeshProcesses(config, log_dir=Path(tmp) / "logs", only=("manager", "math_specialist")
-                           ) as mesh:  # fmt: skip
+        config = load_mesh_config(write_seed_mesh(Path(tmp), LATENCY_MS))
+        env = {"XDG_DATA_HOME": tmp}  # memo, audit and trace files
+        with MeshProcesses(config, env=env, log_dir=Path(tmp) / "logs") as mesh:
             pids = {s.agent: s.process.pid for s in mesh.services}
             target = mesh.addresses["manager"][0]
             asyncio.run(drive(target, 4, 2.0))  # warm up: pools filled, code paths loaded
@@ -130,27 +170,32 @@ def main() -> None:
                                  f"{p50 * 1e3:>9.0f} | {p99 * 1e3:>9.0f} |")  # fmt: skip
                 for agent in pids:
                     (rss0, fd0, th0), (rss1, fd1, th1) = before[agent], after[agent]
-                    resource_rows.append(f"| {clients:>7} | {agent:<16} | {rss0:>6.1f} -> "
+                    resource_rows.append(f"| {clients:>7} | {agent:<19} | {rss0:>6.1f} -> "
                                          f"{rss1:>6.1f} | {fd0:>4} -> {fd1:>4} | "
                                          f"{th0:>4} -> {th1:>4} |")  # fmt: skip
             idle_jails = {agent: jails_under(pid) for agent, pid in pids.items()}
-            pools = {a: config.agent(a).sandbox.pool_size for a in pids}
+            pools = {a: config.agent(a).sandbox.pool_size for a in pids
+                     if config.agent(a).kind == "code"}  # fmt: skip
         after_stop = jails_on_machine()
 
-    print(f"Sustained load: manager + math specialist (code agents, jails), "
-          f"3 model calls of {LATENCY_MS} ms per run, {seconds:g} s per level")  # fmt: skip
+    calls = sum(len(Cassette.load(a.cassette or "").entries) for a in SEED.agents.values())
+    print(
+        f"Sustained load: the seed mesh (3 services, 2 jails, a web search and a memo write "
+        f"per run), {calls} model calls of {LATENCY_MS} ms per run, {seconds:g} s per level"
+    )
     print("| clients | completed | errors | busy*    | runs/s  | p50 (ms)  | p99 (ms)  |")
     print("|---------|-----------|--------|----------|---------|-----------|-----------|")
     print("\n".join(load_rows))
     print("* RESOURCE_EXHAUSTED answers (service at its run limit), retried by the client")
     print()
     print(f"Resources before each level and {SETTLE_S:g} s after it")
-    print("| clients | service          | RSS MB          | open fds     | threads      |")
-    print("|---------|------------------|-----------------|--------------|--------------|")
+    print("| clients | service             | RSS MB          | open fds     | threads      |")
+    print("|---------|---------------------|-----------------|--------------|--------------|")
     print("\n".join(resource_rows))
     print()
     for agent, count in idle_jails.items():
-        print(f"jails under {agent} once idle: {count} (its warm pool holds {pools[agent]})")
+        pool = f"its warm pool holds {pools[agent]}" if agent in pools else "it runs no code"
+        print(f"jails under {agent} once idle: {count} ({pool})")
     print(f"nsjail processes on the machine after the mesh stopped: {after_stop}")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -92,6 +93,21 @@ def test_malformed_response_is_a_clear_error(server: ReplayServer) -> None:
     server.inject_faults(*["garbage"] * 3)
     with pytest.raises(ModelCallError, match="gpt-4o-mini"):
         model_for(server).generate([ChatMessage("user", "x")])
+
+
+def test_a_model_that_times_out_is_retried_then_given_up_on(server: ReplayServer) -> None:
+    model = model_for(server, timeout_s=0.5)
+    server.inject_faults("hang")  # answers nothing: our own timeout ends the attempt
+    started = time.monotonic()
+    assert model.generate([ChatMessage("user", "x")]).message.content == "let me compute"
+    assert 0.5 <= time.monotonic() - started < 3 and len(server.requests) == 2
+
+    server.inject_faults("hang", "hang", "hang")
+    started = time.monotonic()
+    with pytest.raises(ModelCallError, match="Timeout after 3 attempt") as err:
+        model.generate([ChatMessage("user", "x")])
+    assert err.value.retryable
+    assert time.monotonic() - started < 5  # three timeouts and two short backoffs, no more
 
 
 def test_unreachable_server() -> None:
