@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import threading
 from typing import Any
 
@@ -17,6 +18,7 @@ from mesh._proto import agent_pb2_grpc
 from mesh.errors import ToolArgumentError, ToolExecutionError
 from mesh.launcher import MeshProcesses
 from mesh.tools import MemoTool, PrimeTool, celsius_to_fahrenheit, factorial
+from mesh.tools.schema import InputSpec, validate_arguments
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=50),
@@ -38,6 +40,58 @@ def test_tool_calls_either_run_or_fail_with_a_tool_error(args: dict[str, Any]) -
         except (ToolArgumentError, ToolExecutionError) as err:
             assert err.message  # a message the model can read
         # anything else (TypeError, OverflowError, ...) fails the test
+
+
+TYPES = st.sampled_from(["string", "integer", "number", "boolean", "array", "object", "any"])
+
+
+@st.composite
+def input_specs(draw: st.DrawFn) -> InputSpec:
+    """Any input a tool may declare: every type, nullable, enums, typed items, defaults."""
+    kind = draw(TYPES)
+    enum = draw(st.none() | st.lists(json_values, min_size=1, max_size=4).map(tuple))
+    default = draw(st.fixed_dictionaries({}, optional={"default": json_values}))  # or none
+    items = draw(TYPES) if kind == "array" and draw(st.booleans()) else None
+    name = draw(st.sampled_from(["n", "x", "query", "value", "a_b"]))
+    return InputSpec(name, kind, "d", nullable=draw(st.booleans()), enum=enum, items=items,
+                     **default)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(input_specs(), max_size=4, unique_by=lambda s: s.name), arguments)
+def test_any_schema_either_accepts_a_conforming_call_or_says_why(
+    inputs: list[InputSpec], args: dict[str, Any]
+) -> None:
+    try:
+        result = validate_arguments("tool", inputs, args)
+    except ToolArgumentError as err:
+        assert err.message.startswith("invalid call to tool") or "arguments must be" in err.message
+        return
+    assert set(result) == {spec.name for spec in inputs}  # nothing unknown got through
+    for spec in inputs:
+        value = result[spec.name]
+        if spec.name not in args:
+            assert (not spec.required and value == spec.default) or value is spec.default
+        elif value is not None:
+            assert conforms(spec.type, value), (spec, value)  # it has the declared type
+            if spec.enum is not None:
+                assert value in spec.enum
+            if spec.items:
+                assert all(conforms(spec.items, item) for item in value)
+
+
+def conforms(type_name: str, value: Any) -> bool:
+    """The JSON-schema meaning of a type, written out independently of the validator."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    return {
+        "string": isinstance(value, str),
+        "integer": number and isinstance(value, int),
+        "number": number and math.isfinite(value),
+        "boolean": isinstance(value, bool),
+        "array": isinstance(value, list),
+        "object": isinstance(value, dict),
+        "any": True,
+    }[type_name]
 
 
 @settings(
