@@ -89,4 +89,5 @@ def no_api_keys(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     monkeypatch.setenv("MESH_TRACE_DIR", str(tmp_path / "traces"))
     monkeypatch.setenv("MESH_AUDIT_DIR", str(tmp_path / "audit"))
     monkeypatch.setenv("MESH_TOOL_LOG_DIR", str(tmp_path / "tool-changes"))
+    monkeypatch.setenv("MESH_RUNS_DIR", str(tmp_path / "runs"))
     warnings.filterwarnings("ignore", message="UnsafeLocalExecutor", category=RuntimeWarning)

@@ -254,7 +254,7 @@ def test_the_manager_killed_mid_run_frees_the_specialist_and_restarts_clean(
             manager_pid = manager.services[0].process.pid
             below_manager = descendants(manager_pid)
             call = stub(manager.addresses["manager"][0]).RunStream(
-                pb.RunStreamRequest(task=SLOW_TASK), timeout=60
+                pb.RunStreamRequest(task=SLOW_TASK, run_id="killed-mid-run"), timeout=60
             )
             delegated = next(e for r in call for e in r.events
                              if e.depth == 1 and e.HasField("code_action"))  # fmt: skip
@@ -274,12 +274,23 @@ def test_the_manager_killed_mid_run_frees_the_specialist_and_restarts_clean(
 
         restarted = MeshProcesses(config, only=("manager",), env=env).start()
         try:
-            reply = stub(restarted.addresses["manager"][0]).Run(
-                pb.RunRequest(task=DOWN_TASK), timeout=30
-            )
-            assert "unavailable" in reply.answer_text
+            again = stub(restarted.addresses["manager"][0])
+            # The caller retries the killed run by its id: refused, since it may have had effects.
+            with pytest.raises(grpc.RpcError) as err:
+                list(again.RunStream(pb.RunStreamRequest(task=SLOW_TASK, run_id="killed-mid-run"),
+                                     timeout=30))  # fmt: skip
+            assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
+            assert "has not finished" in (err.value.details() or "")
+            replies = [again.Run(pb.RunRequest(task=DOWN_TASK, run_id="answered"), timeout=30)
+                       for _ in range(2)]  # fmt: skip
+            assert "unavailable" in replies[0].answer_text
+            assert replies[1] == replies[0]  # the retry got the recorded answer...
         finally:
             restarted.stop()
+        entries = _audit_entries()
+        started = [(e["agent"], e["run_id"]) for e in entries if e["event"] == "RunStarted"]
+        assert started.count(("manager", "answered")) == 1  # ...and was not run again
+        assert started.count(("manager", "killed-mid-run")) == 1
         runs = [e for e in _audit_entries() if e["event"] == "RunStarted" and
                 e["agent"] == "slow_specialist"]  # fmt: skip
         assert len(runs) == 1  # nobody re-ran the killed manager's delegated work

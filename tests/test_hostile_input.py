@@ -198,6 +198,7 @@ def messages(descriptor: Any) -> Any:
 SERVICE = pb.DESCRIPTOR.services_by_name["AgentService"]
 CALLS = st.one_of(*[st.tuples(st.just(m), messages(m.input_type)) for m in SERVICE.methods])
 CLEAR = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
+         grpc.StatusCode.ALREADY_EXISTS,
          grpc.StatusCode.ABORTED, grpc.StatusCode.RESOURCE_EXHAUSTED,
          grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.PERMISSION_DENIED}  # fmt: skip
 

@@ -26,6 +26,7 @@ from mesh.errors import AgentUnavailableError, ConfigError, MeshError, NotFoundE
 from mesh.launcher import READY_PREFIX, MeshProcesses
 from mesh.rpc.convert import event_from_proto
 from mesh.rpc.remote import RemoteAgent, channel_target
+from mesh.rpc.run_ledger import RunLedger, default_run_ledger_path
 from mesh.rpc.security import open_channel
 from mesh.rpc.server import serve as serve_agent
 from mesh.rpc.status import error_from_rpc
@@ -59,10 +60,11 @@ def serve(args: argparse.Namespace) -> int:
         tool_admin = ToolAdmin(agent, tool_log, config.security)
         if replayed := tool_admin.restore():
             say(f"{args.agent}: {replayed} tool change(s) replayed from {tool_log.path}")
+        ledger = RunLedger(default_run_ledger_path(args.agent))
         asyncio.run(serve_agent(agent, address,
                                 max_concurrent_runs=agent_config.max_concurrent_runs,
                                 on_ready=ready, audit=audit_log, security=config.security,
-                                tool_admin=tool_admin))  # fmt: skip
+                                tool_admin=tool_admin, ledger=ledger))  # fmt: skip
     finally:
         provider.shutdown()  # flush spans; bounded by the exporters' short timeouts
     return 0

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from mesh.agents.context import RunContext
-from mesh.errors import BusyError, InvalidRequestError, NotFoundError
+from mesh.errors import AlreadyExistsError, BusyError, NotFoundError
 
 __all__ = ["ActiveRuns"]
 
@@ -23,7 +23,7 @@ class ActiveRuns:
         """Hold a slot for ``ctx`` while the run lasts; refuse beyond the limit."""
         with self._lock:
             if ctx.run_id in self._runs:
-                raise InvalidRequestError(f"run id {ctx.run_id!r} is already running")
+                raise AlreadyExistsError(f"run id {ctx.run_id!r} is already running")
             if len(self._runs) >= self.limit:
                 raise BusyError(
                     f"{ctx.agent} is running {self.limit} tasks, its limit; retry later"

@@ -20,6 +20,7 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 from mesh._proto import agent_pb2
 from mesh.agents.base import MultiStepAgent
 from mesh.rpc.handlers import add_agent_service
+from mesh.rpc.run_ledger import RunLedger
 from mesh.rpc.security import MESSAGE_SIZE_OPTIONS, MeshSecurity, TokenAuthInterceptor
 from mesh.rpc.servicer import AgentServicer
 from mesh.rpc.tool_admin import ToolAdmin
@@ -41,6 +42,7 @@ async def serve(
     audit: AuditLog | None = None,
     security: MeshSecurity | None = None,
     tool_admin: ToolAdmin | None = None,
+    ledger: RunLedger | None = None,
 ) -> None:
     """Serve ``agent`` at ``address`` ("host:port"; port 0 picks a free one) until signalled."""
     # Server spans and W3C context, for the agent service only (not health or reflection).
@@ -53,7 +55,7 @@ async def serve(
         *MESSAGE_SIZE_OPTIONS,
         ("grpc.so_reuseport", 0),
     ])  # fmt: skip
-    servicer = AgentServicer(agent, max_concurrent_runs, audit, tool_admin, security)
+    servicer = AgentServicer(agent, max_concurrent_runs, audit, tool_admin, security, ledger)
     add_agent_service(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

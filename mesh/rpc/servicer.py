@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import grpc
@@ -24,7 +25,13 @@ from mesh._proto import agent_pb2_grpc
 from mesh.agents.base import MultiStepAgent, RunResult
 from mesh.agents.context import RunContext
 from mesh.agents.events import AgentEvent
-from mesh.errors import InvalidRequestError, NotFoundError, PermissionDeniedError
+from mesh.errors import (
+    AlreadyExistsError,
+    InvalidRequestError,
+    MeshError,
+    NotFoundError,
+    PermissionDeniedError,
+)
 from mesh.rpc.convert import (
     agent_usage_to_proto,
     answer_text,
@@ -37,6 +44,7 @@ from mesh.rpc.convert import (
     tool_spec_to_proto,
     usage_to_proto,
 )
+from mesh.rpc.run_ledger import RunLedger, task_sha256
 from mesh.rpc.runs import ActiveRuns
 from mesh.rpc.security import MeshSecurity
 from mesh.rpc.status import translate_errors
@@ -60,11 +68,13 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         audit: AuditLog | None = None,
         tool_admin: ToolAdmin | None = None,
         security: MeshSecurity | None = None,
+        ledger: RunLedger | None = None,
     ) -> None:
         self.agent = agent
         self.audit = audit
         self.tool_admin = tool_admin
         self.security = security
+        self.ledger = ledger
         self.runs = ActiveRuns(max_concurrent_runs)
         self._threads = ThreadPoolExecutor(
             max_workers=max_concurrent_runs + 4, thread_name_prefix=f"{agent.name}-run"
@@ -79,19 +89,15 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         ctx = self._context(request, context)
         self._observe(ctx, None)
         with self.runs.register(ctx):
-            result: RunResult = await self._in_thread(ctx, lambda: self.agent.run(
-                request.task, max_steps=request.max_steps or None, return_full_result=True,
-                context=ctx))  # fmt: skip
-        return pb.RunResponse(
-            run_id=result.run_id,
-            answer_json=to_json(result.output),
-            answer_text=answer_text(result.output),
-            state=pb.RUN_STATE_SUCCESS if result.state == "success" else pb.RUN_STATE_MAX_STEPS,
-            steps=len(result.steps),
-            usage=usage_to_proto(result.usage),
-            duration_seconds=result.duration_s,
-            usage_by_agent={n: agent_usage_to_proto(u) for n, u in result.usage_by_agent.items()},
-        )
+            if (recorded := self._claim(request, unary=True)) is not None:
+                return pb.RunResponse.FromString(recorded)  # a retry: it is not run again
+            with self._recording(request.run_id) as record:
+                result: RunResult = await self._in_thread(ctx, lambda: self.agent.run(
+                    request.task, max_steps=request.max_steps or None, return_full_result=True,
+                    context=ctx))  # fmt: skip
+                response = run_response(result)
+                record(response.SerializeToString())
+        return response
 
     @translate_errors
     async def RunStream(
@@ -99,8 +105,10 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     ) -> AsyncIterator[pb.RunStreamResponse]:
         ctx = self._context(request, context)
         with self.runs.register(ctx):
-            async for batch in self._stream(ctx, request.task, request.max_steps or None):
-                yield pb.RunStreamResponse(events=[event_to_proto(event) for event in batch])
+            self._claim(request, unary=False)
+            with self._recording(request.run_id):
+                async for batch in self._stream(ctx, request.task, request.max_steps or None):
+                    yield pb.RunStreamResponse(events=[event_to_proto(event) for event in batch])
 
     @translate_errors
     async def Cancel(self, request: pb.CancelRequest, context: Context) -> pb.CancelResponse:
@@ -162,6 +170,32 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         """Cancel every run still going (their jails die with them)."""
         self.runs.cancel_all()
         self._threads.shutdown(wait=False, cancel_futures=True)
+
+    def _claim(self, request: pb.RunRequest | pb.RunStreamRequest, *, unary: bool) -> bytes | None:
+        """Claim a caller's run id (see ``run_ledger``); a finished unary run's response."""
+        if not request.run_id or self.ledger is None:
+            return None
+        prior = self.ledger.claim(request.run_id, request.task)
+        if prior is None:
+            return None
+        if unary and prior.response is not None and prior.task_sha256 == task_sha256(request.task):
+            return prior.response
+        raise AlreadyExistsError(
+            f"{prior.describe(request.task)}; it is not run again: use a new run id"
+        )
+
+    @contextmanager
+    def _recording(self, run_id: str) -> Iterator[Callable[[bytes], None]]:
+        """Record how a claimed run ended: the response given to ``record``, or the error."""
+        response: list[bytes] = []
+        try:
+            yield response.append
+        except BaseException as err:
+            if run_id and self.ledger is not None:
+                self.ledger.finish(run_id, error=describe_error(err))
+            raise
+        if run_id and self.ledger is not None:
+            self.ledger.finish(run_id, response=response[0] if response else None)
 
     def _admin(self, context: Context) -> tuple[ToolAdmin, str]:
         """The tool admin, and the authenticated caller (the interceptor checked its rights)."""
@@ -262,3 +296,25 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                     yield batch
         finally:
             ctx.cancel()
+
+
+def run_response(result: RunResult) -> pb.RunResponse:
+    return pb.RunResponse(
+        run_id=result.run_id,
+        answer_json=to_json(result.output),
+        answer_text=answer_text(result.output),
+        state=pb.RUN_STATE_SUCCESS if result.state == "success" else pb.RUN_STATE_MAX_STEPS,
+        steps=len(result.steps),
+        usage=usage_to_proto(result.usage),
+        duration_seconds=result.duration_s,
+        usage_by_agent={n: agent_usage_to_proto(u) for n, u in result.usage_by_agent.items()},
+    )
+
+
+def describe_error(err: BaseException) -> str:
+    """How a run ended, for its ledger entry: the error's code and message."""
+    if isinstance(err, MeshError):
+        return f"{err.code}: {err.message}"
+    if isinstance(err, asyncio.CancelledError | GeneratorExit):
+        return "cancelled: the caller went away"
+    return type(err).__name__
