@@ -9,6 +9,8 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+import subprocess
+import time
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -61,6 +63,33 @@ def no_network() -> Iterator[None]:
     socket.socket.connect = _real_connect  # type: ignore[method-assign]
     socket.socket.connect_ex = _real_connect_ex  # type: ignore[method-assign]
     socket.getaddrinfo = _real_getaddrinfo
+
+
+def _mesh_processes() -> set[tuple[int, str]]:
+    """Live mesh services and jails on the machine, (pid, command line), but for the warm
+    pools of this process's own in-process agents (closed when it exits)."""
+    out = subprocess.run(["ps", "-ww", "-e", "-o", "pid=,ppid=,stat=,args="], capture_output=True,
+                         text=True, check=True).stdout  # fmt: skip
+    found = set()
+    for line in out.splitlines():
+        pid, ppid, stat, args = line.split(None, 3)
+        jail = "nsjail" in args.split()[0]
+        if stat.startswith("Z") or (jail and int(ppid) == os.getpid()):
+            continue
+        if jail or " mesh serve " in args:
+            found.add((int(pid), args[:200]))
+    return found
+
+
+@pytest.fixture(autouse=True, scope="session")
+def nothing_left_running() -> Iterator[None]:
+    """After the whole suite, every service and jail a test started has gone."""
+    before = _mesh_processes()
+    yield
+    deadline = time.monotonic() + 15
+    while (left := _mesh_processes() - before) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not left, f"left running after the tests: {sorted(left)}"
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -5,6 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
+from mesh.errors import AlreadyExistsError, RunCancelledError
 from mesh.rpc.run_ledger import RunLedger
 
 
@@ -36,3 +39,21 @@ def test_old_entries_are_dropped_when_a_service_starts(tmp_path: Path) -> None:
     time.sleep(0.05)
     assert RunLedger(path, retention_s=0.01).claim("old", "task") is None  # forgotten: new again
     assert RunLedger(path).claim("old", "task") is not None
+
+
+def test_start_answers_a_unary_retry_and_refuses_every_other_reuse(tmp_path: Path) -> None:
+    ledger = RunLedger(tmp_path / "agent.sqlite3")
+    assert ledger.start("u", "task", unary=True) is None
+    with ledger.recording("u") as record:
+        record(b"response")
+    assert ledger.start("u", "task", unary=True) == b"response"  # the retry's answer
+    with pytest.raises(AlreadyExistsError, match="for another task"):
+        ledger.start("u", "another task", unary=True)
+    with pytest.raises(AlreadyExistsError, match="Run with this id returns"):
+        ledger.start("u", "task", unary=False)  # a stream cannot replay what was not recorded
+
+    assert ledger.start("s", "task", unary=False) is None
+    with pytest.raises(RunCancelledError), ledger.recording("s"):
+        raise RunCancelledError("the caller cancelled")
+    with pytest.raises(AlreadyExistsError, match="failed: run_cancelled: the caller cancelled"):
+        ledger.start("s", "task", unary=True)

@@ -16,14 +16,17 @@ Entries older than ``retention_s`` are dropped when a service starts.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import sqlite3
 import threading
 import time
-from contextlib import closing
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from mesh.errors import AlreadyExistsError, MeshError
 from mesh.paths import data_path
 
 __all__ = ["LedgerEntry", "RunLedger", "default_run_ledger_path", "task_sha256"]
@@ -55,6 +58,9 @@ class LedgerEntry:
                     "running, or its service stopped mid-run")  # fmt: skip
         if self.error is not None:
             return f"run {self.run_id!r} started at {began} and failed: {self.error}"
+        if self.response is not None:
+            return (f"run {self.run_id!r} started at {began} and finished: Run with this id "
+                    "returns its recorded response")  # fmt: skip
         return f"run {self.run_id!r} started at {began} and finished (its events were streamed)"
 
 
@@ -95,6 +101,31 @@ class RunLedger:
             ).fetchone()
         return LedgerEntry(*row)
 
+    def start(self, run_id: str, task: str, *, unary: bool) -> bytes | None:
+        """Claim ``run_id`` for a run of ``task`` about to start.
+
+        Returns the recorded response when this is a unary retry of a finished
+        run of the same task (answer it with that); None when the run is new
+        (run it). Any other reuse raises AlreadyExistsError.
+        """
+        prior = self.claim(run_id, task)
+        if prior is None:
+            return None
+        if unary and prior.response is not None and prior.task_sha256 == task_sha256(task):
+            return prior.response
+        raise AlreadyExistsError(f"{prior.describe(task)}; it is not run again: use a new run id")
+
+    @contextmanager
+    def recording(self, run_id: str) -> Iterator[Callable[[bytes], None]]:
+        """Around a started run: keeps the response given to the callback, or the error."""
+        response: list[bytes] = []
+        try:
+            yield response.append
+        except BaseException as err:
+            self.finish(run_id, error=describe_error(err))
+            raise
+        self.finish(run_id, response=response[0] if response else None)
+
     def finish(self, run_id: str, *, error: str | None = None, response: bytes | None = None
                ) -> None:  # fmt: skip
         with self._lock, self._db:
@@ -106,3 +137,12 @@ class RunLedger:
     def close(self) -> None:
         with self._lock, closing(self._db):
             pass
+
+
+def describe_error(err: BaseException) -> str:
+    """How a run ended, for its entry: the error's code and message."""
+    if isinstance(err, MeshError):
+        return f"{err.code}: {err.message}"
+    if isinstance(err, asyncio.CancelledError | GeneratorExit):
+        return "cancelled: the caller went away"
+    return type(err).__name__

@@ -25,13 +25,7 @@ from mesh._proto import agent_pb2_grpc
 from mesh.agents.base import MultiStepAgent, RunResult
 from mesh.agents.context import RunContext
 from mesh.agents.events import AgentEvent
-from mesh.errors import (
-    AlreadyExistsError,
-    InvalidRequestError,
-    MeshError,
-    NotFoundError,
-    PermissionDeniedError,
-)
+from mesh.errors import InvalidRequestError, NotFoundError, PermissionDeniedError
 from mesh.rpc.convert import (
     agent_usage_to_proto,
     answer_text,
@@ -44,7 +38,7 @@ from mesh.rpc.convert import (
     tool_spec_to_proto,
     usage_to_proto,
 )
-from mesh.rpc.run_ledger import RunLedger, task_sha256
+from mesh.rpc.run_ledger import RunLedger
 from mesh.rpc.runs import ActiveRuns
 from mesh.rpc.security import MeshSecurity
 from mesh.rpc.status import translate_errors
@@ -175,27 +169,15 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         """Claim a caller's run id (see ``run_ledger``); a finished unary run's response."""
         if not request.run_id or self.ledger is None:
             return None
-        prior = self.ledger.claim(request.run_id, request.task)
-        if prior is None:
-            return None
-        if unary and prior.response is not None and prior.task_sha256 == task_sha256(request.task):
-            return prior.response
-        raise AlreadyExistsError(
-            f"{prior.describe(request.task)}; it is not run again: use a new run id"
-        )
+        return self.ledger.start(request.run_id, request.task, unary=unary)
 
     @contextmanager
     def _recording(self, run_id: str) -> Iterator[Callable[[bytes], None]]:
-        """Record how a claimed run ended: the response given to ``record``, or the error."""
-        response: list[bytes] = []
-        try:
-            yield response.append
-        except BaseException as err:
-            if run_id and self.ledger is not None:
-                self.ledger.finish(run_id, error=describe_error(err))
-            raise
-        if run_id and self.ledger is not None:
-            self.ledger.finish(run_id, response=response[0] if response else None)
+        if not run_id or self.ledger is None:
+            yield lambda response: None
+            return
+        with self.ledger.recording(run_id) as record:
+            yield record
 
     def _admin(self, context: Context) -> tuple[ToolAdmin, str]:
         """The tool admin, and the authenticated caller (the interceptor checked its rights)."""
@@ -309,12 +291,3 @@ def run_response(result: RunResult) -> pb.RunResponse:
         duration_seconds=result.duration_s,
         usage_by_agent={n: agent_usage_to_proto(u) for n, u in result.usage_by_agent.items()},
     )
-
-
-def describe_error(err: BaseException) -> str:
-    """How a run ended, for its ledger entry: the error's code and message."""
-    if isinstance(err, MeshError):
-        return f"{err.code}: {err.message}"
-    if isinstance(err, asyncio.CancelledError | GeneratorExit):
-        return "cancelled: the caller went away"
-    return type(err).__name__
