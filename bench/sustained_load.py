@@ -5,7 +5,8 @@ The seed mesh, all three services (the manager and the math specialist are
 code agents in jails; the research specialist searches the bundled corpus and
 writes the durable memo), replays its recorded seed run with every model call
 taking a fixed latency, and takes 10, 100, then 500 concurrent clients, each
-sending the seed task back to back for a fixed time. A client told
+sending the seed task back to back for a fixed time, then 100 again, so that
+memory at the same load can be compared before and after the peak. A client told
 RESOURCE_EXHAUSTED (a service at its run limit) waits a little and tries
 again, as a gRPC client should; that is counted apart from errors. A wrong
 answer is an error. Per level: completed runs, errors, p50/p99 latency, and
@@ -36,7 +37,7 @@ from mesh.launcher import MeshProcesses
 from mesh.models.replay import Cassette
 from mesh.services import bundled_config_path, load_mesh_config
 
-LEVELS = (10, 100, 500)
+LEVELS = (10, 100, 500, 100)  # back to 100: does memory keep growing at the same load?
 CLIENTS_PER_CHANNEL = 50
 LATENCY_MS = 50
 SETTLE_S = 2.0
@@ -194,8 +195,11 @@ def main() -> None:
     print("\n".join(resource_rows))
     print()
     for agent, count in idle_jails.items():
-        pool = f"its warm pool holds {pools[agent]}" if agent in pools else "it runs no code"
-        print(f"jails under {agent} once idle: {count} ({pool})")
+        if agent in pools:
+            print(f"jails under {agent} once idle: {count}, its warm pool of unused jails "
+                  f"holds {pools[agent]}: {count - pools[agent]} beyond it")  # fmt: skip
+        else:
+            print(f"jails under {agent} once idle: {count} (it runs no code)")
     print(f"nsjail processes on the machine after the mesh stopped: {after_stop}")
 
 
