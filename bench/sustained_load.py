@@ -1,6 +1,8 @@
 """Sustained load: many clients running tasks through the full mesh, and what it leaves behind.
 
-Run by hand: ``.venv/bin/python bench/sustained_load.py [SECONDS_PER_LEVEL]``.
+Run by hand: ``.venv/bin/python bench/sustained_load.py [SECONDS_PER_LEVEL] [--secure]``;
+``--secure`` runs every call, the clients' and the services', over mutual TLS
+with bearer tokens (a throwaway CA, as ``mesh certs`` makes).
 The seed mesh, all three services (the manager and the math specialist are
 code agents in jails; the research specialist searches the bundled corpus and
 writes the durable memo), replays its recorded seed run with every model call
@@ -18,6 +20,7 @@ services write goes to a temporary directory. Asserts nothing.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import logging
@@ -35,6 +38,7 @@ from mesh._proto import agent_pb2 as pb
 from mesh._proto import agent_pb2_grpc
 from mesh.launcher import MeshProcesses
 from mesh.models.replay import Cassette
+from mesh.rpc.dev_credentials import DevCredentials, new_token, write_dev_credentials
 from mesh.services import bundled_config_path, load_mesh_config
 
 LEVELS = (10, 100, 500, 100)  # back to 100: does memory keep growing at the same load?
@@ -52,8 +56,9 @@ replay_latency_ms = {latency}
 """
 
 
-def write_seed_mesh(directory: Path, latency_ms: int) -> Path:
-    """The bundled seed mesh on free ports, replaying its cassettes at ``latency_ms`` a call."""
+def write_seed_mesh(directory: Path, latency_ms: int, auth: str = "") -> Path:
+    """The bundled seed mesh on free ports, replaying its cassettes at ``latency_ms`` a call,
+    with ``auth`` (an ``[auth]`` table) if given."""
     agents = []
     for agent in SEED.agents.values():
         lists = {"tools": list(agent.tools), "managed_agents": list(agent.managed_agents)}
@@ -70,7 +75,8 @@ max_concurrent_runs = 64
         )
         if agent.kind == "code":
             agents.append(f"[agents.{agent.name}.sandbox]\npool_size = 8\n")
-    (directory / "mesh.toml").write_text(CONFIG.format(latency=latency_ms, agents="".join(agents)))
+    text = CONFIG.format(latency=latency_ms, agents="".join(agents))
+    (directory / "mesh.toml").write_text(text + auth)
     return directory / "mesh.toml"
 
 
@@ -105,10 +111,27 @@ def jails_on_machine() -> int:
     return int(out.stdout.strip() or 0)
 
 
-async def drive(target: str, clients: int, seconds: float) -> tuple[list[float], int, int]:
+class Caller:
+    """How the clients reach the manager: plaintext, or mutual TLS with a bearer token."""
+
+    def __init__(self, target: str, credentials: DevCredentials | None = None) -> None:
+        self.target = target
+        self.credentials = credentials
+        token = credentials.tokens["client"] if credentials else None
+        self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
+
+    def channel(self) -> grpc.aio.Channel:
+        if self.credentials is None:
+            return grpc.aio.insecure_channel(self.target)
+        tls = grpc.ssl_channel_credentials(self.credentials.ca.read_bytes(),
+                                           self.credentials.key.read_bytes(),
+                                           self.credentials.cert.read_bytes())  # fmt: skip
+        return grpc.aio.secure_channel(self.target, tls)
+
+
+async def drive(caller: Caller, clients: int, seconds: float) -> tuple[list[float], int, int]:
     """Latencies of completed runs, errors, and busy answers that were retried."""
-    channels = [grpc.aio.insecure_channel(target)
-                for _ in range(max(1, clients // CLIENTS_PER_CHANNEL))]  # fmt: skip
+    channels = [caller.channel() for _ in range(max(1, clients // CLIENTS_PER_CHANNEL))]
     stubs = [agent_pb2_grpc.AgentServiceStub(c) for c in channels]  # type: ignore[no-untyped-call]
     latencies: list[float] = []
     errors = busy = 0
@@ -121,7 +144,8 @@ async def drive(target: str, clients: int, seconds: float) -> tuple[list[float],
             started = time.perf_counter()
             while True:
                 try:
-                    reply = await stub.Run(pb.RunRequest(task=SEED.task), timeout=120)
+                    reply = await stub.Run(pb.RunRequest(task=SEED.task), timeout=120,
+                                           metadata=caller.metadata)  # fmt: skip
                 except grpc.aio.AioRpcError as err:
                     if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
                         busy += 1
@@ -149,19 +173,29 @@ def snapshot(pids: dict[str, int]) -> dict[str, tuple[float, int, int]]:
 
 def main() -> None:
     logging.disable(logging.WARNING)
-    seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 20.0
+    options = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    options.add_argument("seconds", type=float, nargs="?", default=20.0, help="per level")
+    options.add_argument("--secure", action="store_true", help="mutual TLS and tokens")
+    args = options.parse_args()
+    seconds = args.seconds
     load_rows, resource_rows = [], []
     with tempfile.TemporaryDirectory(prefix="mesh-load-") as tmp:
-        config = load_mesh_config(write_seed_mesh(Path(tmp), LATENCY_MS))
+        credentials = None
+        if args.secure:
+            credentials = write_dev_credentials(
+                Path(tmp) / "credentials", tokens={"mesh": new_token(), "client": new_token()}
+            )
+        auth = credentials.auth_table("mesh") if credentials else ""
+        config = load_mesh_config(write_seed_mesh(Path(tmp), LATENCY_MS, auth))
         env = {"XDG_DATA_HOME": tmp}  # memo, audit and trace files
         with MeshProcesses(config, env=env, log_dir=Path(tmp) / "logs") as mesh:
             pids = {s.agent: s.process.pid for s in mesh.services}
-            target = mesh.addresses["manager"][0]
-            asyncio.run(drive(target, 4, 2.0))  # warm up: pools filled, code paths loaded
+            caller = Caller(mesh.addresses["manager"][0], credentials)
+            asyncio.run(drive(caller, 4, 2.0))  # warm up: pools filled, code paths loaded
             for clients in LEVELS:
                 before = snapshot(pids)
                 began = time.monotonic()
-                latencies, errors, busy = asyncio.run(drive(target, clients, seconds))
+                latencies, errors, busy = asyncio.run(drive(caller, clients, seconds))
                 elapsed = time.monotonic() - began
                 time.sleep(SETTLE_S)  # finished runs' jails are reaped in the background
                 after = snapshot(pids)

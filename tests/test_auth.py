@@ -3,18 +3,12 @@
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mesh._proto import agent_pb2 as pb
@@ -22,6 +16,7 @@ from mesh._proto import agent_pb2_grpc
 from mesh.config import load_config
 from mesh.errors import ConfigError
 from mesh.launcher import MeshProcesses
+from mesh.rpc.dev_credentials import write_dev_credentials
 from mesh.sandbox.nsjail import JAIL_ENV
 from mesh.services import TOOLS, load_mesh_config
 from tests.mesh_setup import SEED_TASK, cassette_lines
@@ -34,8 +29,8 @@ replay = "always"
 entry = "manager"
 
 [auth]
-tls_cert = "server.pem"
-tls_key = "server.key"
+tls_cert = "mesh.pem"
+tls_key = "mesh.key"
 tls_ca = "ca.pem"
 require_client_cert = true
 tokens_file = "tokens"
@@ -77,45 +72,10 @@ cassette = "snooper.jsonl"
 """
 
 
-def _certificate(subject: str, key: Any, issuer: x509.Name, signer: Any, *, ca: bool) -> bytes:
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-        .issuer_name(issuer)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if not ca:
-        builder = builder.add_extension(x509.SubjectAlternativeName([
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]),
-            critical=False)  # fmt: skip
-    return builder.sign(signer, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
-
-
-def _key_pem(key: Any) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())  # fmt: skip
-
-
 @pytest.fixture(scope="module")
 def secure_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("secure")
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "mesh test CA")])
-    (directory / "ca.pem").write_bytes(
-        _certificate("mesh test CA", ca_key, ca_name, ca_key, ca=True)
-    )
-    server_key = ec.generate_private_key(ec.SECP256R1())
-    (directory / "server.pem").write_bytes(
-        _certificate("mesh", server_key, ca_name, ca_key, ca=False)
-    )
-    (directory / "server.key").write_bytes(_key_pem(server_key))
-    (directory / "tokens").write_text("".join(f"{c} {t}\n" for c, t in TOKENS.items()))
-    (directory / "manager.token").write_text(TOKENS["manager"] + "\n")
+    write_dev_credentials(directory, tokens=TOKENS)
     (directory / "mesh.toml").write_text(CONFIG + SNOOPER)
     snoop = code(
         "import os\n"
@@ -139,8 +99,8 @@ def secure_mesh(secure_dir: Path) -> Any:
 def channel(secure_dir: Path, address: str, *, client_cert: bool = True) -> grpc.Channel:
     credentials = grpc.ssl_channel_credentials(
         root_certificates=(secure_dir / "ca.pem").read_bytes(),
-        private_key=(secure_dir / "server.key").read_bytes() if client_cert else None,
-        certificate_chain=(secure_dir / "server.pem").read_bytes() if client_cert else None,
+        private_key=(secure_dir / "mesh.key").read_bytes() if client_cert else None,
+        certificate_chain=(secure_dir / "mesh.pem").read_bytes() if client_cert else None,
     )
     return grpc.secure_channel(address, credentials)
 
@@ -238,7 +198,7 @@ def test_tokens_never_reach_the_logs(secure_mesh: Any, secure_dir: Path) -> None
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (("tls_key = \"server.key\"\n", ""), "tls_cert and tls_key go together"),
+        (("tls_key = \"mesh.key\"\n", ""), "tls_cert and tls_key go together"),
         (("ops = [\"Describe\"]", "ops = [\"Describe\"]\nghost = [\"*\"]"), "callers without a token: ['ghost']"),
         (("tls_ca = \"ca.pem\"", "tls_ca = \"missing.pem\""), "auth.tls_ca: "),
         (("require_client_cert = true", "password = \"hunter2\""), "auth.password: unknown field"),
@@ -247,7 +207,7 @@ def test_tokens_never_reach_the_logs(secure_mesh: Any, secure_dir: Path) -> None
 def test_auth_config_errors_are_named(
     secure_dir: Path, tmp_path: Path, change: tuple[str, str], message: str
 ) -> None:
-    for name in ("ca.pem", "server.pem", "server.key", "tokens", "manager.token"):
+    for name in ("ca.pem", "mesh.pem", "mesh.key", "tokens", "manager.token"):
         (tmp_path / name).write_bytes((secure_dir / name).read_bytes())
     (tmp_path / "mesh.toml").write_text(CONFIG.replace(*change))
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):

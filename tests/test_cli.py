@@ -9,8 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from mesh import Cassette, ReplayServer
+from mesh.config import load_config
+from mesh.services import TOOLS
 from tests.support import calls, code
 
 MESH = str(Path(sys.executable).parent / "mesh")
@@ -135,3 +138,24 @@ def test_bad_cassette_is_a_clear_error(tmp_path: Path, content: str, message: st
     done = mesh("run", "--local", "--replay", str(tmp_path / "bad.jsonl"), tmp_path=tmp_path)
     assert done.returncode == 1 and message in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_certs_writes_what_an_auth_table_needs_and_prints_the_table(tmp_path: Path) -> None:
+    done = mesh("certs", str(tmp_path / "creds"), "--caller", "mesh", "--caller", "ops",
+                "--host", "10.0.0.7", "--host", "math.mesh.svc", tmp_path=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    creds = tmp_path / "creds"
+    for secret in ("mesh.key", "tokens", "mesh.token", "ops.token"):
+        assert (creds / secret).stat().st_mode & 0o077 == 0  # the owner's only
+    assert not list(creds.glob("ca*.key"))  # the CA signs nothing more
+    agent = '[agents.a]\nkind = "code"\ndescription = "x"\naddress = "127.0.0.1:1"\n'
+    (tmp_path / "mesh.toml").write_text(done.stdout + agent)  # what it printed, as it is
+    security = load_config(tmp_path / "mesh.toml", frozenset(TOOLS)).security
+    assert security is not None and security.tls and security.require_client_cert
+    assert set(security.tokens) == {"mesh", "ops"}
+    assert security.client_token == (creds / "mesh.token").read_text().strip()
+    assert security.may_call("ops", "Run") and not security.may_call("ops", "AddTool")
+    names = x509.load_pem_x509_certificate((creds / "mesh.pem").read_bytes()).extensions
+    sans = names.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(v) for v in sans.get_values_for_type(x509.IPAddress)] == ["10.0.0.7"]
+    assert sans.get_values_for_type(x509.DNSName) == ["math.mesh.svc"]

@@ -8,6 +8,7 @@ mesh trace [ID]           recent traces, or one drawn as a tree
 mesh audit RUN_ID         one run's audit log across every service
 mesh tools add|remove     change an agent's tools at run time (admin)
 mesh tools history        every change made to the agents' tools
+mesh certs DIR            a throwaway CA, certificate and tokens, to try TLS locally
 mesh serve AGENT          serve one agent (what `mesh up` starts)
 mesh run --local [TASK]   one agent in this process, no mesh
 """
@@ -88,6 +89,20 @@ def _parser() -> argparse.ArgumentParser:
 
     tools = commands.add_parser("tools", help="change an agent's tools; their history")
     add_tool_commands(tools)
+
+    certs = commands.add_parser("certs", help="write a throwaway CA, certificate and tokens")
+    certs.add_argument("directory", type=Path, help="where to write them")
+    certs.add_argument("--host", action="append", dest="hosts", metavar="HOST",
+                       help="a name or IP the services are reached at (repeatable; default "
+                       "127.0.0.1 and localhost)")  # fmt: skip
+    certs.add_argument(
+        "--caller",
+        action="append",
+        dest="callers",
+        metavar="NAME",
+        help="a caller to make a token for (repeatable; default mesh and admin)",
+    )
+    certs.set_defaults(func=mesh_commands.certs)
 
     serve = command("serve", "serve one agent of the config")
     serve.add_argument("agent", help="the agent's name in the config")

@@ -25,6 +25,12 @@ from mesh.console import EventPrinter, say
 from mesh.errors import AgentUnavailableError, ConfigError, MeshError, NotFoundError
 from mesh.launcher import READY_PREFIX, MeshProcesses
 from mesh.rpc.convert import event_from_proto
+from mesh.rpc.dev_credentials import (
+    DEFAULT_CALLERS,
+    DEFAULT_HOSTS,
+    new_token,
+    write_dev_credentials,
+)
 from mesh.rpc.remote import RemoteAgent, channel_target
 from mesh.rpc.run_ledger import RunLedger, default_run_ledger_path
 from mesh.rpc.security import open_channel
@@ -67,6 +73,20 @@ def serve(args: argparse.Namespace) -> int:
                                 tool_admin=tool_admin, ledger=ledger))  # fmt: skip
     finally:
         provider.shutdown()  # flush spans; bounded by the exporters' short timeouts
+    return 0
+
+
+def certs(args: argparse.Namespace) -> int:
+    credentials = write_dev_credentials(
+        args.directory.resolve(),
+        hosts=args.hosts or DEFAULT_HOSTS,
+        tokens={caller: new_token() for caller in args.callers or DEFAULT_CALLERS},
+    )
+    say(f"wrote a throwaway CA, a certificate for {', '.join(args.hosts or DEFAULT_HOSTS)} "
+        f"and tokens for {', '.join(credentials.tokens)} to {credentials.ca.parent} "
+        "(keys and tokens readable by you only). Add this to the mesh config:")  # fmt: skip
+    print()
+    print(credentials.auth_table(), end="")
     return 0
 
 
