@@ -201,7 +201,8 @@ def load_table(config_dir: Path, latency_ms: int, seconds: float) -> list[str]:
     config = load_mesh_config(write_mesh(config_dir, latency_ms))
     ideal = 3 * latency_ms / 1000  # three sequential model calls per run
     rows = []
-    with MeshProcesses(config, log_dir=config_dir / "logs") as mesh:
+    env = {"XDG_DATA_HOME": str(config_dir)}  # the services' memo, audit and trace files
+    with MeshProcesses(config, env=env, log_dir=config_dir / "logs") as mesh:
         pids = {s.agent: s.process.pid for s in mesh.services}
         idle = {agent: rss_mb(pid) for agent, pid in pids.items()}
         target = mesh.addresses["manager"][0]
@@ -230,7 +231,8 @@ def main() -> None:
     logging.disable(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="mesh-bench-") as tmp:
         config = load_mesh_config(write_mesh(Path(tmp), latency_ms=0))
-        with MeshProcesses(config, log_dir=Path(tmp) / "logs") as mesh:
+        env = {"XDG_DATA_HOME": tmp}  # the services' memo, audit and trace files
+        with MeshProcesses(config, env=env, log_dir=Path(tmp) / "logs") as mesh:
             latency = latency_table(mesh)
         print("Latency (replay models with no latency; code in jails)")
         print(f"| {'measurement':<52} |      p50    |      p99    |     n |")

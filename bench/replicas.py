@@ -83,7 +83,8 @@ def main() -> None:
             addresses = ", ".join(['"127.0.0.1:0"'] * replicas)
             (Path(tmp) / "mesh.toml").write_text(CONFIG.format(addresses=f"[{addresses}]"))
             config = load_mesh_config(Path(tmp) / "mesh.toml")
-            with MeshProcesses(config, log_dir=Path(tmp) / "logs") as mesh:
+            env = {"XDG_DATA_HOME": tmp}  # the services' audit and trace files
+            with MeshProcesses(config, env=env, log_dir=Path(tmp) / "logs") as mesh:
                 latencies, busy = drive(mesh.addresses["math_specialist"], 16, seconds)
         ordered = sorted(latencies)
         p99 = ordered[int(len(ordered) * 0.99)] if ordered else 0.0
