@@ -45,9 +45,12 @@ def test_concurrent_processes_never_interleave_within_a_line(tmp_path: Path) -> 
 def test_a_line_torn_by_a_crash_costs_only_itself(tmp_path: Path) -> None:
     log = AuditLog(tmp_path / "agent.jsonl")
     log.record(RunStarted(agent="a", run_id="r1", task="t"))
+    log.close()
     with log.path.open("a") as torn:  # the machine went down mid-write
         torn.write('{"ts": 1.0, "event": "ModelOutput", "agent": "a", "run_id": "r1", "pro')
-    log.record(RunFinished(agent="a", run_id="r1", usage=TokenUsage(), duration_s=0.1, steps=1))
+    restarted = AuditLog(tmp_path / "agent.jsonl")
+    restarted.record(RunFinished(agent="a", run_id="r1", usage=TokenUsage(), duration_s=0.1,
+                                 steps=1))  # fmt: skip
     assert [e["event"] for e in read_run(tmp_path, "r1")] == ["RunStarted", "RunFinished"]
     assert len(list(read_records(log.path))) == 2
 
@@ -56,13 +59,13 @@ def test_a_run_record_is_fsynced_when_the_run_ends_and_not_before(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     synced: list[str] = []
-    real_fsync = os.fsync
+    real_fdatasync = os.fdatasync
 
-    def fsync(fd: int) -> None:
+    def fdatasync(fd: int) -> None:
         synced.append(os.readlink(f"/proc/self/fd/{fd}"))
-        real_fsync(fd)
+        real_fdatasync(fd)
 
-    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
     log = AuditLog(tmp_path / "agent.jsonl")
     log.record(RunStarted(agent="a", run_id="r1", task="t"))
     log.record(ModelOutput(agent="a", run_id="r1", step=1, text="hi", usage=TokenUsage(1, 1)))

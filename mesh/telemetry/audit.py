@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mesh.agents import events as ev
-from mesh.append_only import append_lines, read_records
+from mesh.append_only import AppendOnlyFile, read_records
 from mesh.paths import data_path
 from mesh.telemetry.redact import redact, shape
 
@@ -35,6 +35,7 @@ class AuditLog:
         self.max_bytes = max_bytes
         self.backups = backups
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = AppendOnlyFile(path)
         self._lock = threading.Lock()
 
     def record(self, event: ev.AgentEvent) -> None:
@@ -43,10 +44,13 @@ class AuditLog:
             return  # a delegated run: the service that ran it audits it
         line = json.dumps(_entry(event), ensure_ascii=False, default=str) + "\n"
         with self._lock:
-            if self.path.exists() and self.path.stat().st_size + len(line) > self.max_bytes:
+            if self._file.size + len(line) > self.max_bytes:
                 self._rotate()
             # A run's end is what its caller is answered with: make the whole record durable.
-            append_lines(self.path, [line], sync=isinstance(event, ev.RunFinished))
+            self._file.append([line], sync=isinstance(event, ev.RunFinished))
+
+    def close(self) -> None:
+        self._file.close()
 
     def _rotate(self) -> None:
         for n in range(self.backups - 1, 0, -1):
@@ -54,6 +58,7 @@ class AuditLog:
             if older.exists():
                 older.replace(self.path.with_name(f"{self.path.name}.{n + 1}"))
         self.path.replace(self.path.with_name(f"{self.path.name}.1"))
+        self._file.reopen()
 
 
 def _entry(event: ev.AgentEvent) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from mesh.append_only import append_lines, read_records
+from mesh.append_only import AppendOnlyFile, read_records
 
 __all__ = ["SpanRecord", "TraceFileExporter", "read_spans"]
 
@@ -24,17 +24,18 @@ class TraceFileExporter(SpanExporter):
     def __init__(self, path: Path) -> None:
         self.path = path
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = AppendOnlyFile(path)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         lines = [json.dumps(_record(span), default=str) + "\n" for span in spans]
         try:
-            append_lines(self.path, lines)
+            self._file.append(lines)
         except OSError:
             return SpanExportResult.FAILURE
         return SpanExportResult.SUCCESS
 
     def shutdown(self) -> None:
-        pass
+        self._file.close()
 
 
 def _record(span: ReadableSpan) -> dict[str, Any]:
