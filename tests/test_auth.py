@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -222,3 +225,34 @@ def test_short_tokens_are_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="16 characters or more"):
         load_config(tmp_path / "mesh.toml", frozenset(TOOLS))
+
+
+def test_a_plaintext_health_port_answers_probes_and_nothing_else(secure_dir: Path) -> None:
+    with socket.socket() as probe_socket:
+        probe_socket.bind(("127.0.0.1", 0))
+        health_port = probe_socket.getsockname()[1]
+    service = subprocess.Popen(
+        [sys.executable, "-m", "mesh", "serve", "math_specialist", "--config",
+         str(secure_dir / "mesh.toml"), "--address", "127.0.0.1:0",
+         "--health-address", f"127.0.0.1:{health_port}"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert service.stdout is not None
+        port = service.stdout.readline().split()[-1]  # "SERVING math_specialist PORT"
+        with grpc.insecure_channel(f"127.0.0.1:{health_port}") as plain:
+            reply = health_pb2_grpc.HealthStub(plain).Check(health_pb2.HealthCheckRequest(),
+                                                            timeout=10)  # fmt: skip
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            with pytest.raises(grpc.RpcError) as err:  # the agent is not served there
+                agent_pb2_grpc.AgentServiceStub(plain).Describe(  # type: ignore[no-untyped-call]
+                    pb.DescribeRequest(), timeout=10, metadata=bearer("tester")
+                )
+            assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as plain:  # ...and the agent's port
+            with pytest.raises(grpc.RpcError) as err:  # still requires TLS
+                health_pb2_grpc.HealthStub(plain).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        service.terminate()
+        assert service.wait(timeout=30) == 0

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from mesh.config import load_config
+from mesh.rpc.dev_credentials import new_token, write_dev_credentials
 from mesh.services import TOOLS
 
 ROOT = Path(__file__).parent.parent
@@ -39,11 +40,22 @@ def manifests(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
     return render(request.param)
 
 
-def mesh_config(docs: list[dict[str, Any]], tmp_path: Path) -> Any:
+AUTH_MOUNT = "/etc/mesh-auth"
+HEALTH_PORT = 8081
+
+
+def mesh_toml(docs: list[dict[str, Any]]) -> str:
     config_map = next(d for d in docs if d["kind"] == "ConfigMap"
                       and d["metadata"]["name"].startswith("mesh-config"))  # fmt: skip
+    return str(config_map["data"]["mesh.toml"])
+
+
+def mesh_config(docs: list[dict[str, Any]], tmp_path: Path) -> Any:
+    """The deployed config, loaded; its auth files are those ``mesh certs`` writes."""
+    credentials = write_dev_credentials(tmp_path / "mesh-auth", tokens={
+        c: new_token() for c in ("mesh", "client", "admin")})  # fmt: skip
     path = tmp_path / "mesh.toml"
-    path.write_text(config_map["data"]["mesh.toml"])
+    path.write_text(mesh_toml(docs).replace(AUTH_MOUNT, str(credentials.ca.parent)))
     return load_config(path, frozenset(TOOLS))
 
 
@@ -67,9 +79,12 @@ def test_each_agent_has_a_deployment_a_service_and_probes(
         assert args[:2] == ["serve", agent.name]
         assert args[args.index("--address") + 1] == f"0.0.0.0:{port}"
         assert args[args.index("--config") + 1] == "/etc/mesh/mesh.toml"
-        assert [p["containerPort"] for p in container["ports"]] == [int(port)]
+        probed = int(port)
+        if "--health-address" in args:  # plaintext health alone, for probes that lack TLS
+            probed = int(args[args.index("--health-address") + 1].rsplit(":", 1)[1])
+        assert sorted(p["containerPort"] for p in container["ports"]) == sorted({int(port), probed})
         for probe in ("readinessProbe", "livenessProbe"):
-            assert container[probe]["grpc"]["port"] == int(port)
+            assert container[probe]["grpc"]["port"] == probed
         assert container["resources"]["requests"] and container["resources"]["limits"]
         service = services[host]
         labels = deployment["spec"]["template"]["metadata"]["labels"]
@@ -142,3 +157,25 @@ def test_the_compose_file_and_the_k8s_config_describe_the_same_mesh() -> None:
     for agent in local["agents"].values():
         assert agent["address"].split(":")[0] in compose["services"]
     assert compose["services"]["research-specialist"]["cap_drop"] == ["ALL"]
+
+
+def test_prod_requires_mutual_tls_and_tokens_and_probes_in_plaintext(tmp_path: Path) -> None:
+    docs = render("overlays/prod")
+    config = mesh_config(docs, tmp_path)
+    security = config.security
+    assert security is not None and security.tls and security.require_client_cert
+    assert security.client_token and set(security.tokens) == {"mesh", "client", "admin"}
+    assert not security.may_call("client", "AddTool") and security.may_call("admin", "AddTool")
+    for agent in config.agents.values():
+        pod = of_kind(docs, "Deployment")[agent.addresses[0].rsplit(":", 1)[0]]["spec"]
+        container = pod["template"]["spec"]["containers"][0]
+        mounts = {m["name"]: m for m in container["volumeMounts"]}
+        volumes = {v["name"]: v for v in pod["template"]["spec"]["volumes"]}
+        assert mounts["mesh-auth"]["mountPath"] == AUTH_MOUNT and mounts["mesh-auth"]["readOnly"]
+        assert volumes["mesh-auth"]["secret"]["secretName"] == "mesh-auth"
+        assert container["args"][-2:] == ["--health-address", f"0.0.0.0:{HEALTH_PORT}"]
+    probes = of_kind(docs, "NetworkPolicy")["agents-health-probes"]["spec"]["ingress"]
+    assert probes == [{"ports": [{"protocol": "TCP", "port": HEALTH_PORT}]}]
+    # Prod is the base mesh with [auth] added, nothing else.
+    base = (ROOT / "deploy" / "k8s" / "base" / "mesh.toml").read_text()
+    assert mesh_toml(docs).startswith(base) and "[auth]" not in base

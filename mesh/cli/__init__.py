@@ -107,5 +107,8 @@ def _parser() -> argparse.ArgumentParser:
     serve = command("serve", "serve one agent of the config")
     serve.add_argument("agent", help="the agent's name in the config")
     serve.add_argument("--address", help="host:port to listen on (default: from the config)")
+    serve.add_argument("--health-address", metavar="HOST:PORT",
+                       help="also serve health checks here, in plaintext and alone (for "
+                       "probes that cannot speak TLS, like Kubernetes')")  # fmt: skip
     serve.set_defaults(func=mesh_commands.serve)
     return parser

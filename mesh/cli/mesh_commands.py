@@ -70,7 +70,8 @@ def serve(args: argparse.Namespace) -> int:
         asyncio.run(serve_agent(agent, address,
                                 max_concurrent_runs=agent_config.max_concurrent_runs,
                                 on_ready=ready, audit=audit_log, security=config.security,
-                                tool_admin=tool_admin, ledger=ledger))  # fmt: skip
+                                tool_admin=tool_admin, ledger=ledger,
+                                health_address=args.health_address))  # fmt: skip
     finally:
         provider.shutdown()  # flush spans; bounded by the exporters' short timeouts
     return 0

@@ -3,6 +3,10 @@
 On SIGTERM or SIGINT the server reports NOT_SERVING, stops accepting calls,
 lets runs in flight finish within the grace period, then cancels them (which
 kills their jails) and exits.
+
+With ``health_address``, grpc.health.v1 is also served there in plaintext,
+and nothing else: Kubernetes' native gRPC probes cannot speak TLS, so a mesh
+that requires it would otherwise have no probe.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ async def serve(
     security: MeshSecurity | None = None,
     tool_admin: ToolAdmin | None = None,
     ledger: RunLedger | None = None,
+    health_address: str | None = None,
 ) -> None:
     """Serve ``agent`` at ``address`` ("host:port"; port 0 picks a free one) until signalled."""
     # Server spans and W3C context, for the agent service only (not health or reflection).
@@ -66,7 +71,10 @@ async def serve(
         port = server.add_secure_port(address, security.server_credentials())
     else:
         port = server.add_insecure_port(address)
+    probes = _health_only_server(health_servicer, health_address) if health_address else None
     await server.start()
+    if probes is not None:
+        await probes.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     if on_ready is not None:
@@ -87,3 +95,14 @@ async def serve(
     await asyncio.wait([stopping], timeout=grace_s)
     servicer.shutdown()
     await stopping
+    if probes is not None:
+        await probes.stop(0)
+
+
+def _health_only_server(health_servicer: health.aio.HealthServicer, address: str
+                        ) -> grpc.aio.Server:  # fmt: skip
+    """A plaintext server with the health service alone (see the module docstring)."""
+    probes = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, probes)
+    probes.add_insecure_port(address)
+    return probes
