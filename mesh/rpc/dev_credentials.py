@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import json
 import os
 import secrets
 from collections.abc import Mapping, Sequence
@@ -37,19 +38,21 @@ class DevCredentials:
     def token_file(self, caller: str) -> Path:
         return self.ca.parent / f"{caller}.token"
 
-    def auth_table(self, mesh_caller: str = "mesh") -> str:
+    def auth_table(self, mesh_caller: str | None = None) -> str:
         """An ``[auth]`` table for a mesh config: mutual TLS, every caller's token, the mesh
-        calling as ``mesh_caller``, and only a caller named "admin" allowed to change tools."""
-        lines = [
-            "[auth]",
-            f'tls_cert = "{self.cert}"',
-            f'tls_key = "{self.key}"',
-            f'tls_ca = "{self.ca}"',
-            "require_client_cert = true",
-            f'tokens_file = "{self.tokens_file}"',
-            f'token_file = "{self.token_file(mesh_caller)}"',
-            "[auth.permissions]",
-        ]
+        calling as ``mesh_caller`` (default "mesh", else the first caller), and only a caller
+        named "admin" allowed to change tools."""
+        mesh_caller = mesh_caller or ("mesh" if "mesh" in self.tokens else next(iter(self.tokens)))
+        files = {
+            "tls_cert": self.cert,
+            "tls_key": self.key,
+            "tls_ca": self.ca,
+            "tokens_file": self.tokens_file,
+            "token_file": self.token_file(mesh_caller),
+        }
+        lines = ["[auth]", "require_client_cert = true"]
+        lines += [f"{key} = {json.dumps(str(path))}" for key, path in files.items()]
+        lines.append("[auth.permissions]")
         lines += [f'{c} = ["*", "admin"]' if c == "admin" else f'{c} = ["*"]' for c in self.tokens]
         return "\n".join(lines) + "\n"
 

@@ -22,7 +22,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,8 +135,8 @@ class RunLedger:
             )
 
     def close(self) -> None:
-        with self._lock, closing(self._db):
-            pass
+        with self._lock:
+            self._db.close()
 
 
 def describe_error(err: BaseException) -> str:
