@@ -31,7 +31,7 @@ __all__ = ["AppendOnlyFile", "append_lines", "read_records"]
 
 def append_lines(path: Path, lines: Sequence[str], *, sync: bool = False) -> None:
     """Append ``lines`` (each ending in a newline) to ``path`` as one write."""
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
+    fd = _open(path)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # one writer's check-then-write at a time, in any process
         _write_all(fd, _after_torn_line(fd) + "".join(lines).encode())
@@ -63,9 +63,8 @@ class AppendOnlyFile:
         """Open ``path`` afresh (after it was rotated away, say)."""
         with self._lock:
             self._close()
-            self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
-            prefix = _after_torn_line(self._fd)
-            _write_all(self._fd, prefix)
+            self._fd = _open(self.path)
+            _write_all(self._fd, _after_torn_line(self._fd))
             self.size = os.fstat(self._fd).st_size
 
     def close(self) -> None:
@@ -76,6 +75,10 @@ class AppendOnlyFile:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+def _open(path: Path) -> int:
+    return os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
 
 
 def _after_torn_line(fd: int) -> bytes:

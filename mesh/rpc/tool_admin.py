@@ -1,7 +1,7 @@
 """Changing an agent's tools at run time, with an append-only change log.
 
 Every change (a remote tool added or replaced, a tool removed) is appended to
-the agent's log, one fsynced JSON line, *before* it takes effect, with who
+the agent's log, one JSON line synced to disk, *before* it takes effect, with who
 made it and the schema's SHA-256. The log is also what makes the changes
 durable: a restarted service replays it over its configured tools, so a tool
 an admin added is still there, and one removed is still gone.
@@ -60,7 +60,7 @@ class ToolChange:
 
 
 class ToolChangeLog:
-    """Append-only JSON lines, one file per agent, each change fsynced before it applies."""
+    """Append-only JSON lines, one file per agent, each change on disk before it applies."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
