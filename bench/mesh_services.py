@@ -27,7 +27,7 @@ from mesh._proto import agent_pb2_grpc
 from mesh.launcher import MeshProcesses
 from mesh.models import ReplayModel
 from mesh.rpc.remote import RemoteAgent
-from mesh.services import load_mesh_config
+from mesh.project import load_mesh_config
 
 TASK = "What is the smallest prime factor of 2015? Use the math specialist."
 MATH_TASK = "What is the smallest prime factor of 2015? Answer with the number only."

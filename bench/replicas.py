@@ -20,9 +20,10 @@ from pathlib import Path
 from mesh.errors import BusyError
 from mesh.launcher import MeshProcesses
 from mesh.rpc.remote import RemoteAgent
-from mesh.services import load_mesh_config
+from mesh.project import load_mesh_config
 
 TASK = "What is the smallest prime factor of 2015? Answer with the number only."
+SEED_CASSETTE = Path(__file__).parent.parent / "services" / "math_specialist" / "cassette.jsonl"
 CONFIG = """
 [mesh]
 replay = "always"
@@ -33,7 +34,7 @@ kind = "code"
 description = "Exact arithmetic."
 address = {addresses}
 tools = ["smallest_prime_factor"]
-cassette = "bundled:math_specialist.jsonl"
+cassette = "{cassette}"
 max_concurrent_runs = 4
 idempotent = true
 [agents.math_specialist.sandbox]
@@ -81,7 +82,7 @@ def main() -> None:
     for replicas in (1, 2):
         with tempfile.TemporaryDirectory(prefix="mesh-replicas-") as tmp:
             addresses = ", ".join(['"127.0.0.1:0"'] * replicas)
-            (Path(tmp) / "mesh.toml").write_text(CONFIG.format(addresses=f"[{addresses}]"))
+            (Path(tmp) / "mesh.toml").write_text(CONFIG.format(addresses=f"[{addresses}]", cassette=SEED_CASSETTE))
             config = load_mesh_config(Path(tmp) / "mesh.toml")
             env = {"XDG_DATA_HOME": tmp}  # the services' audit and trace files
             with MeshProcesses(config, env=env, log_dir=Path(tmp) / "logs") as mesh:

@@ -4,7 +4,7 @@ Run by hand: ``.venv/bin/python bench/sustained_load.py [SECONDS_PER_LEVEL] [--s
 ``--secure`` runs every call, the clients' and the services', over mutual TLS
 with bearer tokens (a throwaway CA, as ``mesh certs`` makes).
 The seed mesh, all three services (the manager and the math specialist are
-code agents in jails; the research specialist searches the bundled corpus and
+code agents in jails; the research specialist searches its bundled corpus and
 writes the durable memo), replays its recorded seed run with every model call
 taking a fixed latency, and takes 10, 100, then 500 concurrent clients, each
 sending the seed task back to back for a fixed time, then 100 again, so that
@@ -39,13 +39,14 @@ from mesh._proto import agent_pb2_grpc
 from mesh.launcher import MeshProcesses
 from mesh.models.replay import Cassette
 from mesh.rpc.dev_credentials import DevCredentials, new_token, write_dev_credentials
-from mesh.services import bundled_config_path, load_mesh_config
+from mesh.project import load_mesh_config
 
 LEVELS = (10, 100, 500, 100)  # back to 100: does memory keep growing at the same load?
 CLIENTS_PER_CHANNEL = 50
 LATENCY_MS = 50
 SETTLE_S = 2.0
-SEED = load_mesh_config(bundled_config_path())
+SEED_CONFIG = Path(__file__).parent.parent / "mesh.toml"
+SEED = load_mesh_config(SEED_CONFIG)
 ANSWER = "gRPC was open-sourced in 2015"
 CONFIG = """
 [mesh]
@@ -57,7 +58,7 @@ replay_latency_ms = {latency}
 
 
 def write_seed_mesh(directory: Path, latency_ms: int, auth: str = "") -> Path:
-    """The bundled seed mesh on free ports, replaying its cassettes at ``latency_ms`` a call,
+    """The seed mesh (services/) on free ports, replaying its cassettes at ``latency_ms`` a call,
     with ``auth`` (an ``[auth]`` table) if given."""
     agents = []
     for agent in SEED.agents.values():
@@ -68,9 +69,10 @@ def write_seed_mesh(directory: Path, latency_ms: int, auth: str = "") -> Path:
 kind = "{agent.kind}"
 description = "{agent.description}"
 address = "127.0.0.1:0"
-cassette = "bundled:{agent.name}.jsonl"
+cassette = "{agent.cassette}"
 max_concurrent_runs = 64
 """
+            + (f'agent = "{agent.factory}"\n' if agent.factory else "")
             + "".join(f"{key} = {json.dumps(value)}\n" for key, value in lists.items() if value)
         )
         if agent.kind == "code":

@@ -24,7 +24,10 @@ from mesh.models import (
     TokenUsage,
     ToolCall,
 )
+from mesh.mcp import MCPServerParameters, mcp_tools
+from mesh.project import ResolvedAgent
 from mesh.rpc.remote import RemoteAgent
+from mesh.rpc.serving import serve
 from mesh.sandbox import NsjailExecutor, SandboxConfig, UnsafeLocalExecutor
 from mesh.tools import (
     DuckDuckGoTool,
@@ -47,6 +50,7 @@ __all__ = [
     "DuckDuckGoTool",
     "FinalAnswerTool",
     "LiteLLMModel",
+    "MCPServerParameters",
     "ManagedAgent",
     "MemoTool",
     "MeshError",
@@ -59,6 +63,7 @@ __all__ = [
     "RemoteAgent",
     "ReplayModel",
     "ReplayServer",
+    "ResolvedAgent",
     "RunResult",
     "SandboxConfig",
     "TokenUsage",
@@ -69,5 +74,7 @@ __all__ = [
     "__version__",
     "celsius_to_fahrenheit",
     "factorial",
+    "mcp_tools",
+    "serve",
     "tool",
 ]

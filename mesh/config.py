@@ -3,7 +3,8 @@
 One TOML file. Every field is checked at start-up and a wrong one fails with
 a message that names it (``agents.manager.kind: ...``). Addresses may be
 overridden from the environment (``MESH_ADDRESS_MATH_SPECIALIST=host:port``,
-comma-separated for replicas), and port 0 lets ``mesh up`` pick free ports.
+comma-separated for replicas), and port 0 lets ``mesh up`` pick free ports;
+``MESH_MODEL`` and ``MESH_API_BASE`` override ``[models]``.
 
     [mesh]
     entry = "manager"            # the agent `mesh run` talks to
@@ -19,11 +20,21 @@ comma-separated for replicas), and port 0 lets ``mesh up`` pick free ports.
     kind = "code"                # or "tool-calling"
     description = "..."
     address = "127.0.0.1:50052"  # or a list of replicas
-    tools = ["smallest_prime_factor", "factorial"]
-    managed_agents = []
-    cassette = "cassettes/math_specialist.jsonl"   # relative to this file, or "bundled:NAME"
-    [agents.math_specialist.sandbox]
-    wall_seconds = 20
+    tools = ["factorial", "services.math_specialist.tools:digit_sum", "services.math_specialist.tools"]
+    instructions_file = "services/math_specialist/instructions.md"   # or instructions = "..."
+    cassette = "services/math_specialist/cassette.jsonl"
+    [agents.math_specialist.model_params]
+    temperature = 0.2
+    [[agents.math_specialist.mcp]]       # an MCP server as a tool source
+    command = "python"
+    args = ["-m", "my_mcp_server"]
+    [[agents.math_specialist.remote_tools]]   # tools another gRPC service runs
+    agent = "research_specialist"             # or address = "host:port"
+    tools = ["memo"]
+
+Paths are relative to this file's directory, which is also put on the
+import path: a project's ``services/`` package is importable wherever the
+project lives. ``docs/config.md`` describes every field.
 """
 
 from __future__ import annotations
@@ -35,20 +46,40 @@ from pathlib import Path
 from typing import Any
 
 from mesh.agents.budget import Budget
+from mesh.config_fields import get, join, only, positive, table
 from mesh.errors import ConfigError
-from mesh.paths import bundled
+from mesh.mcp import MCPServerParameters, mcp_servers_from_config
+from mesh.references import check_reference, is_reference
 from mesh.rpc.security import MeshSecurity
 from mesh.sandbox.config import SandboxConfig
 
-__all__ = ["AgentConfig", "MeshConfig", "load_config"]
+__all__ = ["AgentConfig", "MeshConfig", "RemoteToolsConfig", "load_config"]
 
 KINDS = ("code", "tool-calling")
 REPLAY_MODES = ("auto", "always", "never")
-_AGENT_KEYS = {
+MAX_INSTRUCTIONS_CHARS = 100_000
+MAX_MODEL_PARAMS = 32
+MESH_KEYS = {"entry", "replay", "task", "replay_latency_ms"}
+MODELS_KEYS = {"default", "api_base"}
+AGENT_KEYS = {
     "kind", "description", "address", "tools", "managed_agents", "model", "api_base",
-    "cassette", "max_steps", "max_concurrent_runs", "instructions", "sandbox",
-    "authorized_imports", "budget", "rate_limit_rpm", "cache", "idempotent",
+    "model_params", "cassette", "max_steps", "max_concurrent_runs", "instructions",
+    "instructions_file", "agent", "mcp", "remote_tools", "sandbox", "authorized_imports",
+    "budget", "rate_limit_rpm", "cache", "idempotent",
 }  # fmt: skip
+REMOTE_TOOLS_KEYS = {"agent", "address", "tools", "timeout_s"}
+
+
+@dataclass(frozen=True)
+class RemoteToolsConfig:
+    """Tools that another gRPC service runs (any ``CallTool`` server), declared up front."""
+
+    agent: str = ""
+    """A mesh agent of this config (its address follows it), or else ``address``."""
+    address: str = ""
+    tools: tuple[str, ...] = ()
+    """The tools to take (default: every tool the service lists)."""
+    timeout_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -65,6 +96,13 @@ class AgentConfig:
     max_steps: int = 10
     max_concurrent_runs: int = 16
     instructions: str = ""
+    """The text itself, whether the config gave it inline or as ``instructions_file``."""
+    model_params: dict[str, Any] = field(default_factory=dict)
+    """Passed to the model on every call (temperature, max_tokens, ...)."""
+    factory: str = ""
+    """``module:function`` that builds the agent from its resolved parts."""
+    mcp: tuple[MCPServerParameters, ...] = ()
+    remote_tools: tuple[RemoteToolsConfig, ...] = ()
     authorized_imports: tuple[str, ...] = ()
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     budget: Budget | None = None
@@ -74,6 +112,10 @@ class AgentConfig:
     """Answer repeated model requests from a cache."""
     idempotent: bool = False
     """Safe to run twice: callers may retry a run whose server died mid-way."""
+
+    def depends_on(self) -> tuple[str, ...]:
+        """The agents this one calls: they must be up before it starts."""
+        return (*self.managed_agents, *(r.agent for r in self.remote_tools if r.agent))
 
 
 @dataclass(frozen=True)
@@ -88,6 +130,11 @@ class MeshConfig:
     security: MeshSecurity | None = None
     """TLS and token settings of the whole mesh ([auth]); None: plaintext, no tokens."""
     api_base: str = ""
+
+    @property
+    def root(self) -> Path:
+        """The project's directory: relative paths start here, and its packages import."""
+        return self.path.parent
 
     def agent(self, name: str) -> AgentConfig:
         if name not in self.agents:
@@ -104,7 +151,7 @@ class MeshConfig:
             if name in path:
                 raise ConfigError(f"agents.{name}.managed_agents: cycle {' -> '.join(path)}")
             if name not in order:
-                for child in self.agents[name].managed_agents:
+                for child in self.agents[name].depends_on():
                     visit(child, (*path, name))
                 order.append(name)
 
@@ -114,6 +161,7 @@ class MeshConfig:
 
 
 def load_config(path: str | Path, tool_names: frozenset[str] | None = None) -> MeshConfig:
+    """Read and check a mesh config; ``tool_names``: the built-in tools a config may name."""
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -121,28 +169,31 @@ def load_config(path: str | Path, tool_names: frozenset[str] | None = None) -> M
         raise ConfigError(f"cannot read mesh config {path}: {err}") from err
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path} is not valid TOML: {err}") from err
-    _only(data, {"mesh", "models", "agents", "auth"}, "")
-    mesh = _table(data, "mesh", "")
-    models = _table(data, "models", "")
-    _only(mesh, {"entry", "replay", "task", "replay_latency_ms"}, "mesh")
-    _only(models, {"default", "api_base"}, "models")
-    agents_table = _table(data, "agents", "")
+    only(data, {"mesh", "models", "agents", "auth"}, "")
+    mesh = table(data, "mesh", "")
+    models = table(data, "models", "")
+    only(mesh, MESH_KEYS, "mesh")
+    only(models, MODELS_KEYS, "models")
+    agents_table = table(data, "agents", "")
     if not agents_table:
         raise ConfigError(f"{path}: [agents] declares no agent")
     agents = {
-        name: _agent(name, _table(agents_table, name, "agents"), path.parent, tool_names)
+        name: _agent(name, table(agents_table, name, "agents"), path.parent, tool_names)
         for name in agents_table
     }
     for agent in agents.values():
         for child in agent.managed_agents:
             if child not in agents:
                 raise ConfigError(f"agents.{agent.name}.managed_agents: no agent {child!r}")
-    entry = _get(
-        mesh, "entry", str, "mesh", "manager" if "manager" in agents else next(iter(agents))
-    )
+        for n, remote in enumerate(agent.remote_tools):
+            if remote.agent and remote.agent not in agents:
+                raise ConfigError(
+                    f"agents.{agent.name}.remote_tools[{n}].agent: no agent {remote.agent!r}"
+                )
+    entry = get(mesh, "entry", str, "mesh", "manager" if "manager" in agents else next(iter(agents)))
     if entry not in agents:
         raise ConfigError(f"mesh.entry: no agent {entry!r}")
-    replay = _get(mesh, "replay", str, "mesh", "auto")
+    replay = get(mesh, "replay", str, "mesh", "auto")
     if replay not in REPLAY_MODES:
         raise ConfigError(f"mesh.replay: must be one of {', '.join(REPLAY_MODES)}, got {replay!r}")
     config = MeshConfig(
@@ -150,12 +201,13 @@ def load_config(path: str | Path, tool_names: frozenset[str] | None = None) -> M
         agents=agents,
         entry=entry,
         replay=replay,
-        task=_get(mesh, "task", str, "mesh", ""),
-        replay_latency_ms=_get(mesh, "replay_latency_ms", int, "mesh", 0),
-        default_model=_get(models, "default", str, "models", "openai/gpt-4o-mini"),
-        api_base=_get(models, "api_base", str, "models", ""),
+        task=get(mesh, "task", str, "mesh", ""),
+        replay_latency_ms=get(mesh, "replay_latency_ms", int, "mesh", 0),
+        default_model=os.environ.get("MESH_MODEL")
+        or get(models, "default", str, "models", "openai/gpt-4o-mini"),
+        api_base=os.environ.get("MESH_API_BASE") or get(models, "api_base", str, "models", ""),
         security=MeshSecurity.from_config(auth, path.parent)
-        if (auth := _table(data, "auth", ""))
+        if (auth := table(data, "auth", ""))
         else None,
     )
     config.dependency_order()  # rejects cycles
@@ -163,47 +215,109 @@ def load_config(path: str | Path, tool_names: frozenset[str] | None = None) -> M
 
 
 def _agent(
-    name: str, table: dict[str, Any], base: Path, tool_names: frozenset[str] | None
+    name: str, data: dict[str, Any], base: Path, tool_names: frozenset[str] | None
 ) -> AgentConfig:
     where = f"agents.{name}"
     if not name.isidentifier():
         raise ConfigError(f"{where}: agent names must be Python identifiers")
-    _only(table, _AGENT_KEYS, where)
-    kind = _get(table, "kind", str, where)
+    only(data, AGENT_KEYS, where)
+    kind = get(data, "kind", str, where)
     if kind not in KINDS:
         raise ConfigError(f"{where}.kind: must be one of {', '.join(KINDS)}, got {kind!r}")
-    tools = tuple(_get(table, "tools", list, where, []))
-    unknown = [t for t in tools if tool_names is not None and t not in tool_names]
-    if unknown:
-        known = ", ".join(sorted(tool_names or ()))
-        raise ConfigError(f"{where}.tools: unknown tool(s) {unknown}; known: {known}")
-    cassette = _get(table, "cassette", str, where, "")
+    factory = get(data, "agent", str, where, "")
+    if factory:
+        check_reference(factory, f"{where}.agent", callable_only=True)
     return AgentConfig(
         name=name,
         kind=kind,
-        description=_get(table, "description", str, where),
-        addresses=_addresses(name, table.get("address"), where),
-        tools=tools,
-        managed_agents=tuple(_get(table, "managed_agents", list, where, [])),
-        model=_get(table, "model", str, where, ""),
-        api_base=_get(table, "api_base", str, where, ""),
-        cassette=_cassette(cassette, base),
-        max_steps=_positive(_get(table, "max_steps", int, where, 10), f"{where}.max_steps"),
-        max_concurrent_runs=_positive(
-            _get(table, "max_concurrent_runs", int, where, 16), f"{where}.max_concurrent_runs"
+        description=get(data, "description", str, where),
+        addresses=_addresses(name, data.get("address"), where),
+        tools=_tools(get(data, "tools", list, where, []), f"{where}.tools", tool_names),
+        managed_agents=tuple(get(data, "managed_agents", list, where, [])),
+        model=get(data, "model", str, where, ""),
+        api_base=get(data, "api_base", str, where, ""),
+        model_params=_model_params(table(data, "model_params", where), f"{where}.model_params"),
+        cassette=_path(get(data, "cassette", str, where, ""), base),
+        max_steps=positive(get(data, "max_steps", int, where, 10), f"{where}.max_steps"),
+        max_concurrent_runs=positive(
+            get(data, "max_concurrent_runs", int, where, 16), f"{where}.max_concurrent_runs"
         ),
-        instructions=_get(table, "instructions", str, where, ""),
-        authorized_imports=tuple(_get(table, "authorized_imports", list, where, [])),
-        sandbox=_sandbox(_table(table, "sandbox", where), f"{where}.sandbox"),
-        budget=_budget(_table(table, "budget", where), f"{where}.budget"),
-        rate_limit_rpm=_get(table, "rate_limit_rpm", int, where, 0),
-        cache=_get(table, "cache", bool, where, False),
-        idempotent=_get(table, "idempotent", bool, where, False),
+        instructions=_instructions(data, base, where),
+        factory=factory,
+        mcp=mcp_servers_from_config(data.get("mcp", []), f"{where}.mcp", base),
+        remote_tools=_remote_tools(data.get("remote_tools", []), f"{where}.remote_tools"),
+        authorized_imports=tuple(get(data, "authorized_imports", list, where, [])),
+        sandbox=_sandbox(table(data, "sandbox", where), f"{where}.sandbox"),
+        budget=_budget(table(data, "budget", where), f"{where}.budget"),
+        rate_limit_rpm=get(data, "rate_limit_rpm", int, where, 0),
+        cache=get(data, "cache", bool, where, False),
+        idempotent=get(data, "idempotent", bool, where, False),
     )
 
 
+def _tools(entries: list[str], where: str, builtins: frozenset[str] | None) -> tuple[str, ...]:
+    """Built-in tool names and import paths (``pkg.module:name`` or ``pkg.module``)."""
+    for n, entry in enumerate(entries):
+        if is_reference(entry):
+            check_reference(entry, f"{where}[{n}]")
+        elif builtins is not None and entry not in builtins:
+            raise ConfigError(
+                f"{where}[{n}]: unknown tool {entry[:80]!r}; built-in tools: "
+                f"{', '.join(sorted(builtins))}, or give an import path like "
+                "'services.my_agent.tools:my_tool'"
+            )
+    return tuple(entries)
+
+
+def _instructions(data: dict[str, Any], base: Path, where: str) -> str:
+    inline = get(data, "instructions", str, where, "")
+    file = get(data, "instructions_file", str, where, "")
+    if inline and file:
+        raise ConfigError(f"{where}: give instructions or instructions_file, not both")
+    if not file:
+        return str(inline)
+    path = base / file
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{where}.instructions_file: cannot read {path}: {err}") from err
+    if len(text) > MAX_INSTRUCTIONS_CHARS:
+        raise ConfigError(f"{where}.instructions_file: over {MAX_INSTRUCTIONS_CHARS} characters")
+    return text.strip()
+
+
+def _model_params(data: dict[str, Any], where: str) -> dict[str, Any]:
+    if len(data) > MAX_MODEL_PARAMS:
+        raise ConfigError(f"{where}: at most {MAX_MODEL_PARAMS} parameters")
+    for key in ("model", "messages", "tools", "api_base", "api_key", "stream"):
+        if key in data:
+            raise ConfigError(f"{where}.{key}: set by smolmesh, not a model parameter")
+    return dict(data)
+
+
+def _remote_tools(value: Any, where: str) -> tuple[RemoteToolsConfig, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ConfigError(f"{where}: expected an array of tables ([[{where}]])")
+    out = []
+    for n, item in enumerate(value):
+        at = f"{where}[{n}]"
+        only(item, REMOTE_TOOLS_KEYS, at)
+        agent = get(item, "agent", str, at, "")
+        address = get(item, "address", str, at, "")
+        if bool(agent) == bool(address):
+            raise ConfigError(f"{at}: give agent (a mesh agent) or address (host:port), one only")
+        if address:
+            _addresses("", address, at)
+        timeout = get(item, "timeout_s", (int, float), at, 30.0)
+        if timeout <= 0:
+            raise ConfigError(f"{at}.timeout_s: must be positive")
+        out.append(RemoteToolsConfig(agent, address, tuple(get(item, "tools", list, at, [])),
+                                     float(timeout)))  # fmt: skip
+    return tuple(out)
+
+
 def _addresses(name: str, value: Any, where: str) -> tuple[str, ...]:
-    override = os.environ.get(f"MESH_ADDRESS_{name.upper()}")
+    override = os.environ.get(f"MESH_ADDRESS_{name.upper()}") if name else None
     if override:
         value = override.split(",")
     if isinstance(value, str):
@@ -213,73 +327,30 @@ def _addresses(name: str, value: Any, where: str) -> tuple[str, ...]:
     for address in value:
         host, _, port = address.strip().rpartition(":")
         if not host or not port.isdigit():
-            raise ConfigError(f"{where}.address: {address!r} is not host:port")
+            raise ConfigError(f"{where}.address: {address[:80]!r} is not host:port")
     return tuple(a.strip() for a in value)
 
 
-def _cassette(value: str, base: Path) -> Path | None:
-    """A cassette path: relative to the config file, or "bundled:NAME" for one shipped here."""
-    if not value:
-        return None
-    if value.startswith("bundled:"):
-        return bundled("cassettes", value.removeprefix("bundled:"))
-    return base / value
+def _path(value: str, base: Path) -> Path | None:
+    return base / value if value else None
 
 
-def _budget(table: dict[str, Any], where: str) -> Budget | None:
-    return Budget.from_mapping(table, where) if table else None
+def _budget(data: dict[str, Any], where: str) -> Budget | None:
+    return Budget.from_mapping(data, where) if data else None
 
 
-def _sandbox(table: dict[str, Any], where: str) -> SandboxConfig:
+def _sandbox(data: dict[str, Any], where: str) -> SandboxConfig:
     known = {f.name: f for f in fields(SandboxConfig)}
-    _only(table, set(known), where)
+    only(data, set(known), where)
     values = {}
-    for key, value in table.items():
+    for key, value in data.items():
         expected = type(getattr(SandboxConfig(), key))
         if expected is float and isinstance(value, int):
             value = float(value)
         if not isinstance(value, expected) or isinstance(value, bool):
-            raise ConfigError(f"{where}.{key}: expected {expected.__name__}, got {value!r}")
+            raise ConfigError(f"{join(where, key)}: expected {expected.__name__}, got {value!r}")
         values[key] = value
     try:
         return SandboxConfig(**values)
     except ConfigError as err:
         raise ConfigError(f"{where}: {err.message}") from err
-
-
-def _table(data: dict[str, Any], key: str, where: str) -> dict[str, Any]:
-    value = data.get(key, {})
-    if not isinstance(value, dict):
-        raise ConfigError(f"{_join(where, key)}: expected a table")
-    return value
-
-
-def _get(data: dict[str, Any], key: str, kind: type, where: str, default: Any = ...) -> Any:
-    if key not in data:
-        if default is ...:
-            raise ConfigError(f"{_join(where, key)}: required")
-        return default
-    value = data[key]
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ConfigError(f"{_join(where, key)}: expected {kind.__name__}, got {value!r}")
-    if isinstance(value, list) and not all(isinstance(item, str) for item in value):
-        raise ConfigError(f"{_join(where, key)}: expected a list of strings")
-    return value
-
-
-def _positive(value: int, where: str) -> int:
-    if value < 1:
-        raise ConfigError(f"{where}: must be at least 1, got {value}")
-    return value
-
-
-def _only(data: dict[str, Any], allowed: set[str], where: str) -> None:
-    for key in data:
-        if key not in allowed:
-            raise ConfigError(
-                f"{_join(where, key)}: unknown field (known: {', '.join(sorted(allowed))})"
-            )
-
-
-def _join(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key

@@ -48,6 +48,8 @@ class MeshProcesses:
     env: dict[str, str] = field(default_factory=dict)
     only: tuple[str, ...] = ()
     """Start just these agents (the others are expected elsewhere, or down)."""
+    serve_args: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """More arguments for an agent's ``mesh serve`` (``--record PATH``)."""
     services: list[ServiceProcess] = field(default_factory=list)
 
     @property
@@ -98,7 +100,7 @@ class MeshProcesses:
             stderr = open(self.log_dir / f"{name}-{len(self.services)}.log", "w")  # noqa: SIM115
         process = subprocess.Popen(
             [sys.executable, "-m", "mesh", "serve", name, "--config", str(self.config.path),
-             "--address", address],
+             "--address", address, *self.serve_args.get(name, ())],
             stdout=subprocess.PIPE, stderr=stderr, text=True, env=env, start_new_session=True,
         )  # fmt: skip
         if stderr is not None:

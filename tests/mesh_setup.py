@@ -12,16 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from mesh.services import bundled_config_path, load_mesh_config
+from mesh.project import load_mesh_config
 from tests.support import code
 
-SEED_TASK = load_mesh_config(bundled_config_path()).task
+ROOT = Path(__file__).parent.parent
+SEED_CONFIG = ROOT / "mesh.toml"
+"""The seed mesh, defined in services/ like any user's project."""
+SEED_TASK = load_mesh_config(SEED_CONFIG).task
 SLOW_TASK = "Ask the slow specialist to spin."
 SPIN_TASK = "Spin until stopped."
 DOWN_TASK = "Find the year gRPC was open-sourced."
 LOST_TASK = "Ask the slow specialist to spin, then say what happened."
-ROOT = Path(__file__).parent.parent
-BUNDLED = ROOT / "mesh" / "data" / "cassettes"
+SEED_SERVICES = ROOT / "services"
 
 CONFIG = """
 [mesh]
@@ -41,6 +43,7 @@ kind = "tool-calling"
 description = "Finds facts with web search and remembers them in a durable memo."
 address = "127.0.0.1:0"
 tools = ["web_search", "memo"]
+agent = "services.research_specialist.agent:build"
 cassette = "research_specialist.jsonl"
 
 [agents.math_specialist]
@@ -73,8 +76,8 @@ def mesh_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("mesh")
     (directory / "mesh.toml").write_text(CONFIG.format(seed=SEED_TASK))
     for name in ("research_specialist", "math_specialist"):
-        shutil.copy(BUNDLED / f"{name}.jsonl", directory)
-    manager = (BUNDLED / "manager.jsonl").read_text()
+        shutil.copy(SEED_SERVICES / name / "cassette.jsonl", directory / f"{name}.jsonl")
+    manager = (SEED_SERVICES / "manager" / "cassette.jsonl").read_text()
     manager += cassette_lines(SLOW_TASK, code('slow_specialist(task="Spin until stopped.")'))
     manager += cassette_lines(
         DOWN_TASK,

@@ -14,7 +14,7 @@ from mesh._proto import agent_pb2_grpc
 from mesh.agents.events import ModelOutput, RunStarted
 from mesh.launcher import MeshProcesses
 from mesh.models import ChatMessage, TokenUsage
-from mesh.services import load_mesh_config
+from mesh.project import load_mesh_config
 from mesh.telemetry.audit import AuditLog, read_run
 from mesh.telemetry.redact import redact, shape
 from tests.mesh_setup import SEED_TASK

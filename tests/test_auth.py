@@ -21,7 +21,7 @@ from mesh.errors import ConfigError
 from mesh.launcher import MeshProcesses
 from mesh.rpc.dev_credentials import write_dev_credentials
 from mesh.sandbox.nsjail import JAIL_ENV
-from mesh.services import TOOLS, load_mesh_config
+from mesh.project import BUILTIN_TOOLS, load_mesh_config
 from tests.mesh_setup import SEED_TASK, cassette_lines
 from tests.support import code
 
@@ -214,7 +214,7 @@ def test_auth_config_errors_are_named(
         (tmp_path / name).write_bytes((secure_dir / name).read_bytes())
     (tmp_path / "mesh.toml").write_text(CONFIG.replace(*change))
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        load_config(tmp_path / "mesh.toml", frozenset(TOOLS))
+        load_config(tmp_path / "mesh.toml", frozenset(BUILTIN_TOOLS))
 
 
 def test_short_tokens_are_refused(tmp_path: Path) -> None:
@@ -224,7 +224,7 @@ def test_short_tokens_are_refused(tmp_path: Path) -> None:
         'address = "127.0.0.1:1"\n'
     )
     with pytest.raises(ConfigError, match="16 characters or more"):
-        load_config(tmp_path / "mesh.toml", frozenset(TOOLS))
+        load_config(tmp_path / "mesh.toml", frozenset(BUILTIN_TOOLS))
 
 
 def test_a_plaintext_health_port_answers_probes_and_nothing_else(secure_dir: Path) -> None:

@@ -14,7 +14,7 @@ from mesh.agents.budget import Budget
 from mesh.agents.usage import AgentUsage
 from mesh.errors import BudgetExceededError, ConfigError
 from mesh.launcher import MeshProcesses
-from mesh.services import load_mesh_config
+from mesh.project import load_mesh_config
 from tests.mesh_setup import SEED_TASK
 from tests.test_seed_scenario import TASK, manager, math_specialist, research_specialist
 

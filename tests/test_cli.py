@@ -13,7 +13,7 @@ from cryptography import x509
 
 from mesh import Cassette, ReplayServer
 from mesh.config import load_config
-from mesh.services import TOOLS
+from mesh.project import BUILTIN_TOOLS
 from tests.support import calls, code
 
 MESH = str(Path(sys.executable).parent / "mesh")
@@ -150,7 +150,7 @@ def test_certs_writes_what_an_auth_table_needs_and_prints_the_table(tmp_path: Pa
     assert not list(creds.glob("ca*.key"))  # the CA signs nothing more
     agent = '[agents.a]\nkind = "code"\ndescription = "x"\naddress = "127.0.0.1:1"\n'
     (tmp_path / "mesh.toml").write_text(done.stdout + agent)  # what it printed, as it is
-    security = load_config(tmp_path / "mesh.toml", frozenset(TOOLS)).security
+    security = load_config(tmp_path / "mesh.toml", frozenset(BUILTIN_TOOLS)).security
     assert security is not None and security.tls and security.require_client_cert
     assert set(security.tokens) == {"mesh", "ops"}
     assert security.client_token == (creds / "mesh.token").read_text().strip()

@@ -9,7 +9,8 @@ import pytest
 
 from mesh.errors import ConfigError
 from mesh.rpc.remote import channel_target
-from mesh.services import TOOLS, bundled_config_path, load_mesh_config
+from mesh.project import BUILTIN_TOOLS, load_mesh_config
+from tests.mesh_setup import SEED_CONFIG
 
 GOOD = """
 [mesh]
@@ -36,8 +37,8 @@ def load(tmp_path: Path, text: str) -> object:
     return load_mesh_config(path)
 
 
-def test_the_bundled_seed_mesh_loads() -> None:
-    config = load_mesh_config(bundled_config_path())
+def test_the_seed_mesh_loads() -> None:
+    config = load_mesh_config(SEED_CONFIG)
     assert config.entry == "manager"
     assert config.dependency_order() == ["research_specialist", "math_specialist", "manager"]
     assert config.agent("math_specialist").sandbox.memory_mb == 256
@@ -61,10 +62,19 @@ def test_a_good_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ("change", "message"),
     [
         (('kind = "code"', 'kind = "python"'), "agents.boss.kind: must be one of code, tool-calling"),
-        (('tools = ["factorial"]', 'tools = ["teleport"]'), "agents.helper.tools: unknown tool(s) ['teleport']"),
+        (('tools = ["factorial"]', 'tools = ["teleport"]'), "agents.helper.tools[0]: unknown tool 'teleport'; built-in tools: celsius_to_fahrenheit"),
         (('managed_agents = ["helper"]', 'managed_agents = ["ghost"]'), "agents.boss.managed_agents: no agent 'ghost'"),
         (('address = "127.0.0.1:7000"', 'address = "nowhere"'), "agents.boss.address: 'nowhere' is not host:port"),
         (('description = "Boss."', 'descripton = "Boss."'), "agents.boss.descripton: unknown field"),
+        (('tools = ["factorial"]', 'tools = ["factorial", "pkg.mod:not a name"]'), "agents.helper.tools[1]: 'pkg.mod:not a name' is not an import path like 'package.module:name' or 'package.module'"),
+        (('tools = ["factorial"]', 'tools = ["factorial"]\nagent = "pkg.mod"'), "agents.helper.agent: 'pkg.mod' is not an import path like 'package.module:function'"),
+        (('tools = ["factorial"]', 'tools = ["factorial"]\ninstructions = "x"\ninstructions_file = "x.md"'), "agents.helper: give instructions or instructions_file, not both"),
+        (('tools = ["factorial"]', 'tools = ["factorial"]\ninstructions_file = "missing.md"'), "agents.helper.instructions_file: cannot read"),
+        (('tools = ["factorial"]', 'tools = ["factorial"]\nmodel_params = { api_key = "sk" }'), "agents.helper.model_params.api_key: set by smolmesh, not a model parameter"),
+        (('tools = ["factorial"]', 'tools = ["factorial"]\nremote_tools = [{ tools = ["x"] }]'), "agents.helper.remote_tools[0]: give agent (a mesh agent) or address (host:port), one only"),
+        (('tools = ["factorial"]', 'tools = ["factorial"]\nremote_tools = [{ agent = "ghost" }]'), "agents.helper.remote_tools[0].agent: no agent 'ghost'"),
+        (('tools = ["factorial"]', 'tools = ["factorial"]\nremote_tools = [{ address = "nowhere" }]'), "agents.helper.remote_tools[0].address: 'nowhere' is not host:port"),
+        (('tools = ["factorial"]', 'tools = ["factorial"]\nremote_tools = [{ agent = "boss" }]'), "cycle"),
         (('memory_mb = 128', 'memory_mb = "lots"'), "agents.helper.sandbox.memory_mb: expected int"),
         (('wall_seconds = 5', 'wall_seconds = -1'), "agents.helper.sandbox: sandbox wall_seconds must be positive"),
         (('wall_seconds = 5', 'wallclock = 5'), "agents.helper.sandbox.wallclock: unknown field"),
@@ -92,7 +102,7 @@ def test_unreadable_configs(tmp_path: Path) -> None:
 
 
 def test_every_built_in_tool_can_be_named() -> None:
-    assert set(TOOLS) == {"celsius_to_fahrenheit", "factorial", "smallest_prime_factor", "memo",
+    assert set(BUILTIN_TOOLS) == {"celsius_to_fahrenheit", "factorial", "smallest_prime_factor", "memo",
                           "web_search"}  # fmt: skip
 
 
@@ -118,7 +128,7 @@ def test_replicas_must_be_ip_addresses() -> None:
 def test_rate_limit_budget_and_cache_wrap_the_agent(tmp_path: Path) -> None:
     from mesh.agents.budget import Budget
     from mesh.models import CachingModel, RateLimitedModel
-    from mesh.services import build_agent
+    from mesh.project import build_agent
 
     text = GOOD.replace("[mesh]", '[mesh]\nreplay = "always"').replace(
         'tools = ["factorial"]',

@@ -16,7 +16,7 @@ import yaml
 
 from mesh.config import load_config
 from mesh.rpc.dev_credentials import new_token, write_dev_credentials
-from mesh.services import TOOLS
+from mesh.project import BUILTIN_TOOLS
 
 ROOT = Path(__file__).parent.parent
 KUSTOMIZE = ["base", "overlays/dev", "overlays/prod"]
@@ -56,7 +56,7 @@ def mesh_config(docs: list[dict[str, Any]], tmp_path: Path) -> Any:
         c: new_token() for c in ("mesh", "client", "admin")})  # fmt: skip
     path = tmp_path / "mesh.toml"
     path.write_text(mesh_toml(docs).replace(AUTH_MOUNT, str(credentials.ca.parent)))
-    return load_config(path, frozenset(TOOLS))
+    return load_config(path, frozenset(BUILTIN_TOOLS))
 
 
 def test_every_manifest_is_valid(manifests: list[dict[str, Any]]) -> None:

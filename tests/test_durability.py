@@ -19,7 +19,7 @@ import grpc
 from mesh._proto import agent_pb2 as pb
 from mesh._proto import agent_pb2_grpc
 from mesh.launcher import MeshProcesses
-from mesh.services import load_mesh_config
+from mesh.project import load_mesh_config
 from mesh.telemetry.audit import read_run
 from tests.support import wait_until
 

@@ -21,7 +21,7 @@ from mesh import Cassette, ChatMessage, ModelResponse, ReplayServer, TokenUsage
 from mesh._proto import agent_pb2 as pb
 from mesh._proto import agent_pb2_grpc
 from mesh.launcher import MeshProcesses
-from mesh.services import load_mesh_config
+from mesh.project import load_mesh_config
 from mesh.telemetry.audit import default_audit_dir, read_run
 from tests.mesh_setup import DOWN_TASK, LOST_TASK, ROOT, SLOW_TASK, cassette_lines
 from tests.support import alive, code, descendants, wait_until

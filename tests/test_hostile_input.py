@@ -146,7 +146,7 @@ class Bystander:
 @pytest.fixture(scope="module")
 def served(mesh_dir: Any) -> Any:
     """The math specialist, and a bystander calling it all along."""
-    from mesh.services import load_mesh_config
+    from mesh.project import load_mesh_config
 
     config = load_mesh_config(mesh_dir / "mesh.toml")
     with MeshProcesses(

@@ -28,7 +28,7 @@ from mesh import MemoTool
 from mesh._proto import agent_pb2 as pb
 from mesh._proto import agent_pb2_grpc
 from mesh.launcher import MeshProcesses
-from mesh.services import load_mesh_config
+from mesh.project import load_mesh_config
 from tests.mesh_setup import DOWN_TASK, ROOT, SEED_TASK, SLOW_TASK, SPIN_TASK
 from tests.support import alive, descendants, wait_until
 

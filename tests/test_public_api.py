@@ -15,6 +15,7 @@ def test_public_exports() -> None:
             "DuckDuckGoTool",
             "FinalAnswerTool",
             "LiteLLMModel",
+            "MCPServerParameters",
             "ManagedAgent",
             "MemoTool",
             "MeshError",
@@ -27,6 +28,7 @@ def test_public_exports() -> None:
             "RemoteAgent",
             "ReplayModel",
             "ReplayServer",
+            "ResolvedAgent",
             "RunResult",
             "SandboxConfig",
             "TokenUsage",
@@ -37,6 +39,8 @@ def test_public_exports() -> None:
             "__version__",
             "celsius_to_fahrenheit",
             "factorial",
+            "mcp_tools",
+            "serve",
             "tool",
         ]
     )

@@ -10,7 +10,7 @@ from pathlib import Path
 from mesh.append_only import read_records
 from mesh.launcher import MeshProcesses
 from mesh.rpc.remote import RemoteAgent
-from mesh.services import load_mesh_config
+from mesh.project import load_mesh_config
 from tests.support import wait_until
 
 MATH_TASK = "What is the smallest prime factor of 2015? Answer with the number only."

@@ -21,7 +21,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 from mesh._proto import agent_pb2 as pb
 from mesh._proto import agent_pb2_grpc
 from mesh.launcher import MeshProcesses
-from mesh.services import load_mesh_config
+from mesh.project import load_mesh_config
 from tests.mesh_setup import SEED_TASK
 
 

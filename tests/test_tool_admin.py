@@ -22,7 +22,7 @@ from mesh.rpc.convert import definition_to_proto
 from mesh.rpc.remote_tool import RemoteTool
 from mesh.rpc.security import MeshSecurity
 from mesh.rpc.tool_admin import ToolChange, ToolChangeLog
-from mesh.services import load_mesh_config
+from mesh.project import load_mesh_config
 from tests.support import calls, scripted
 
 TOKENS = {"admin": "adm-" + "a" * 32, "tester": "tst-" + "b" * 32, "mesh": "msh-" + "c" * 32}

@@ -13,7 +13,7 @@ from mesh._proto import agent_pb2_grpc
 from mesh.agents.usage import AgentUsage, merge_usage
 from mesh.launcher import MeshProcesses
 from mesh.models.cost import cost_usd
-from mesh.services import load_mesh_config
+from mesh.project import load_mesh_config
 from tests.mesh_setup import SEED_TASK
 from tests.test_seed_scenario import TASK, manager, math_specialist, research_specialist
 

@@ -16,7 +16,9 @@ from typing import TypeVar
 from mesh.agents.usage import AgentUsage
 from mesh.errors import BudgetExceededError, ConfigError
 
-__all__ = ["Budget"]
+__all__ = ["BUDGET_FIELDS", "Budget"]
+
+BUDGET_FIELDS = frozenset({"max_tokens", "max_cost_usd", "max_model_calls"})
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,7 @@ class Budget:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, object], where: str) -> Budget:
-        unknown = set(data) - {"max_tokens", "max_cost_usd", "max_model_calls"}
+        unknown = set(data) - BUDGET_FIELDS
         if unknown:
             raise ConfigError(f"{where}: unknown budget field(s) {sorted(unknown)}")
         try:

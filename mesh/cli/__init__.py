@@ -7,9 +7,11 @@ mesh agents               the agents' cards
 mesh trace [ID]           recent traces, or one drawn as a tree
 mesh audit RUN_ID         one run's audit log across every service
 mesh tools add|remove     change an agent's tools at run time (admin)
-mesh tools history        every change made to the agents' tools
+mesh changes              every change to the agents' instructions and tools
 mesh certs DIR            a throwaway CA, certificate and tokens, to try TLS locally
+mesh manifests [-o DIR]   Kubernetes manifests for the config's agents
 mesh serve AGENT          serve one agent (what `mesh up` starts)
+mesh record [TASK]        run the mesh on a live model; write each agent's cassette
 mesh run --local [TASK]   one agent in this process, no mesh
 """
 
@@ -22,8 +24,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mesh.cli import mesh_commands
+from mesh.cli.deploy_commands import add_manifests_command
 from mesh.cli.local import add_local_options, run_local
-from mesh.cli.tool_commands import add_tool_commands
+from mesh.cli.record import add_record_command
+from mesh.cli.tool_commands import add_history_options, add_tool_commands
 from mesh.errors import MeshError
 
 __all__ = ["main"]
@@ -87,8 +91,12 @@ def _parser() -> argparse.ArgumentParser:
                        "~/.local/share/smolmesh/audit)")  # fmt: skip
     audit.set_defaults(func=mesh_commands.audit)
 
-    tools = commands.add_parser("tools", help="change an agent's tools; their history")
+    tools = commands.add_parser("tools", help="change an agent's tools at run time (admin)")
     add_tool_commands(tools)
+
+    changes = command("changes", "every change to the agents' instructions and tools")
+    changes.add_argument("--agent-address", help="host:port of the agent (default: the config)")
+    add_history_options(changes)
 
     certs = commands.add_parser("certs", help="write a throwaway CA, certificate and tokens")
     certs.add_argument("directory", type=Path, help="where to write them")
@@ -104,11 +112,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     certs.set_defaults(func=mesh_commands.certs)
 
+    add_manifests_command(commands)
+
     serve = command("serve", "serve one agent of the config")
     serve.add_argument("agent", help="the agent's name in the config")
     serve.add_argument("--address", help="host:port to listen on (default: from the config)")
+    serve.add_argument("--record", type=Path, metavar="CASSETTE",
+                       help="answer from the live model and append every call to CASSETTE")
     serve.add_argument("--health-address", metavar="HOST:PORT",
                        help="also serve health checks here, in plaintext and alone (for "
                        "probes that cannot speak TLS, like Kubernetes')")  # fmt: skip
     serve.set_defaults(func=mesh_commands.serve)
+
+    add_record_command(commands)
     return parser

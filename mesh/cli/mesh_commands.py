@@ -12,6 +12,7 @@ import signal
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import grpc
 from mesh._proto import agent_pb2 as pb
 from mesh._proto import agent_pb2_grpc
 from mesh.agents.events import FinalAnswer
+from mesh.cli.record import recorder
 from mesh.config import MeshConfig
 from mesh.console import EventPrinter, say
 from mesh.errors import AgentUnavailableError, ConfigError, MeshError, NotFoundError
@@ -32,48 +34,36 @@ from mesh.rpc.dev_credentials import (
     write_dev_credentials,
 )
 from mesh.rpc.remote import RemoteAgent, channel_target
-from mesh.rpc.run_ledger import RunLedger, default_run_ledger_path
 from mesh.rpc.security import open_channel
-from mesh.rpc.server import serve as serve_agent
+from mesh.rpc.serving import serve as serve_agent
 from mesh.rpc.status import error_from_rpc
-from mesh.rpc.tool_admin import ToolAdmin, ToolChangeLog, default_tool_log_dir
-from mesh.services import build_agent, load_mesh_config, replays
-from mesh.telemetry import default_trace_dir, setup_tracing
-from mesh.telemetry.audit import AuditLog, default_audit_dir, read_run
+from mesh.project import CONFIG_NAME, build_agent, load_mesh_config, replays
+from mesh.telemetry import default_trace_dir
+from mesh.telemetry.audit import default_audit_dir, read_run
 from mesh.telemetry.trace_file import read_spans
 from mesh.telemetry.trace_view import list_traces, render_tree
 
-__all__ = ["agents", "audit", "demo", "run", "serve", "trace", "up"]
+__all__ = ["agents", "audit", "demo", "on_free_ports", "run", "serve", "trace", "up"]
 
 
 def serve(args: argparse.Namespace) -> int:
     config = load_mesh_config(args.config)
+    if args.record:
+        config = dataclasses.replace(config, replay="never")  # a recording is of a live model
     agent_config = config.agent(args.agent)
     address = args.address or agent_config.addresses[0]
-    agent = build_agent(config, args.agent)
     logging.getLogger("mesh").setLevel(logging.INFO)
-    model = "replay" if replays(config, agent_config) else agent.model.model_id
+    with ExitStack() as resources:
+        agent = build_agent(config, args.agent, resources=resources, wrap_model=recorder(args.record))
+        model = "replay" if replays(config, agent_config) else agent.model.model_id
 
-    def ready(port: int) -> None:
-        print(f"{READY_PREFIX}{args.agent} {port}", flush=True)
-        say(f"{args.agent}: serving on {address.rsplit(':', 1)[0]}:{port} (model: {model})")
+        def ready(port: int) -> None:
+            print(f"{READY_PREFIX}{args.agent} {port}", flush=True)
+            say(f"{args.agent}: serving on {address.rsplit(':', 1)[0]}:{port} (model: {model})")
 
-    provider = setup_tracing(args.agent)
-    try:
-        # One file per process: replicas of an agent never write to the same file.
-        audit_log = AuditLog(default_audit_dir() / f"{args.agent}-{os.getpid()}.jsonl")
-        tool_log = ToolChangeLog(default_tool_log_dir() / f"{args.agent}.jsonl")
-        tool_admin = ToolAdmin(agent, tool_log, config.security)
-        if replayed := tool_admin.restore():
-            say(f"{args.agent}: {replayed} tool change(s) replayed from {tool_log.path}")
-        ledger = RunLedger(default_run_ledger_path(args.agent))
-        asyncio.run(serve_agent(agent, address,
-                                max_concurrent_runs=agent_config.max_concurrent_runs,
-                                on_ready=ready, audit=audit_log, security=config.security,
-                                tool_admin=tool_admin, ledger=ledger,
-                                health_address=args.health_address))  # fmt: skip
-    finally:
-        provider.shutdown()  # flush spans; bounded by the exporters' short timeouts
+        serve_agent(agent, address, max_concurrent_runs=agent_config.max_concurrent_runs,
+                    security=config.security, health_address=args.health_address,
+                    on_ready=ready)  # fmt: skip
     return 0
 
 
@@ -100,17 +90,22 @@ def up(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = load_mesh_config(args.config)
-    entry = config.agent(config.entry)
-    target = channel_target(args.address or list(entry.addresses))
-    task = args.task or config.task
+    """Run a task on the config's entry agent, or on whatever agent serves ``--address``
+    (then a config is optional: an agent served from Python has none)."""
+    config = _config_for(args)
+    entry = config.agent(config.entry) if config is not None else None
+    name = entry.name if entry is not None else "the agent"
+    target = channel_target(args.address or list(entry.addresses if entry else ()))
+    task = args.task or (config.task if config is not None else "")
     if not task:
         raise ConfigError("give a task (the config names no default task in [mesh] task)")
-    metadata = config.security.call_metadata() if config.security else ()
-    with open_channel(target, config.security) as channel:
+    security = config.security if config is not None else None
+    metadata = security.call_metadata() if security else ()
+    with open_channel(target, security) as channel:
         stub = agent_pb2_grpc.AgentServiceStub(channel)  # type: ignore[no-untyped-call]
-        _announce_replay(stub, entry.name, target, task, config, metadata)
-        call = stub.RunStream(pb.RunStreamRequest(task=task, agent=entry.name),
+        if not getattr(args, "live", False):
+            _announce_replay(stub, name, target, task, config, metadata)
+        call = stub.RunStream(pb.RunStreamRequest(task=task, agent=entry.name if entry else ""),
                               timeout=args.timeout, metadata=metadata)  # fmt: skip
         printer = None if args.quiet else EventPrinter()
         answer: Any = None
@@ -129,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
             say("cancelled: the run and every run it delegated were stopped")
             return 130
         except grpc.RpcError as err:
-            raise _explain(error_from_rpc(err, f"{entry.name} at {target}")) from err
+            raise _explain(error_from_rpc(err, f"{name} at {target}")) from err
     if args.quiet:
         print(answer)
     return 0
@@ -182,7 +177,7 @@ def audit(args: argparse.Namespace) -> int:
 
 def demo(args: argparse.Namespace) -> int:
     """Start the mesh on free ports, run its task, stop it: the whole product in one command."""
-    config = _on_free_ports(load_mesh_config(args.config))
+    config = on_free_ports(load_mesh_config(args.config))
     say("Starting the mesh: one process per agent ...")
     with (
         tempfile.TemporaryDirectory(prefix="mesh-demo-") as logs,
@@ -196,8 +191,14 @@ def demo(args: argparse.Namespace) -> int:
         return status
 
 
+def _config_for(args: argparse.Namespace) -> MeshConfig | None:
+    if args.address and args.config is None and not Path(CONFIG_NAME).exists():
+        return None
+    return load_mesh_config(args.config)
+
+
 def _announce_replay(
-    stub: Any, name: str, target: str, task: str, config: MeshConfig, metadata: Any
+    stub: Any, name: str, target: str, task: str, config: MeshConfig | None, metadata: Any
 ) -> None:
     try:
         card = stub.Describe(pb.DescribeRequest(), timeout=5, metadata=metadata).card
@@ -207,7 +208,7 @@ def _announce_replay(
         say("No model key is set, so the mesh REPLAYS recorded model outputs (cassettes); the "
             "tools, sandbox and RPCs run for real. Set OPENAI_API_KEY (or [models] in the "
             "config) for a live model.")  # fmt: skip
-        if config.task and task != config.task:
+        if config is not None and config.task and task != config.task:
             say(f"A replay only knows its recorded task: {config.task!r}")
 
 
@@ -230,7 +231,7 @@ def _print_table(config: MeshConfig, addresses: dict[str, list[str]]) -> None:
     sys.stdout.flush()
 
 
-def _on_free_ports(config: MeshConfig) -> MeshConfig:
+def on_free_ports(config: MeshConfig) -> MeshConfig:
     agents = {
         name: dataclasses.replace(
             agent, addresses=tuple(f"{a.rsplit(':', 1)[0]}:0" for a in agent.addresses)

@@ -1,4 +1,5 @@
-"""``mesh tools``: add, replace and remove an agent's tools at run time, and their history."""
+"""``mesh tools``: add, replace and remove an agent's tools at run time; ``mesh changes``: the
+history of every agent's definition (instructions and tools) and of those run-time changes."""
 
 from __future__ import annotations
 
@@ -20,9 +21,9 @@ from mesh.rpc.convert import definition_to_proto
 from mesh.rpc.remote import channel_target
 from mesh.rpc.security import open_channel
 from mesh.rpc.status import error_from_rpc
-from mesh.services import load_mesh_config
+from mesh.project import load_mesh_config
 
-__all__ = ["add_tool", "add_tool_commands", "remove_tool", "tool_history"]
+__all__ = ["add_history_options", "add_tool", "add_tool_commands", "remove_tool", "tool_history"]
 
 
 def add_tool_commands(tools: argparse.ArgumentParser) -> None:
@@ -53,9 +54,14 @@ def add_tool_commands(tools: argparse.ArgumentParser) -> None:
     remove.add_argument("name")
     remove.set_defaults(func=remove_tool)
 
-    history = verb("history", "every change made to the agents' tools, oldest first")
+    add_history_options(verb("history", "the same as `mesh changes`"))
+
+
+def add_history_options(history: argparse.ArgumentParser) -> None:
+    """``mesh changes`` (and its old name ``mesh tools history``)."""
     history.add_argument("agents", nargs="*", help="agents (default: every agent of the config)")
     history.add_argument("--json", action="store_true", help="one JSON object per change")
+    history.add_argument("--diff", action="store_true", help="show how instructions changed")
     history.set_defaults(func=tool_history)
 
 
@@ -93,9 +99,12 @@ def tool_history(args: argparse.Namespace) -> int:
             print(json.dumps({"timestamp": change.timestamp, "agent": change.agent,
                               "action": change.action, "tool": change.tool,
                               "caller": change.caller, "schema_sha256": change.schema_sha256,
-                              "address": change.address}))  # fmt: skip
+                              "old_sha256": change.old_sha256, "address": change.address,
+                              "diff": change.diff}))  # fmt: skip
         else:
             print(_row(change))
+            if args.diff and change.diff:
+                print("    " + change.diff.rstrip("\n").replace("\n", "\n    "))
     return 0
 
 
@@ -103,7 +112,10 @@ def _row(change: pb.ToolChange) -> str:
     when = datetime.datetime.fromtimestamp(change.timestamp, datetime.UTC)
     where = f" -> {change.address}" if change.address else ""
     sha = f" sha256:{change.schema_sha256[:12]}" if change.schema_sha256 else ""
-    return (f"{when:%Y-%m-%d %H:%M:%S}Z  {change.agent}  {change.action} {change.tool}"
+    if change.old_sha256:
+        sha = f" sha256:{change.old_sha256[:12]} ->{sha or ' (gone)'}"
+    action = change.action.replace("_", " ")
+    return (f"{when:%Y-%m-%d %H:%M:%S}Z  {change.agent}  {action} {change.tool}"
             f"{where}{sha}  by {change.caller}")  # fmt: skip
 
 

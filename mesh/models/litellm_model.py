@@ -144,6 +144,8 @@ class LiteLLMModel:
             request["api_base"] = self.api_base
         if self.api_key:
             request["api_key"] = self.api_key
+        elif self.api_base and not has_provider_key(self.model_id):
+            request["api_key"] = "unused"  # local OpenAI-compatible servers need none
         if tools:
             request["tools"] = [tool.to_json_schema() for tool in tools]
             request.setdefault("tool_choice", "required")

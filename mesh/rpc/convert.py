@@ -290,4 +290,5 @@ def tool_change_to_proto(change: ToolChange) -> pb.ToolChange:
     return pb.ToolChange(
         timestamp=change.timestamp, agent=change.agent, action=change.action, tool=change.tool,
         caller=change.caller, schema_sha256=change.schema_sha256, address=change.address,
+        old_sha256=change.old_sha256, diff=change.diff,
     )  # fmt: skip

@@ -11,7 +11,7 @@ model can read, never as an error that ends the run.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -20,13 +20,14 @@ from opentelemetry import propagate
 from mesh._proto import agent_pb2 as pb
 from mesh._proto import agent_pb2_grpc
 from mesh.agents.context import current_run
-from mesh.errors import ToolExecutionError
-from mesh.rpc.convert import from_json, to_json
+from mesh.errors import InvalidRequestError, NotFoundError, ToolDefinitionError, ToolExecutionError
+from mesh.rpc.convert import from_json, to_json, tool_spec_from_proto
+from mesh.rpc.remote import channel_target
 from mesh.rpc.security import MeshSecurity, open_channel
 from mesh.rpc.status import error_from_rpc
 from mesh.tools.base import Tool
 
-__all__ = ["RemoteTool"]
+__all__ = ["RemoteTool", "fetch_remote_tools"]
 
 
 class RemoteTool(Tool):
@@ -83,3 +84,40 @@ class RemoteTool(Tool):
 
     def close(self) -> None:
         self._channel.close()
+
+
+def fetch_remote_tools(
+    address: str,
+    names: Sequence[str] = (),
+    *,
+    security: MeshSecurity | None = None,
+    timeout_s: float = 30.0,
+) -> list[RemoteTool]:
+    """The tools a ``CallTool`` service lists (only ``names`` if given), ready to call.
+
+    Their schemas are the service's own (``ListTools``), so the caller never restates them.
+    """
+    target = channel_target(address)
+    with open_channel(target, security) as channel:
+        stub = agent_pb2_grpc.AgentServiceStub(channel)  # type: ignore[no-untyped-call]
+        metadata = security.call_metadata() if security is not None else ()
+        try:
+            listed = stub.ListTools(pb.ListToolsRequest(), timeout=min(timeout_s, 30.0),
+                                    metadata=metadata, wait_for_ready=True).tools  # fmt: skip
+        except grpc.RpcError as err:
+            raise error_from_rpc(err, f"tool service at {address}") from err
+    specs = {spec.name: spec for spec in listed}
+    missing = [name for name in names if name not in specs]
+    if missing:
+        raise NotFoundError(f"{address} has no tool(s) {missing} (it has "
+                            f"{', '.join(specs) or 'none'})")  # fmt: skip
+    tools = []
+    for name in names or list(specs):
+        try:
+            definition = tool_spec_from_proto(specs[name])
+            tools.append(RemoteTool(definition, target, timeout_s=timeout_s, security=security))
+        except (ToolDefinitionError, ValueError) as err:
+            detail = err.message if isinstance(err, ToolDefinitionError) else str(err)
+            raise InvalidRequestError(f"{address}: tool {name!r} has an unusable schema: "
+                                      f"{detail}") from err  # fmt: skip
+    return tools

@@ -44,6 +44,9 @@ MESSAGE_SIZE_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
 ]
+AUTH_KEYS = frozenset({"tls_cert", "tls_key", "tls_ca", "require_client_cert", "tokens_file",
+                       "token_file", "permissions"})  # fmt: skip
+"""The fields of ``[auth]``."""
 
 
 @dataclass(frozen=True)
@@ -101,12 +104,10 @@ class MeshSecurity:
 
     @classmethod
     def from_config(cls, table: Mapping[str, Any], base: Path, where: str = "auth") -> MeshSecurity:
-        known = {"tls_cert", "tls_key", "tls_ca", "require_client_cert", "tokens_file",
-                 "token_file", "permissions"}  # fmt: skip
         for key in table:
-            if key not in known:
+            if key not in AUTH_KEYS:
                 raise ConfigError(
-                    f"{where}.{key}: unknown field (known: {', '.join(sorted(known))})"
+                    f"{where}.{key}: unknown field (known: {', '.join(sorted(AUTH_KEYS))})"
                 )
         paths = {k: _path(table, k, base, where) for k in ("tls_cert", "tls_key", "tls_ca")}
         if (paths["tls_cert"] is None) != (paths["tls_key"] is None):

@@ -32,6 +32,8 @@ from mesh.tools.final_answer import FINAL_ANSWER
 __all__ = ["ToolAdmin", "ToolChange", "ToolChangeLog", "default_tool_log_dir", "schema_sha256"]
 
 MAX_ADDRESS_CHARS = 512
+RUNTIME_ACTIONS = frozenset({"added", "replaced", "removed"})
+"""Changes an admin made while the service ran: what a restart replays."""
 
 
 def default_tool_log_dir() -> Path:
@@ -49,14 +51,17 @@ class ToolChange:
     timestamp: float
     agent: str
     action: str
-    """added, replaced or removed."""
+    """added, replaced or removed; or one of ``DEFINITION_ACTIONS`` (see definition_log)."""
     tool: str
     caller: str
     schema_sha256: str = ""
     address: str = ""
     remote_name: str = ""
     definition: dict[str, Any] = field(default_factory=dict)
-    """The remote tool's schema, so that replaying the log can rebuild it."""
+    """The remote tool's schema, so that replaying the log can rebuild it (or, for
+    ``configured``, the agent's whole definition at start-up)."""
+    old_sha256: str = ""
+    diff: str = ""
 
 
 class ToolChangeLog:
@@ -92,7 +97,7 @@ class ToolAdmin:
 
     def restore(self) -> int:
         """Replay the log over the configured tools; returns the number of changes replayed."""
-        changes = self.log.read()
+        changes = [c for c in self.log.read() if c.action in RUNTIME_ACTIONS]
         for change in changes:
             if change.action == "removed":
                 self.agent.tools.pop(change.tool, None)

@@ -1,0 +1,294 @@
+"""Kubernetes manifests for a user's mesh, rendered from its mesh.toml alone.
+
+``deploy/k8s/`` is the hand-written deployment of the seed mesh; this module makes the same
+choices for any mesh.toml, so that a user's mesh deploys with one command
+(``mesh manifests -o k8s/ && kubectl apply -k k8s/``):
+
+- The image is the user's project on smolmesh's image (``deploy/docker/Dockerfile.project``):
+  its WORKDIR /app holds mesh.toml and services/, so the config's relative paths resolve there.
+- The config is a ConfigMap mounted over /app/mesh.toml with subPath, so the rest of /app stays
+  visible. subPath mounts never see updates, so a hash of the config on each pod template rolls
+  the pods when it changes.
+- One Deployment and one Service per agent, named after the agent ('_' -> '-'). The entry's
+  Service has a cluster IP; the others are headless, so callers balance across replicas.
+- Each agent reaches the agents it manages through their Services (``MESH_ADDRESS_<CHILD>``,
+  which overrides the address in mesh.toml).
+- Privileges only where model-written code runs: nsjail needs root in the container,
+  CAP_SYS_ADMIN and friends and unconfined seccomp and AppArmor to build its jail. Every other
+  pod runs as uid 10001 with no capabilities and a read-only root filesystem.
+- With an [auth] table, the files it names come from the Secret mesh-auth, mounted at the
+  directory they are named in. With TLS, kubelet's gRPC probes (which cannot speak TLS) use a
+  plaintext port that serves health checks alone (``mesh serve --health-address``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import re
+import tomllib
+from dataclasses import dataclass
+from typing import Any
+
+from mesh.config import AgentConfig, MeshConfig
+from mesh.errors import ConfigError
+
+__all__ = ["auth_files", "dns_label", "render_manifests", "service_name", "service_names"]
+
+Manifest = dict[str, Any]
+
+CONFIG_MAP = "mesh-config"
+MODEL_SECRET = "mesh-secrets"
+AUTH_SECRET = "mesh-auth"
+DATA_DIR = "/var/lib/mesh"
+DATA_ENV = {  # as deploy/docker/Dockerfile sets them, repeated so that any image agrees
+    "MESH_MEMO_PATH": f"{DATA_DIR}/memo.sqlite3",
+    "MESH_TRACE_DIR": f"{DATA_DIR}/traces",
+    "MESH_AUDIT_DIR": f"{DATA_DIR}/audit",
+    "MESH_TOOL_LOG_DIR": f"{DATA_DIR}/tool-changes",
+    "MESH_RUNS_DIR": f"{DATA_DIR}/runs",
+}
+HEALTH_PORT = 8081
+USER_ID = 10001  # the image's unprivileged user
+NSJAIL_CAPABILITIES = ("SYS_ADMIN", "SETUID", "SETGID", "SYS_CHROOT", "KILL")
+RESOURCES = {  # (requests, limits) of (cpu, memory), as deploy/k8s/base gives them
+    "code": (("500m", "512Mi"), ("2", "2Gi")),
+    "tool-calling": (("250m", "256Mi"), ("1", "512Mi")),
+}
+_WHY_PRIVILEGED = (
+    "runs model-written code in nsjail, which needs root in the container, CAP_SYS_ADMIN, "
+    "SETUID, SETGID, SYS_CHROOT, KILL and unconfined seccomp and AppArmor to build its jail"
+)
+_AUTH_FILES = ("tls_cert", "tls_key", "tls_ca", "tokens_file", "token_file")
+_NAME = "app.kubernetes.io/name"
+_SERVICE_NAME = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
+
+
+@dataclass(frozen=True)
+class _Mesh:
+    """What every agent's manifests share."""
+
+    namespace: str
+    image: str
+    config_path: str
+    config_sha256: str
+    auth_dir: str | None
+    tls: bool
+
+
+def render_manifests(
+    config: MeshConfig, *, image: str, namespace: str, project_root_in_image: str = "/app"
+) -> list[Manifest]:
+    """Every object the mesh needs, in apply order: the Namespace, the config, then each
+    agent's Deployment and Service."""
+    text = config.path.read_text(encoding="utf-8")
+    config_path = posixpath.join(project_root_in_image, "mesh.toml")
+    mesh = _Mesh(
+        namespace=namespace,
+        image=image,
+        config_path=config_path,
+        config_sha256=hashlib.sha256(text.encode()).hexdigest(),
+        auth_dir=_auth_dir(config, text, project_root_in_image),
+        tls=config.security is not None and config.security.tls,
+    )
+    names = service_names(config)
+    ports = {agent.name: _port(agent) for agent in config.agents.values()}
+    docs: list[Manifest] = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": CONFIG_MAP, "namespace": namespace},
+            "data": {"mesh.toml": text},
+        },
+    ]
+    for agent in config.agents.values():
+        children = [
+            {"name": f"MESH_ADDRESS_{child.upper()}", "value": f"{names[child]}:{ports[child]}"}
+            for child in agent.depends_on()
+        ]
+        docs.append(_deployment(mesh, agent, names[agent.name], ports[agent.name], children))
+        docs.append(
+            _service(
+                mesh, names[agent.name], ports[agent.name], headless=agent.name != config.entry
+            )
+        )
+    return docs
+
+
+def dns_label(text: str, default: str = "smolmesh") -> str:
+    """``text`` as a DNS label (a namespace name): lower case, '-' for anything else."""
+    label = re.sub(r"[^a-z0-9]+", "-", text.lower())[:63].strip("-")
+    return label or default
+
+
+def service_name(agent: str) -> str:
+    """The agent's Deployment and Service name: its name with '-' for '_'."""
+    name = agent.lower().replace("_", "-")
+    if not _SERVICE_NAME.fullmatch(name):
+        raise ConfigError(
+            f"agents.{agent}: {name!r} is not a valid Service name; name the agent "
+            "with a letter first and at most 63 characters"
+        )
+    return name
+
+
+def service_names(config: MeshConfig) -> dict[str, str]:
+    """Agent -> Service name, refusing two agents that would share one (``a_b`` and ``A_B``)."""
+    names: dict[str, str] = {}
+    for agent in config.agents:
+        name = service_name(agent)
+        if name in names.values():
+            raise ConfigError(f"agents.{agent}: its Service name {name!r} is taken by another")
+        names[agent] = name
+    return names
+
+
+def _port(agent: AgentConfig) -> int:
+    port = int(agent.addresses[0].rsplit(":", 1)[1])
+    if not 0 < port < 65536:
+        raise ConfigError(f"agents.{agent.name}.address: a Service needs a fixed port, got {port}")
+    return port
+
+
+def _deployment(
+    mesh: _Mesh, agent: AgentConfig, name: str, port: int, env: list[dict[str, str]]
+) -> Manifest:
+    runs_code = agent.kind == "code"
+    labels = {
+        _NAME: name,
+        "app.kubernetes.io/part-of": "smolmesh",
+        "mesh.smolmesh.io/runs-code": str(runs_code).lower(),
+    }
+    metadata: Manifest = {"name": name, "namespace": mesh.namespace, "labels": labels}
+    if runs_code:
+        metadata["annotations"] = {"mesh.smolmesh.io/privileges": _WHY_PRIVILEGED}
+    container, volumes = _container(mesh, agent, port, env)
+    pod = {
+        "automountServiceAccountToken": False,  # agents never call the Kubernetes API
+        "terminationGracePeriodSeconds": 30,
+        "securityContext": {"fsGroup": USER_ID},  # uid 10001 may read the mounted Secret
+        "containers": [container],
+        "volumes": volumes,
+    }
+    template = {
+        "metadata": {
+            "labels": dict(labels),
+            "annotations": {"mesh.smolmesh.io/config-sha256": mesh.config_sha256},
+        },
+        "spec": pod,
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata,
+        "spec": {"replicas": 1, "selector": {"matchLabels": {_NAME: name}}, "template": template},
+    }
+
+
+def _container(
+    mesh: _Mesh, agent: AgentConfig, port: int, env: list[dict[str, str]]
+) -> tuple[Manifest, list[Manifest]]:
+    """The agent's container and the pod's volumes it mounts."""
+    runs_code = agent.kind == "code"
+    args = ["serve", agent.name, "--config", mesh.config_path, "--address", f"0.0.0.0:{port}"]
+    ports: list[Manifest] = [{"name": "grpc", "containerPort": port}]
+    probed = port
+    if mesh.tls:  # kubelet's gRPC probes cannot speak TLS: health alone, in plaintext
+        probed = HEALTH_PORT if port != HEALTH_PORT else HEALTH_PORT + 1
+        args += ["--health-address", f"0.0.0.0:{probed}"]
+        ports.append({"name": "health", "containerPort": probed})
+    mounts: list[Manifest] = [
+        {"name": "config", "mountPath": mesh.config_path, "subPath": "mesh.toml", "readOnly": True},
+        {"name": "state", "mountPath": DATA_DIR},
+    ]
+    volumes: list[Manifest] = [
+        {"name": "config", "configMap": {"name": CONFIG_MAP}},
+        {"name": "state", "emptyDir": {}},
+    ]
+    if not runs_code:  # the root filesystem is read-only: scratch space for the tools
+        mounts.append({"name": "tmp", "mountPath": "/tmp"})
+        volumes.append({"name": "tmp", "emptyDir": {}})
+    if mesh.auth_dir:
+        mounts.append({"name": AUTH_SECRET, "mountPath": mesh.auth_dir, "readOnly": True})
+        secret = {"secretName": AUTH_SECRET, "defaultMode": 0o440}  # owner and fsGroup only
+        volumes.append({"name": AUTH_SECRET, "secret": secret})
+    (cpu, memory), (cpu_limit, memory_limit) = RESOURCES[agent.kind]
+    container = {
+        "name": "agent",
+        "image": mesh.image,
+        "args": args,
+        "ports": ports,
+        "envFrom": [{"secretRef": {"name": MODEL_SECRET, "optional": True}}],
+        "env": [*env, *({"name": key, "value": value} for key, value in DATA_ENV.items())],
+        "readinessProbe": {"grpc": {"port": probed}, "periodSeconds": 5},
+        "livenessProbe": {"grpc": {"port": probed}, "initialDelaySeconds": 10, "periodSeconds": 20},
+        "resources": {
+            "requests": {"cpu": cpu, "memory": memory},
+            "limits": {"cpu": cpu_limit, "memory": memory_limit},
+        },
+        "securityContext": _jail_context() if runs_code else _locked_context(),
+        "volumeMounts": mounts,
+    }
+    return container, volumes
+
+
+def _service(mesh: _Mesh, name: str, port: int, *, headless: bool) -> Manifest:
+    spec: Manifest = {"clusterIP": "None"} if headless else {"type": "ClusterIP"}
+    spec["selector"] = {_NAME: name}
+    spec["ports"] = [{"name": "grpc", "port": port, "targetPort": "grpc", "appProtocol": "grpc"}]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": mesh.namespace, "labels": {_NAME: name}},
+        "spec": spec,
+    }
+
+
+def _jail_context() -> Manifest:
+    return {
+        "runAsUser": 0,
+        "runAsNonRoot": False,
+        "allowPrivilegeEscalation": True,
+        "capabilities": {"drop": ["ALL"], "add": list(NSJAIL_CAPABILITIES)},
+        "seccompProfile": {"type": "Unconfined"},
+        "appArmorProfile": {"type": "Unconfined"},
+    }
+
+
+def _locked_context() -> Manifest:
+    return {
+        "runAsUser": USER_ID,
+        "runAsGroup": USER_ID,
+        "runAsNonRoot": True,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def auth_files(text: str) -> list[str]:
+    """The files the [auth] table names, as written (the loaded config keeps only some)."""
+    table = tomllib.loads(text).get("auth", {})
+    return [table[key] for key in _AUTH_FILES if isinstance(table.get(key), str)]
+
+
+def _auth_dir(config: MeshConfig, text: str, root: str) -> str | None:
+    """Where the pods find the [auth] files: relative paths start at the project root."""
+    files = auth_files(text) if config.security is not None else []
+    dirs = {posixpath.dirname(posixpath.normpath(posixpath.join(root, f))) for f in files}
+    if not dirs:
+        return None
+    if len(dirs) > 1:
+        raise ConfigError(
+            f"auth: keep the files it names in one directory (the Secret "
+            f"{AUTH_SECRET} is mounted there), not {sorted(dirs)}"
+        )
+    (directory,) = dirs
+    if directory in ("/", posixpath.normpath(root)) or root.startswith(directory + "/"):
+        raise ConfigError(
+            f"auth: keep the files it names in a directory of their own, e.g. "
+            f"mesh-auth/: the Secret {AUTH_SECRET} is mounted over {directory}"
+        )
+    return directory

@@ -1,0 +1,166 @@
+"""Building one agent of a mesh config: its model, tools, delegates and instructions.
+
+What the config cannot say, an agent factory can (``agent = "pkg.module:build"``):
+it receives the agent's resolved parts (a ``ResolvedAgent``) and returns the
+agent, usually by calling ``parts.build(...)`` with what it wants changed.
+Managed agents are always remote: each one is its own service.
+"""
+
+from __future__ import annotations
+
+import atexit
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mesh.agents import CodeAgent, ToolCallingAgent
+from mesh.agents.base import MultiStepAgent
+from mesh.config import AgentConfig, MeshConfig
+from mesh.errors import ConfigError, MeshError
+from mesh.models import LiteLLMModel, Model, ReplayModel
+from mesh.models.litellm_model import has_provider_key
+from mesh.models.wrappers import CachingModel, RateLimitedModel
+from mesh.references import import_object, on_import_path
+from mesh.rpc.remote import RemoteAgent
+from mesh.project.tools import resolve_tools
+from mesh.tools.base import Tool
+
+__all__ = ["ResolvedAgent", "build_agent", "replays"]
+
+
+@dataclass
+class ResolvedAgent:
+    """One agent of a config with everything resolved: what an agent factory receives."""
+
+    config: AgentConfig
+    mesh: MeshConfig
+    model: Model
+    tools: list[Tool]
+    managed_agents: list[RemoteAgent]
+    replay: bool
+    """Whether the model answers from the agent's cassette rather than live."""
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def root(self) -> Path:
+        """The project's directory (files a factory reads are relative to it)."""
+        return self.mesh.root
+
+    def build(self, **overrides: Any) -> MultiStepAgent:
+        """The agent the config describes; ``overrides`` replace any constructor argument
+        (``tools=[...]``, ``instructions=...``, ``max_steps=...``)."""
+        agent = self.config
+        arguments: dict[str, Any] = {
+            "tools": self.tools,
+            "model": self.model,
+            "managed_agents": self.managed_agents,
+            "max_steps": agent.max_steps,
+            "name": agent.name,
+            "description": agent.description,
+            "instructions": agent.instructions or None,
+            "budget": agent.budget,
+        }
+        if agent.kind == "code":
+            arguments |= {"sandbox": agent.sandbox,
+                          "additional_authorized_imports": agent.authorized_imports}  # fmt: skip
+        arguments |= overrides
+        kind: Callable[..., MultiStepAgent] = CodeAgent if agent.kind == "code" else ToolCallingAgent
+        return kind(**arguments)
+
+
+def replays(config: MeshConfig, agent: AgentConfig) -> bool:
+    """Whether ``agent`` answers from its cassette rather than a live model."""
+    if config.replay == "always":
+        return True
+    if config.replay == "never" or agent.cassette is None:
+        return False
+    model_id = agent.model or config.default_model
+    return not (agent.api_base or config.api_base or has_provider_key(model_id))
+
+
+def build_agent(
+    config: MeshConfig,
+    name: str,
+    *,
+    resources: ExitStack | None = None,
+    wrap_model: Callable[[Model], Model] | None = None,
+) -> MultiStepAgent:
+    """The agent ``name`` of ``config``, ready to serve or run.
+
+    ``resources`` closes what the agent holds (MCP servers, channels to tool
+    services) when the caller is done; without it they close at exit.
+    ``wrap_model`` wraps the model (``mesh record`` records through it).
+    """
+    if resources is None:
+        resources = ExitStack()
+        atexit.register(resources.close)
+    agent = config.agent(name)
+    on_import_path(config.root)
+    replay = replays(config, agent)
+    model = _model(config, agent, replay)
+    if wrap_model is not None:
+        model = wrap_model(model)
+    parts = ResolvedAgent(
+        config=agent,
+        mesh=config,
+        model=model,
+        tools=resolve_tools(config, agent, resources),
+        managed_agents=[_remote(config, child) for child in agent.managed_agents],
+        replay=replay,
+    )
+    if not agent.factory:
+        return parts.build()
+    return _from_factory(parts)
+
+
+def _from_factory(parts: ResolvedAgent) -> MultiStepAgent:
+    where = f"agents.{parts.name}.agent"
+    factory = import_object(parts.config.factory, where, parts.root)
+    if not callable(factory):
+        raise ConfigError(f"{where}: {parts.config.factory!r} is not callable")
+    try:
+        agent = factory(parts)
+    except MeshError as err:
+        raise ConfigError(f"{where}: {err.message}") from err
+    except Exception as err:  # the user's code: named, without a traceback
+        raise ConfigError(f"{where}: {parts.config.factory} failed: {type(err).__name__}: "
+                          f"{err}") from err  # fmt: skip
+    expected = CodeAgent if parts.config.kind == "code" else ToolCallingAgent
+    if not isinstance(agent, expected):
+        raise ConfigError(f"{where}: returned {type(agent).__name__}, but kind = "
+                          f"{parts.config.kind!r} needs a {expected.__name__}")  # fmt: skip
+    if agent.name != parts.name:
+        raise ConfigError(f"{where}: the agent is named {agent.name!r}, not {parts.name!r}")
+    return agent
+
+
+def _remote(config: MeshConfig, name: str) -> RemoteAgent:
+    child = config.agent(name)
+    return RemoteAgent(name, child.addresses, child.description, idempotent=child.idempotent,
+                       security=config.security)  # fmt: skip
+
+
+def _model(config: MeshConfig, agent: AgentConfig, replay: bool) -> Model:
+    model: Model
+    if replay:
+        if agent.cassette is None:
+            raise ConfigError(f"agents.{agent.name}.cassette: needed to replay")
+        model = ReplayModel(
+            agent.cassette,
+            model_id=f"replay:{agent.cassette.name}",
+            latency_s=config.replay_latency_ms / 1000,
+        )
+    else:
+        model = LiteLLMModel(agent.model or config.default_model,
+                             api_base=agent.api_base or config.api_base or None,
+                             **agent.model_params)  # fmt: skip
+    if agent.rate_limit_rpm:
+        model = RateLimitedModel(model, agent.rate_limit_rpm)
+    if agent.cache:
+        model = CachingModel(model)  # outermost: a cache hit spends no rate-limit slot
+    return model

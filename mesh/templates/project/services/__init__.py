@@ -1,0 +1,1 @@
+"""This project's agents: one package per agent, each served as its own process."""

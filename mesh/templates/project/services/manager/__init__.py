@@ -1,0 +1,1 @@
+"""The manager: plans the work and delegates it to the text specialist."""

@@ -1,0 +1,1 @@
+"""The text specialist: measures text with its own tool rather than guessing."""

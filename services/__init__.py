@@ -1,0 +1,1 @@
+"""The seed mesh's agents, one package each: written exactly as a user writes their own."""

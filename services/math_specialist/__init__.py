@@ -1,0 +1,1 @@
+"""The math specialist: exact arithmetic with its tools, in the sandbox."""

@@ -1,0 +1,1 @@
+"""The research specialist: finds facts on the web and remembers them."""
