@@ -26,8 +26,8 @@ from mesh._proto import agent_pb2 as pb
 from mesh._proto import agent_pb2_grpc
 from mesh.launcher import MeshProcesses
 from mesh.models import ReplayModel
-from mesh.rpc.remote import RemoteAgent
 from mesh.project import load_mesh_config
+from mesh.rpc.remote import RemoteAgent
 
 TASK = "What is the smallest prime factor of 2015? Use the math specialist."
 MATH_TASK = "What is the smallest prime factor of 2015? Answer with the number only."

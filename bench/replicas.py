@@ -19,8 +19,8 @@ from pathlib import Path
 
 from mesh.errors import BusyError
 from mesh.launcher import MeshProcesses
-from mesh.rpc.remote import RemoteAgent
 from mesh.project import load_mesh_config
+from mesh.rpc.remote import RemoteAgent
 
 TASK = "What is the smallest prime factor of 2015? Answer with the number only."
 SEED_CASSETTE = Path(__file__).parent.parent / "services" / "math_specialist" / "cassette.jsonl"
@@ -82,7 +82,9 @@ def main() -> None:
     for replicas in (1, 2):
         with tempfile.TemporaryDirectory(prefix="mesh-replicas-") as tmp:
             addresses = ", ".join(['"127.0.0.1:0"'] * replicas)
-            (Path(tmp) / "mesh.toml").write_text(CONFIG.format(addresses=f"[{addresses}]", cassette=SEED_CASSETTE))
+            (Path(tmp) / "mesh.toml").write_text(
+                CONFIG.format(addresses=f"[{addresses}]", cassette=SEED_CASSETTE)
+            )
             config = load_mesh_config(Path(tmp) / "mesh.toml")
             env = {"XDG_DATA_HOME": tmp}  # the services' audit and trace files
             with MeshProcesses(config, env=env, log_dir=Path(tmp) / "logs") as mesh:

@@ -38,8 +38,8 @@ from mesh._proto import agent_pb2 as pb
 from mesh._proto import agent_pb2_grpc
 from mesh.launcher import MeshProcesses
 from mesh.models.replay import Cassette
-from mesh.rpc.dev_credentials import DevCredentials, new_token, write_dev_credentials
 from mesh.project import load_mesh_config
+from mesh.rpc.dev_credentials import DevCredentials, new_token, write_dev_credentials
 
 LEVELS = (10, 100, 500, 100)  # back to 100: does memory keep growing at the same load?
 CLIENTS_PER_CHANNEL = 50

@@ -12,6 +12,7 @@ from mesh.agents import (
     ToolCallingAgent,
 )
 from mesh.errors import MeshError
+from mesh.mcp import MCPServerParameters, mcp_tools
 from mesh.models import (
     Cassette,
     ChatMessage,
@@ -24,7 +25,6 @@ from mesh.models import (
     TokenUsage,
     ToolCall,
 )
-from mesh.mcp import MCPServerParameters, mcp_tools
 from mesh.project import ResolvedAgent
 from mesh.rpc.remote import RemoteAgent
 from mesh.rpc.serving import serve

@@ -20,7 +20,7 @@ comma-separated for replicas), and port 0 lets ``mesh up`` pick free ports;
     kind = "code"                # or "tool-calling"
     description = "..."
     address = "127.0.0.1:50052"  # or a list of replicas
-    tools = ["factorial", "services.math_specialist.tools:digit_sum", "services.math_specialist.tools"]
+    tools = ["factorial", "services.math_specialist.tools:gcd", "services.math_specialist.tools"]
     instructions_file = "services/math_specialist/instructions.md"   # or instructions = "..."
     cassette = "services/math_specialist/cassette.jsonl"
     [agents.math_specialist.model_params]
@@ -190,7 +190,9 @@ def load_config(path: str | Path, tool_names: frozenset[str] | None = None) -> M
                 raise ConfigError(
                     f"agents.{agent.name}.remote_tools[{n}].agent: no agent {remote.agent!r}"
                 )
-    entry = get(mesh, "entry", str, "mesh", "manager" if "manager" in agents else next(iter(agents)))
+    entry = get(
+        mesh, "entry", str, "mesh", "manager" if "manager" in agents else next(iter(agents))
+    )
     if entry not in agents:
         raise ConfigError(f"mesh.entry: no agent {entry!r}")
     replay = get(mesh, "replay", str, "mesh", "auto")
@@ -270,12 +272,12 @@ def _tools(entries: list[str], where: str, builtins: frozenset[str] | None) -> t
 
 
 def _instructions(data: dict[str, Any], base: Path, where: str) -> str:
-    inline = get(data, "instructions", str, where, "")
-    file = get(data, "instructions_file", str, where, "")
+    inline: str = get(data, "instructions", str, where, "")
+    file: str = get(data, "instructions_file", str, where, "")
     if inline and file:
         raise ConfigError(f"{where}: give instructions or instructions_file, not both")
     if not file:
-        return str(inline)
+        return inline
     path = base / file
     try:
         text = path.read_text(encoding="utf-8")

@@ -26,7 +26,11 @@ def table(data: dict[str, Any], key: str, where: str) -> dict[str, Any]:
 
 
 def get(
-    data: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, default: Any = MISSING
+    data: dict[str, Any],
+    key: str,
+    kind: type | tuple[type, ...],
+    where: str,
+    default: Any = MISSING,
 ) -> Any:
     """``data[key]`` checked to be of ``kind`` (a list must hold strings); required unless
     a default is given."""

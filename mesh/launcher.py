@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -48,7 +49,7 @@ class MeshProcesses:
     env: dict[str, str] = field(default_factory=dict)
     only: tuple[str, ...] = ()
     """Start just these agents (the others are expected elsewhere, or down)."""
-    serve_args: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    serve_args: Mapping[str, Sequence[str]] = field(default_factory=dict)
     """More arguments for an agent's ``mesh serve`` (``--record PATH``)."""
     services: list[ServiceProcess] = field(default_factory=list)
 

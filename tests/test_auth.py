@@ -19,10 +19,10 @@ from mesh._proto import agent_pb2_grpc
 from mesh.config import load_config
 from mesh.errors import ConfigError
 from mesh.launcher import MeshProcesses
+from mesh.project import BUILTIN_TOOLS, load_mesh_config
 from mesh.rpc.dev_credentials import write_dev_credentials
 from mesh.sandbox.nsjail import JAIL_ENV
-from mesh.project import BUILTIN_TOOLS, load_mesh_config
-from tests.mesh_setup import SEED_TASK, cassette_lines
+from tests.mesh_setup import SEED_SERVICES, SEED_TASK, cassette_lines
 from tests.support import code
 
 TOKENS = {"manager": "mgr-" + "a" * 32, "ops": "ops-" + "b" * 32, "tester": "tst-" + "c" * 32}
@@ -48,22 +48,23 @@ kind = "code"
 description = "Delegates."
 address = "127.0.0.1:0"
 managed_agents = ["research_specialist", "math_specialist"]
-cassette = "bundled:manager.jsonl"
+cassette = "SEED/manager/cassette.jsonl"
 
 [agents.research_specialist]
 kind = "tool-calling"
 description = "Finds facts."
 address = "127.0.0.1:0"
 tools = ["web_search", "memo"]
-cassette = "bundled:research_specialist.jsonl"
+cassette = "SEED/research_specialist/cassette.jsonl"
+agent = "services.research_specialist.agent:build"
 
 [agents.math_specialist]
 kind = "code"
 description = "Arithmetic."
 address = "127.0.0.1:0"
 tools = ["smallest_prime_factor"]
-cassette = "bundled:math_specialist.jsonl"
-"""
+cassette = "SEED/math_specialist/cassette.jsonl"
+""".replace("SEED", str(SEED_SERVICES))
 SNOOP_TASK = "Look for the mesh's tokens from inside the jail."
 SNOOPER = """
 [agents.snooper]

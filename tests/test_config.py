@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from mesh.errors import ConfigError
-from mesh.rpc.remote import channel_target
 from mesh.project import BUILTIN_TOOLS, load_mesh_config
+from mesh.rpc.remote import channel_target
 from tests.mesh_setup import SEED_CONFIG
 
 GOOD = """

@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from mesh.config import load_config
-from mesh.rpc.dev_credentials import new_token, write_dev_credentials
 from mesh.project import BUILTIN_TOOLS
+from mesh.rpc.dev_credentials import new_token, write_dev_credentials
 
 ROOT = Path(__file__).parent.parent
 KUSTOMIZE = ["base", "overlays/dev", "overlays/prod"]
@@ -41,6 +41,8 @@ def manifests(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
 
 
 AUTH_MOUNT = "/etc/mesh-auth"
+CONFIG_IN_IMAGE = "/app/mesh.toml"
+"""Where the config goes: the image's project root, beside the seed's services/."""
 HEALTH_PORT = 8081
 
 
@@ -56,6 +58,7 @@ def mesh_config(docs: list[dict[str, Any]], tmp_path: Path) -> Any:
         c: new_token() for c in ("mesh", "client", "admin")})  # fmt: skip
     path = tmp_path / "mesh.toml"
     path.write_text(mesh_toml(docs).replace(AUTH_MOUNT, str(credentials.ca.parent)))
+    (tmp_path / "services").symlink_to(ROOT / "services")  # the image's /app/services
     return load_config(path, frozenset(BUILTIN_TOOLS))
 
 
@@ -78,7 +81,9 @@ def test_each_agent_has_a_deployment_a_service_and_probes(
         args = container["args"]
         assert args[:2] == ["serve", agent.name]
         assert args[args.index("--address") + 1] == f"0.0.0.0:{port}"
-        assert args[args.index("--config") + 1] == "/etc/mesh/mesh.toml"
+        assert args[args.index("--config") + 1] == CONFIG_IN_IMAGE
+        mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+        assert mounts[CONFIG_IN_IMAGE]["subPath"] == "mesh.toml"
         probed = int(port)
         if "--health-address" in args:  # plaintext health alone, for probes that lack TLS
             probed = int(args[args.index("--health-address") + 1].rsplit(":", 1)[1])
@@ -149,11 +154,17 @@ def test_specialists_scale_and_only_the_manager_reaches_them(
     }
 
 
-def test_the_compose_file_and_the_k8s_config_describe_the_same_mesh() -> None:
+def test_the_compose_file_and_the_k8s_config_describe_the_seed_mesh() -> None:
     compose = yaml.safe_load((ROOT / "deploy" / "compose" / "compose.yaml").read_text())
     k8s = tomllib.loads((ROOT / "deploy" / "k8s" / "base" / "mesh.toml").read_text())
     local = tomllib.loads((ROOT / "deploy" / "compose" / "mesh.toml").read_text())
+    seed = tomllib.loads((ROOT / "mesh.toml").read_text())
     assert k8s == local
+    for agent in seed["agents"].values():  # the same mesh but for where its agents listen
+        agent.pop("address")
+    assert {n: {k: v for k, v in a.items() if k != "address"} for n, a in k8s["agents"].items()
+            } == seed["agents"]  # fmt: skip
+    assert compose["x-agent"]["volumes"] == ["./mesh.toml:/app/mesh.toml:ro"]
     for agent in local["agents"].values():
         assert agent["address"].split(":")[0] in compose["services"]
     assert compose["services"]["research-specialist"]["cap_drop"] == ["ALL"]

@@ -21,6 +21,7 @@ from mesh._proto import agent_pb2_grpc
 from mesh.launcher import MeshProcesses
 from mesh.project import load_mesh_config
 from mesh.telemetry.audit import read_run
+from tests.mesh_setup import SEED_SERVICES
 from tests.support import wait_until
 
 CONFIG = """
@@ -31,8 +32,9 @@ kind = "tool-calling"
 description = "Remembers."
 address = "127.0.0.1:0"
 tools = ["memo", "web_search"]
-cassette = "bundled:research_specialist.jsonl"
-"""
+cassette = "SEED/research_specialist/cassette.jsonl"
+agent = "services.research_specialist.agent:build"
+""".replace("SEED", str(SEED_SERVICES))
 TASK = (
     "Find the year gRPC was open-sourced and remember it in the memo under the key 'grpc_year'. "
     "Answer with the year only."

@@ -220,7 +220,8 @@ def test_the_images_agree_with_the_manifests() -> None:
     """The base image's project root and data paths are the ones the manifests use; a user's
     image starts from this version of it."""
     base = (ROOT / "deploy" / "docker" / "Dockerfile").read_text()
-    runtime = base.rsplit("\nFROM ", 1)[1]
+    runtime = base.split("\nFROM ")[2]  # the framework stage, which users build FROM
+    assert runtime.startswith("python:3.11.7-slim-bookworm AS framework\n")
     assert "\nWORKDIR /app\n" in runtime
     assert DATA_ENV.items() <= dict(re.findall(r"(MESH_\w+)=(\S+)", runtime)).items()
     user = (ROOT / "deploy" / "docker" / "Dockerfile.project").read_text()

@@ -53,7 +53,9 @@ def undecorated(text: str) -> str:
 '''
 
 
-def project(tmp_path: Path, agent_table: str, files: dict[str, str] | None = None) -> tuple[Path, str]:
+def project(
+    tmp_path: Path, agent_table: str, files: dict[str, str] | None = None
+) -> tuple[Path, str]:
     """A project whose package is ``pkg`` (a fresh name); returns (mesh.toml, pkg)."""
     pkg = f"proj_{uuid.uuid4().hex[:12]}"
     (tmp_path / pkg).mkdir()
@@ -62,7 +64,8 @@ def project(tmp_path: Path, agent_table: str, files: dict[str, str] | None = Non
     for name, text in (files or {}).items():
         (tmp_path / pkg / name).write_text(textwrap.dedent(text))
     config = tmp_path / "mesh.toml"
-    config.write_text(textwrap.dedent(f"""
+    config.write_text(
+        textwrap.dedent("""
         [mesh]
         replay = "always"
         [agents.helper]
@@ -70,7 +73,9 @@ def project(tmp_path: Path, agent_table: str, files: dict[str, str] | None = Non
         description = "Helps."
         address = "127.0.0.1:7001"
         cassette = "c.jsonl"
-    """) + textwrap.dedent(agent_table).replace("PKG", pkg))
+    """)
+        + textwrap.dedent(agent_table).replace("PKG", pkg)
+    )
     (tmp_path / "c.jsonl").write_text("")
     return config, pkg
 
@@ -82,8 +87,7 @@ def build(config: Path) -> ToolCallingAgent:
 
 
 def test_tools_by_import_path_in_every_form(tmp_path: Path) -> None:
-    config, _ = project(tmp_path, 'tools = ["factorial", "PKG.tools:shout", '
-                                  '"PKG.tools:Reverse"]\n')
+    config, _ = project(tmp_path, 'tools = ["factorial", "PKG.tools:shout", "PKG.tools:Reverse"]\n')
     agent = build(config)
     assert list(agent.tools) == ["factorial", "shout", "reverse", "final_answer"]
     assert agent.tools["shout"]("hi") == "HI"
@@ -94,7 +98,8 @@ def test_a_module_path_takes_every_tool_it_defines_but_not_those_it_imports(
     tmp_path: Path,
 ) -> None:
     config, pkg = project(tmp_path, 'tools = ["PKG.own"]\n')
-    (tmp_path / pkg / "own.py").write_text(textwrap.dedent(f'''
+    (tmp_path / pkg / "own.py").write_text(
+        textwrap.dedent(f'''
         from mesh import factorial, tool
         from {pkg}.tools import Reverse
 
@@ -107,7 +112,8 @@ def test_a_module_path_takes_every_tool_it_defines_but_not_those_it_imports(
                 n: A number.
             """
             return 2 * n
-    '''))
+    ''')
+    )
     assert list(build(config).tools) == ["double", "final_answer"]
     (tmp_path / "again").mkdir()
     config, _ = project(tmp_path / "again", 'tools = ["PKG.tools"]\n')
@@ -178,8 +184,11 @@ def fails(parts: ResolvedAgent) -> ToolCallingAgent:
 
 
 def test_an_agent_factory_receives_the_resolved_parts(tmp_path: Path) -> None:
-    config, _ = project(tmp_path, 'tools = ["factorial", "PKG.tools:shout"]\n'
-                                  'agent = "PKG.agent:build"\n', {"agent.py": FACTORY})
+    config, _ = project(
+        tmp_path,
+        'tools = ["factorial", "PKG.tools:shout"]\nagent = "PKG.agent:build"\n',
+        {"agent.py": FACTORY},
+    )
     agent = build(config)
     assert list(agent.tools) == ["shout", "final_answer"]
     assert agent.max_steps == 3
@@ -205,9 +214,9 @@ def test_a_factory_that_misbehaves_is_named(tmp_path: Path, factory: str, messag
 
 
 def test_instructions_from_a_file_and_model_parameters(tmp_path: Path) -> None:
-    config, pkg = project(tmp_path, 'instructions_file = "PKG/instructions.md"\n'
-                                    'model = "openai/gpt-4o-mini"\n'
-                                    "model_params = { temperature = 0.2, max_tokens = 300 }\n",
+    config, _ = project(tmp_path, 'instructions_file = "PKG/instructions.md"\n'
+                                  'model = "openai/gpt-4o-mini"\n'
+                                  "model_params = { temperature = 0.2, max_tokens = 300 }\n",
                           {"instructions.md": "Answer in French.\n"})  # fmt: skip
     text = config.read_text().replace('replay = "always"', 'replay = "never"')
     config.write_text(text)

@@ -9,8 +9,9 @@ from pathlib import Path
 
 from mesh.append_only import read_records
 from mesh.launcher import MeshProcesses
-from mesh.rpc.remote import RemoteAgent
 from mesh.project import load_mesh_config
+from mesh.rpc.remote import RemoteAgent
+from tests.mesh_setup import SEED_SERVICES
 from tests.support import wait_until
 
 MATH_TASK = "What is the smallest prime factor of 2015? Answer with the number only."
@@ -24,9 +25,9 @@ kind = "code"
 description = "Exact arithmetic."
 address = ["127.0.0.1:0", "127.0.0.1:0"]
 tools = ["smallest_prime_factor"]
-cassette = "bundled:math_specialist.jsonl"
+cassette = "SEED/math_specialist/cassette.jsonl"
 idempotent = true
-"""
+""".replace("SEED", str(SEED_SERVICES))
 
 
 def audit_counts(path: Path) -> tuple[int, int]:

@@ -49,7 +49,9 @@ CASSETTE = [
 
 
 @pytest.fixture(scope="module")
-def shouter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+def shouter(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     directory = tmp_path_factory.mktemp("shouter")
     (directory / "my_agent.py").write_text(AGENT_PY)
     cassette = directory / "shouter.jsonl"

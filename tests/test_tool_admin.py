@@ -18,11 +18,12 @@ from mesh._proto import agent_pb2 as pb
 from mesh._proto import agent_pb2_grpc
 from mesh.errors import ToolExecutionError
 from mesh.launcher import MeshProcesses
+from mesh.project import load_mesh_config
 from mesh.rpc.convert import definition_to_proto
 from mesh.rpc.remote_tool import RemoteTool
 from mesh.rpc.security import MeshSecurity
 from mesh.rpc.tool_admin import ToolChange, ToolChangeLog
-from mesh.project import load_mesh_config
+from tests.mesh_setup import SEED_SERVICES
 from tests.support import calls, scripted
 
 TOKENS = {"admin": "adm-" + "a" * 32, "tester": "tst-" + "b" * 32, "mesh": "msh-" + "c" * 32}
@@ -43,15 +44,16 @@ kind = "tool-calling"
 description = "Finds facts."
 address = "127.0.0.1:0"
 tools = ["web_search", "memo"]
-cassette = "bundled:research_specialist.jsonl"
+cassette = "SEED/research_specialist/cassette.jsonl"
+agent = "services.research_specialist.agent:build"
 
 [agents.math_specialist]
 kind = "code"
 description = "Arithmetic."
 address = "127.0.0.1:0"
 tools = ["factorial", "smallest_prime_factor"]
-cassette = "bundled:math_specialist.jsonl"
-"""
+cassette = "SEED/math_specialist/cassette.jsonl"
+""".replace("SEED", str(SEED_SERVICES))
 CUBE = {
     "description": "Cube of n, computed elsewhere.",
     "inputs": {"n": {"type": "integer", "description": "The number."}},
@@ -82,6 +84,11 @@ def start_research(admin_dir: Path) -> MeshProcesses:
 
 def stub(address: str) -> Any:
     return agent_pb2_grpc.AgentServiceStub(grpc.insecure_channel(address))  # type: ignore[no-untyped-call]
+
+
+def runtime_changes(history: pb.ToolHistoryResponse) -> list[pb.ToolChange]:
+    """The changes made at run time (the history also holds the definitions it started with)."""
+    return [c for c in history.changes if c.action in ("added", "replaced", "removed")]
 
 
 def bearer(caller: str) -> tuple[tuple[str, str]]:
@@ -137,12 +144,13 @@ def test_an_admin_adds_replaces_and_removes_tools_and_the_changes_survive_a_rest
         history = mesh_tools(admin_dir, "history", "research_specialist", "--json", *at)
         changes = [json.loads(line) for line in history.stdout.splitlines()]
         assert [(c["action"], c["tool"], c["caller"]) for c in changes] == [
+            ("configured", "", "config"),  # the definition it started with
             ("added", "factorial", "admin"),
             ("replaced", "factorial", "admin"),
             ("removed", "web_search", "admin"),
         ]
-        assert changes[0]["schema_sha256"] != changes[1]["schema_sha256"]
-        assert len(changes[0]["schema_sha256"]) == 64 and changes[2]["schema_sha256"] == ""
+        assert changes[1]["schema_sha256"] != changes[2]["schema_sha256"]
+        assert len(changes[1]["schema_sha256"]) == 64 and changes[3]["schema_sha256"] == ""
     finally:
         research.stop()
 
@@ -173,7 +181,7 @@ def test_only_an_admin_may_change_tools(admin_dir: Path, mesh_dir: Path) -> None
                     call(request, timeout=10, metadata=metadata)
                 assert err.value.code() == code
         history = agent.ToolHistory(pb.ToolHistoryRequest(), timeout=10, metadata=bearer("tester"))
-        assert list(history.changes) == []  # refused calls changed nothing
+        assert runtime_changes(history) == []  # refused calls changed nothing
         assert "memo" in tool_names(research.addresses["research_specialist"][0])
     finally:
         research.stop()
@@ -222,7 +230,7 @@ def test_ill_formed_tool_changes_are_invalid_arguments_and_change_nothing(
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert message in (err.value.details() or "")
     history = agent.ToolHistory(pb.ToolHistoryRequest(), timeout=10, metadata=bearer("admin"))
-    assert list(history.changes) == []
+    assert runtime_changes(history) == []
 
 
 def test_a_model_uses_a_remote_tool_and_reads_its_failures(math_service: MeshProcesses) -> None:

@@ -1,6 +1,7 @@
 """The ``mesh`` command line.
 
-mesh demo                 start the seed mesh, run its task, stop it
+mesh new DIR              a working mesh project to start from
+mesh demo                 start the mesh, run its task, stop it
 mesh up                   start every agent of the config, each its own process
 mesh run [TASK]           send a task to the mesh and show the steps live
 mesh agents               the agents' cards
@@ -26,6 +27,7 @@ from pathlib import Path
 from mesh.cli import mesh_commands
 from mesh.cli.deploy_commands import add_manifests_command
 from mesh.cli.local import add_local_options, run_local
+from mesh.cli.new_project import add_new_command
 from mesh.cli.record import add_record_command
 from mesh.cli.tool_commands import add_history_options, add_tool_commands
 from mesh.errors import MeshError
@@ -117,12 +119,17 @@ def _parser() -> argparse.ArgumentParser:
     serve = command("serve", "serve one agent of the config")
     serve.add_argument("agent", help="the agent's name in the config")
     serve.add_argument("--address", help="host:port to listen on (default: from the config)")
-    serve.add_argument("--record", type=Path, metavar="CASSETTE",
-                       help="answer from the live model and append every call to CASSETTE")
+    serve.add_argument(
+        "--record",
+        type=Path,
+        metavar="CASSETTE",
+        help="answer from the live model and append every call to CASSETTE",
+    )
     serve.add_argument("--health-address", metavar="HOST:PORT",
                        help="also serve health checks here, in plaintext and alone (for "
                        "probes that cannot speak TLS, like Kubernetes')")  # fmt: skip
     serve.set_defaults(func=mesh_commands.serve)
 
     add_record_command(commands)
+    add_new_command(commands)
     return parser

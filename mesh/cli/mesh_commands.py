@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import json
 import logging
-import os
 import signal
 import sys
 import tempfile
@@ -26,6 +24,7 @@ from mesh.config import MeshConfig
 from mesh.console import EventPrinter, say
 from mesh.errors import AgentUnavailableError, ConfigError, MeshError, NotFoundError
 from mesh.launcher import READY_PREFIX, MeshProcesses
+from mesh.project import CONFIG_NAME, build_agent, load_mesh_config, replays
 from mesh.rpc.convert import event_from_proto
 from mesh.rpc.dev_credentials import (
     DEFAULT_CALLERS,
@@ -37,7 +36,6 @@ from mesh.rpc.remote import RemoteAgent, channel_target
 from mesh.rpc.security import open_channel
 from mesh.rpc.serving import serve as serve_agent
 from mesh.rpc.status import error_from_rpc
-from mesh.project import CONFIG_NAME, build_agent, load_mesh_config, replays
 from mesh.telemetry import default_trace_dir
 from mesh.telemetry.audit import default_audit_dir, read_run
 from mesh.telemetry.trace_file import read_spans
@@ -54,7 +52,9 @@ def serve(args: argparse.Namespace) -> int:
     address = args.address or agent_config.addresses[0]
     logging.getLogger("mesh").setLevel(logging.INFO)
     with ExitStack() as resources:
-        agent = build_agent(config, args.agent, resources=resources, wrap_model=recorder(args.record))
+        agent = build_agent(
+            config, args.agent, resources=resources, wrap_model=recorder(args.record)
+        )
         model = "replay" if replays(config, agent_config) else agent.model.model_id
 
         def ready(port: int) -> None:

@@ -13,6 +13,7 @@ files exist in it yet. Every check runs before the first file is written.
 from __future__ import annotations
 
 import argparse
+import shlex
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path, PurePosixPath
@@ -68,7 +69,7 @@ def new_project(args: argparse.Namespace) -> int:
             raise ConfigError(f"cannot write {target}: {err.strerror or err}") from err
     say(f"Made a mesh project in {directory}: a manager and a text specialist with a tool of "
         "its own, and cassettes so that it runs offline. Next:")  # fmt: skip
-    print(f"  cd {directory}")
+    print(f"  cd {shlex.quote(str(directory))}")
     print("  mesh demo    # start the mesh, run its task (replayed without a model key), stop it")
     print("  pytest       # the tool's unit tests and the whole mesh on its task")
     print("Then read README.md: adding a tool, recording against a live model, serving.")

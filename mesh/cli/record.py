@@ -113,4 +113,3 @@ def _merge(recorded: Path, cassette: Path) -> int:
     partial.write_text(text, encoding="utf-8")
     partial.replace(cassette)
     return len(new)
-

@@ -17,11 +17,11 @@ from mesh._proto import agent_pb2 as pb
 from mesh._proto import agent_pb2_grpc
 from mesh.config import MeshConfig
 from mesh.errors import ConfigError, NotFoundError, ToolDefinitionError
+from mesh.project import load_mesh_config
 from mesh.rpc.convert import definition_to_proto
 from mesh.rpc.remote import channel_target
 from mesh.rpc.security import open_channel
 from mesh.rpc.status import error_from_rpc
-from mesh.project import load_mesh_config
 
 __all__ = ["add_history_options", "add_tool", "add_tool_commands", "remove_tool", "tool_history"]
 

@@ -30,20 +30,22 @@ import time
 import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
-
-from mcp.shared.exceptions import MCPError
+from typing import TYPE_CHECKING, Any
 
 from mesh.agents.context import current_run
 from mesh.errors import ConfigError, ToolExecutionError
-from mesh.mcp.connection import CallCancelled, CallHandle, Connection, ConnectionLost, StartFailed
 from mesh.mcp.logs import describe, quiet_sdk_tracebacks
 from mesh.mcp.params import MCPServerParameters
-from mesh.mcp.results import result_value
 from mesh.mcp.schema import canonical
 from mesh.mcp.tool import MCPTool, build_tools
 from mesh.text import clip
 from mesh.tools.base import Tool
+
+if TYPE_CHECKING:
+    from mesh.mcp.connection import Connection
+
+# The mcp SDK takes ~0.6 s to import, so the modules over it (connection, results) are
+# imported by the methods that need them: ``import mesh`` stays cheap without MCP servers.
 
 __all__ = ["MCPClient", "mcp_tools"]
 
@@ -87,6 +89,8 @@ class MCPClient:
     def start(self) -> list[Tool]:
         """Start (or reach) the server and return its tools; ``ConfigError`` names the server
         and the cause, within ``startup_timeout_s`` (plus the stop sequence on failure)."""
+        from mesh.mcp.connection import StartFailed
+
         with self._lock:
             if self._loop is not None or self._closed:
                 raise ConfigError(f"mcp server {self.params.name}: start() was already called")
@@ -116,6 +120,11 @@ class MCPClient:
         self, tool_name: str, arguments: Mapping[str, Any], timeout_s: float | None = None
     ) -> Any:
         """Call a tool by its server name; the answer as text or dict (``mesh.mcp.results``)."""
+        from mcp.shared.exceptions import MCPError
+
+        from mesh.mcp.connection import CallCancelled, CallHandle, ConnectionLost
+        from mesh.mcp.results import result_value
+
         where = f"mcp server {self.params.name}: tool {clip(tool_name, 80)}"
         run = current_run.get()
         limit = (
@@ -140,7 +149,11 @@ class MCPClient:
         if run is not None:
             run.on_cancel(handle.cancel)
         call = conn.call(tool_name, dict(arguments), max(0.0, deadline - time.monotonic()), handle)
-        future = asyncio.run_coroutine_threadsafe(call, loop)
+        try:
+            future = asyncio.run_coroutine_threadsafe(call, loop)
+        except RuntimeError:  # closed a moment ago
+            call.close()
+            raise ToolExecutionError(f"{where}: the mcp client is closed") from None
         try:
             result = future.result(max(0.0, deadline - time.monotonic()) + CALL_GRACE_S)
         except TimeoutError:
@@ -149,7 +162,8 @@ class MCPClient:
         except (CallCancelled, concurrent.futures.CancelledError):
             raise ToolExecutionError(f"{where}: the call was cancelled") from None
         except ConnectionLost as err:
-            raise ToolExecutionError(f"{where}: {err}; a later call restarts the server") from None
+            then = "" if self._closed else "; a later call restarts the server"
+            raise ToolExecutionError(f"{where}: {err}{then}") from None
         except MCPError as err:
             raise ToolExecutionError(f"{where}: the server answered error {err.code}: "
                                      f"{clip(err.message, 500)}") from None  # fmt: skip
@@ -193,11 +207,15 @@ class MCPClient:
 
     def _connect(self, startup_s: float) -> Connection:
         """Open a new connection (the caller holds ``_connect_lock`` or is ``start``)."""
+        from mesh.mcp.connection import Connection, StartFailed
+
         loop = self._running_loop(f"mcp server {self.params.name}")
         conn = Connection(self.params, self._lost)
         ready: concurrent.futures.Future[None] = concurrent.futures.Future()
-        run = asyncio.run_coroutine_threadsafe(conn.run(ready, startup_s), loop)
-        with self._lock:
+        with self._lock:  # registered atomically, so that close() stops it whatever the timing
+            if self._closed:
+                raise StartFailed("the client is closed")
+            run = asyncio.run_coroutine_threadsafe(conn.run(ready, startup_s), loop)
             self._runs = [(c, r) for c, r in self._runs if not r.done()] + [(conn, run)]
         try:
             ready.result(startup_s + SHUTDOWN_S)  # the run reports after its own deadline
@@ -213,6 +231,8 @@ class MCPClient:
 
     def _connection(self, deadline: float, where: str, late: str) -> Connection:
         """The live connection, or a new one if the backoff allows (else fail fast)."""
+        from mesh.mcp.connection import StartFailed
+
         if (conn := self._usable(where)) is not None:
             return conn
         if not self._connect_lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
@@ -301,7 +321,8 @@ async def _cancel_other_tasks() -> None:
     others = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
     for task in others:
         task.cancel()
-    await asyncio.wait(others, timeout=SHUTDOWN_S) if others else None
+    if others:
+        await asyncio.wait(others, timeout=SHUTDOWN_S)
 
 
 @contextmanager

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import math
 from collections.abc import AsyncIterable, Callable
@@ -36,7 +37,9 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
+from pydantic import ValidationError
 
+from mesh import __version__
 from mesh.errors import ConfigError
 from mesh.mcp.logs import StderrPump, describe
 from mesh.mcp.params import MCPServerParameters, server_environment
@@ -49,8 +52,10 @@ log = logging.getLogger("mesh.mcp")
 MAX_LISTING_BYTES = 1_000_000
 MAX_TOOLS = 1_000
 MAX_PAGES = 100
-LOST_REASON_WAIT_S = 1.0
-CLIENT_INFO = types.Implementation(name="smolmesh", version="0.1.0")
+MAX_SSE_EVENT_BYTES = 8_000_000
+"""Above results.MAX_RESULT_CHARS, so that a long answer over HTTP is clipped with a note
+like one over stdio, rather than failed by the SDK's 1 MB default."""
+CLIENT_INFO = types.Implementation(name="smolmesh", version=__version__)
 
 
 class StartFailed(Exception):
@@ -75,8 +80,8 @@ class CallHandle:
         self._scope: anyio.CancelScope | None = None
 
     def cancel(self) -> None:
-        """Thread-safe."""
-        if not self._loop.is_closed():
+        """Thread-safe; a no-op once the client's loop is gone."""
+        with contextlib.suppress(RuntimeError):  # the loop closed under us
             self._loop.call_soon_threadsafe(self._cancel)
 
     def _cancel(self) -> None:
@@ -101,7 +106,6 @@ class Connection:
         self._on_lost = on_lost
         self._session: ClientSession | None = None
         self._scope: anyio.CancelScope | None = None
-        self._lost_event: anyio.Event | None = None
         self._stage = "connect"
         self._ready = False
         self._closing = False
@@ -113,10 +117,11 @@ class Connection:
     async def run(self, ready: concurrent.futures.Future[None], startup_s: float) -> None:
         """Open, list the tools, report ``ready``, then hold the session until stopped or
         lost. ``ready`` fails with ``StartFailed`` only once the transport has shut down."""
-        self._lost_event = anyio.Event()
         try:
             with anyio.CancelScope(deadline=anyio.current_time() + startup_s) as scope:
                 self._scope = scope
+                if self._closing:  # stopped before this task even began
+                    scope.cancel()
                 async with AsyncExitStack() as stack:
                     session = await self._open(stack)
                     self._stage = "initialize"
@@ -143,8 +148,6 @@ class Connection:
     def stop(self) -> None:
         """End the connection on purpose (on the loop thread); calls in flight end too."""
         self._closing = True
-        if self._lost_event is not None:
-            self._lost_event.set()
         if self._scope is not None:
             self._scope.cancel()
 
@@ -161,15 +164,15 @@ class Connection:
                 with anyio.fail_after(timeout_s):
                     return await session.call_tool(name, arguments)
             except MCPError as err:
-                if err.code != types.CONNECTION_CLOSED:
+                if not _ends_session(err):
                     raise
-            # Closed under us: the run task records why a moment later.
-            assert self._lost_event is not None
-            with anyio.move_on_after(LOST_REASON_WAIT_S):
-                await self._lost_event.wait()
+                closed = err.message
             if self._closing:
                 raise ConnectionLost("the client was closed during the call")
-            raise ConnectionLost(self.lost_reason or "the connection closed during the call")
+            # Over stdio the reason is known already (end of stream, garbage); over HTTP this
+            # call's own stream broke, and the session is not trusted further either.
+            self._lose(f"the connection closed during the call ({clip(closed, 200)})")
+            raise ConnectionLost(self.lost_reason or "the connection closed")
         raise CallCancelled
 
     async def _open(self, stack: AsyncExitStack) -> ClientSession:
@@ -180,9 +183,9 @@ class Connection:
                 headers=dict(params.headers),
                 timeout=httpx2.Timeout(params.startup_timeout_s, read=None),
             ))  # fmt: skip
-            read, write = await stack.enter_async_context(
-                streamable_http_client(params.url, http_client=http)
-            )
+            read, write = await stack.enter_async_context(streamable_http_client(
+                params.url, http_client=http, max_sse_event_size=MAX_SSE_EVENT_BYTES
+            ))  # fmt: skip
         else:
             try:
                 env = server_environment(params)
@@ -214,8 +217,7 @@ class Connection:
         async with sink:
             async for item in source:
                 if isinstance(item, Exception):
-                    self._lose(f"the server sent something that is not JSON-RPC "
-                               f"({describe(item)})")  # fmt: skip
+                    self._lose(f"the server sent something that is not JSON-RPC: {_shown(item)}")
                     return
                 await sink.send(item)
         self._lose("the server closed the connection (did it exit? its log is above)")
@@ -245,14 +247,13 @@ class Connection:
         if self.lost_reason is not None:
             return
         self.lost_reason = reason
-        if self._lost_event is not None:
-            self._lost_event.set()
         if self._scope is not None:
             self._scope.cancel()
         if self._ready and not self._closing:
             self._on_lost(self, reason)
 
     def _explain(self, err: Exception) -> str:
+        """Why the session could not start or went on no longer, in one line."""
         leaf: BaseException = err
         while isinstance(leaf, BaseExceptionGroup) and leaf.exceptions:
             leaf = leaf.exceptions[0]
@@ -261,7 +262,22 @@ class Connection:
         if isinstance(leaf, MCPError):
             if leaf.code == types.CONNECTION_CLOSED:
                 return f"the connection closed during {self._stage}"
-            return f"it answered {self._stage} with error {leaf.code}: {describe(leaf)}"
+            return f"it answered {self._stage} with error {leaf.code}: {clip(leaf.message, 300)}"
         if isinstance(leaf, httpx2.HTTPError):
             return f"HTTP failure during {self._stage}: {describe(leaf)}"
         return f"failure during {self._stage}: {describe(leaf)}"
+
+
+def _shown(error: Exception) -> str:
+    """The offending input of a parse error (pydantic keeps it), else the error itself."""
+    if isinstance(error, ValidationError) and error.errors():
+        return clip(repr(error.errors()[0].get("input")), 120)
+    return describe(error)
+
+
+def _ends_session(error: MCPError) -> bool:
+    """Whether this error means the session is gone: the connection closed under the call, or
+    an HTTP server no longer knows the session (it restarted)."""
+    if error.code == types.CONNECTION_CLOSED:
+        return True
+    return error.code == types.INVALID_REQUEST and error.message == "Session terminated"

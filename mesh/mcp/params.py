@@ -25,8 +25,6 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from mcp.client.stdio import get_default_environment
-
 from mesh.errors import ConfigError
 
 __all__ = ["MCPServerParameters", "ParameterError", "server_environment"]
@@ -161,6 +159,8 @@ class MCPServerParameters:
 
 def server_environment(params: MCPServerParameters) -> dict[str, str]:
     """The whole environment of a stdio server (see the module docstring)."""
+    from mcp.client.stdio import get_default_environment  # the SDK is imported when used
+
     env = get_default_environment()
     for name in EXTRA_INHERITED_ENV:
         if (value := os.environ.get(name)) is not None:

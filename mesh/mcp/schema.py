@@ -16,7 +16,7 @@ is loosened: a construct neither can express is refused at start, by name.
     enum / const                               enum (type inferred if absent)
     no type at all                             any
     default                                    default; optional without one: None
-    description (else title-free generated)    description
+    description                                description (else generated, saying so)
 
 Refused, naming the tool and the input: ``oneOf``/``anyOf`` other than the
 nullable pair, ``allOf``, ``not``, ``if``/``then``/``else``, several non-null
@@ -37,14 +37,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-# jsonschema ships no type information (and typeshed's stubs are not a dependency).
-from jsonschema import FormatChecker, SchemaError  # type: ignore[import-untyped]
-from jsonschema.exceptions import ValidationError  # type: ignore[import-untyped]
-from jsonschema.validators import (  # type: ignore[import-untyped]
-    Draft202012Validator,
-    validator_for,
-)
-
 from mesh.errors import ConfigError, ToolArgumentError
 from mesh.text import clip
 from mesh.tools.schema import INPUT_TYPES, InputSpec
@@ -53,7 +45,6 @@ __all__ = ["InputSchema", "convert_input_schema"]
 
 MAX_DESCRIPTION_CHARS = 2_000
 MAX_REF_EXPANSIONS = 1_000
-_SIMPLE = ("string", "integer", "number", "boolean", "array", "object")
 _COMPOSITION = ("oneOf", "anyOf", "allOf", "not", "if", "then", "else")
 _SCHEMA_MAPS = ("properties", "patternProperties", "dependentSchemas", "$defs", "definitions")
 _SCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems")
@@ -77,15 +68,21 @@ class InputSchema:
 
     def check(self, tool_name: str, arguments: Mapping[str, Any]) -> None:
         """Raise ``ToolArgumentError`` unless ``arguments`` satisfy the server's schema."""
-        errors = sorted(self.validator.iter_errors(dict(arguments)), key=lambda e: list(e.path))
+        errors = sorted(
+            self.validator.iter_errors(dict(arguments)), key=lambda e: [str(p) for p in e.path]
+        )
         if errors:
             shown = "; ".join(_describe(error) for error in errors[:3])
             more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
             raise ToolArgumentError(f"invalid call to {tool_name}: {shown}{more}")
 
 
-def _describe(error: ValidationError) -> str:
-    """One short line per problem: never the whole of a long argument."""
+def _describe(error: Any) -> str:
+    """One short line per problem, never the whole of a long argument; inside an anyOf (a
+    nullable object, say) the most relevant sub-problem rather than "not valid under any"."""
+    from jsonschema.exceptions import best_match  # type: ignore[import-untyped]
+
+    error = best_match([error])
     where = "/".join(str(part) for part in error.absolute_path) or "arguments"
     return f"{where}: {clip(error.message, 160, one_line=True)}"
 
@@ -99,6 +96,14 @@ def convert_input_schema(schema: Any, where: str) -> InputSchema:
 
 
 def _convert(schema: Any) -> InputSchema:
+    # Imported here: ``import mesh`` stays cheap for those who use no MCP server. jsonschema
+    # ships no type information (and typeshed's stubs are not a dependency).
+    from jsonschema import FormatChecker, SchemaError  # type: ignore[import-untyped]
+    from jsonschema.validators import (  # type: ignore[import-untyped]
+        Draft202012Validator,
+        validator_for,
+    )
+
     if not isinstance(schema, dict):
         raise SchemaRefused("its inputSchema is not a JSON object")
     validator_class = validator_for(schema, default=Draft202012Validator)
@@ -115,7 +120,8 @@ def _convert(schema: Any) -> InputSchema:
         if keyword in inlined:
             raise SchemaRefused(f"its inputSchema uses {keyword} at the top level, which "
                                 "smolmesh cannot express")  # fmt: skip
-    if inlined.get("patternProperties") or isinstance(inlined.get("additionalProperties"), dict):
+    extra = inlined.get("additionalProperties")
+    if inlined.get("patternProperties") or (isinstance(extra, dict) and extra):
         raise SchemaRefused(
             "its inputSchema takes arbitrary argument names (patternProperties or an "
             "additionalProperties schema), which smolmesh cannot express"

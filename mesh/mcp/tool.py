@@ -21,14 +21,14 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import mcp_types as types
-
 from mesh.errors import ConfigError, ToolArgumentError, ToolDefinitionError
 from mesh.mcp.schema import InputSchema, convert_input_schema
 from mesh.text import clip
 from mesh.tools.base import Tool
 
 if TYPE_CHECKING:
+    import mcp_types as types
+
     from mesh.mcp.client import MCPClient
 
 __all__ = ["MCPTool", "build_tools"]

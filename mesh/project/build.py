@@ -22,9 +22,9 @@ from mesh.errors import ConfigError, MeshError
 from mesh.models import LiteLLMModel, Model, ReplayModel
 from mesh.models.litellm_model import has_provider_key
 from mesh.models.wrappers import CachingModel, RateLimitedModel
+from mesh.project.tools import resolve_tools
 from mesh.references import import_object, on_import_path
 from mesh.rpc.remote import RemoteAgent
-from mesh.project.tools import resolve_tools
 from mesh.tools.base import Tool
 
 __all__ = ["ResolvedAgent", "build_agent", "replays"]
@@ -69,7 +69,9 @@ class ResolvedAgent:
             arguments |= {"sandbox": agent.sandbox,
                           "additional_authorized_imports": agent.authorized_imports}  # fmt: skip
         arguments |= overrides
-        kind: Callable[..., MultiStepAgent] = CodeAgent if agent.kind == "code" else ToolCallingAgent
+        kind: Callable[..., MultiStepAgent] = (
+            CodeAgent if agent.kind == "code" else ToolCallingAgent
+        )
         return kind(**arguments)
 
 

@@ -66,7 +66,8 @@ def _differences(old: Mapping[str, Any], new: Mapping[str, Any], change: Any) ->
                                               "instructions (before)", "instructions (now)",
                                               lineterm="")) + "\n"  # fmt: skip
         out.append(change("instructions_changed", old_sha256=_sha(old_text),
-                          schema_sha256=_sha(new_text), diff=clip(diff, MAX_DIFF_CHARS)))  # fmt: skip
+                          schema_sha256=_sha(new_text),
+                          diff=clip(diff, MAX_DIFF_CHARS)))  # fmt: skip
     old_tools: Mapping[str, str] = old.get("tools", {})
     new_tools: Mapping[str, str] = new["tools"]
     for name in sorted(set(old_tools) | set(new_tools)):

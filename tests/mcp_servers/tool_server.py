@@ -12,7 +12,9 @@ to watch in ``--state``: its pid, and the start and cancellation of ``slow``.
 Modes: ``exit`` (fails at once), ``hang-list`` (never answers tools/list),
 ``garbage-init`` (writes non-JSON before anything else), ``stubborn``
 (ignores SIGTERM and outlives its stdin), ``bad-schema`` (adds a tool whose
-input uses oneOf).
+input uses oneOf), ``huge-list`` (over a megabyte of tools). With a file
+``changed`` in ``--state``, ``echo`` gains an input (a server upgraded
+between restarts).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,21 +45,25 @@ def text(value: str, *, error: bool = False) -> types.CallToolResult:
                                 is_error=error)  # fmt: skip
 
 
-def obj(properties: dict[str, Any], required: list[str] = ()) -> dict[str, Any]:  # type: ignore[assignment]
+def obj(properties: dict[str, Any], required: Sequence[str] = ()) -> dict[str, Any]:
     return {"type": "object", "properties": properties, "required": list(required)}
 
 
 def tools() -> list[types.Tool]:
     changed = ARGS.state is not None and (ARGS.state / "changed").exists()
-    echo_props = {"text": {"type": "string", "description": "What to say back."},
-                  "times": {"type": "integer", "minimum": 1, "maximum": 3, "default": 1}}  # fmt: skip
+    echo_props = {
+        "text": {"type": "string", "description": "What to say back."},
+        "times": {"type": "integer", "minimum": 1, "maximum": 3, "default": 1},
+    }
     if changed:
         echo_props["loud"] = {"type": "boolean"}
+    integer = {"type": "integer"}
     listed = [
-        types.Tool(name="echo", description="Say the text back.", input_schema=obj(echo_props, ["text"])),
+        types.Tool(name="echo", description="Say the text back.",
+                   input_schema=obj(echo_props, ["text"])),
         types.Tool(name="add", description="Add two integers.",
-                   input_schema=obj({"a": {"type": "integer"}, "b": {"type": "integer", "default": 2}}, ["a"]),
-                   output_schema=obj({"sum": {"type": "integer"}}, ["sum"])),
+                   input_schema=obj({"a": integer, "b": {**integer, "default": 2}}, ["a"]),
+                   output_schema=obj({"sum": integer}, ["sum"])),
         types.Tool(name="calls", description="How many tool calls arrived.", input_schema=obj({})),
         types.Tool(name="fail", description="Fail with this message.",
                    input_schema=obj({"message": {"type": "string"}}, ["message"])),
@@ -72,7 +79,7 @@ def tools() -> list[types.Tool]:
         types.Tool(name="picture", description="An image and a caption.", input_schema=obj({})),
         types.Tool(name="word-count", description="Count words.",
                    input_schema=obj({"text": {"type": "string"}}, ["text"])),
-        types.Tool(name="shaped", description="Echo the arguments it received, as JSON.", input_schema={
+        types.Tool(name="shaped", description="Echo the arguments it got.", input_schema={
             "type": "object",
             "properties": {
                 "path": {"type": "string", "pattern": "^/", "description": "An absolute path."},
@@ -84,10 +91,14 @@ def tools() -> list[types.Tool]:
                 "level": {"type": ["integer", "null"]},
             },
             "required": ["path"],
-            "$defs": {"Opts": {"type": "object", "properties": {"depth": {"type": "integer", "minimum": 0}},
+            "$defs": {"Opts": {"type": "object",
+                               "properties": {"depth": {"type": "integer", "minimum": 0}},
                                "required": ["depth"], "additionalProperties": False}},
         }),
     ]  # fmt: skip
+    if "huge-list" in ARGS.mode:
+        listed += [types.Tool(name=f"t{n}", description="d" * 2_000, input_schema=obj({}))
+                   for n in range(600)]  # fmt: skip
     if "bad-schema" in ARGS.mode:
         listed.append(types.Tool(name="read_file", description="Read.", input_schema=obj(
             {"opts": {"oneOf": [{"type": "string"}, {"type": "integer"}]}})))  # fmt: skip
@@ -135,7 +146,9 @@ async def call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.Call
             return text("x" * args["chars"])
         case "picture":
             image = types.ImageContent(type="image", data="aGVsbG8=", mime_type="image/png")
-            return types.CallToolResult(content=[types.TextContent(type="text", text="a caption"), image])
+            return types.CallToolResult(
+                content=[types.TextContent(type="text", text="a caption"), image]
+            )
         case "word-count":
             return text(str(len(args["text"].split())))
         case "shaped":
