@@ -1,12 +1,12 @@
-"""Serving an agent from Python (``mesh.serve``), as the README shows it, and calling it
-from other processes: with ``RemoteAgent``, with ``mesh run --address`` (no config needed),
-and as the managed agent of a local agent."""
+"""Serving an agent from Python (``mesh.serve``): the README's example, run as written (its
+model a recording behind LiteLLM), called from other processes with ``RemoteAgent``, with
+``mesh run --address`` (no config needed), and as the managed agent of a local agent."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,58 +14,56 @@ from pathlib import Path
 
 import pytest
 
-from mesh import RemoteAgent, ToolCallingAgent
+from mesh import Cassette, RemoteAgent, ReplayServer, ToolCallingAgent
+from mesh.launcher import wait_healthy
 from tests.support import calls, scripted
 
+Popen = subprocess.Popen[str]
+
 TASK = "Shout hello."
-AGENT_PY = '''
-"""A user's own agent, served from Python."""
-import sys
-
-from mesh import ReplayModel, ToolCallingAgent, serve, tool
+README_ADDRESS = "127.0.0.1:50070"
 
 
-@tool
-def shout(text: str) -> str:
-    """Upper-cases text.
-
-    Args:
-        text: What to shout.
-    """
-    return text.upper()
-
-
-agent = ToolCallingAgent([shout], ReplayModel(sys.argv[1]), name="shouter",
-                         description="Shouts what it is given.")
-serve(agent, "127.0.0.1:0", on_ready=lambda port: print(f"PORT {port}", flush=True))
-'''
-CASSETTE = [
-    {"cassette": 1},
-    {"task": TASK, "turn": 0, "response": {"content": None, "tool_calls": [
-        {"id": "c1", "name": "shout", "arguments": json.dumps({"text": "hello"})}]}},
-    {"task": TASK, "turn": 1, "response": {"content": None, "tool_calls": [
-        {"id": "c2", "name": "final_answer", "arguments": json.dumps({"answer": "HELLO"})}]}},
-]  # fmt: skip
+def readme_server_example() -> str:
+    """The README's example of serving an agent from Python (the block fenced "python
+    server.py")."""
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    return text.split("```python server.py\n", 1)[1].split("```", 1)[0]
 
 
 @pytest.fixture(scope="module")
-def shouter(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+def shouter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Popen]]:
+    """The README's server.py, running, its model a recording served over the OpenAI API."""
     directory = tmp_path_factory.mktemp("shouter")
-    (directory / "my_agent.py").write_text(AGENT_PY)
-    cassette = directory / "shouter.jsonl"
-    cassette.write_text("".join(json.dumps(line) + "\n" for line in CASSETTE))
-    process = subprocess.Popen([sys.executable, str(directory / "my_agent.py"), str(cassette)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               cwd=directory)  # fmt: skip
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    assert line.startswith("PORT "), process.stderr.read() if process.stderr else line
-    yield f"127.0.0.1:{line.split()[1]}", process
-    if process.poll() is None:
-        process.kill()
-        process.wait()
+    address = f"127.0.0.1:{free_port()}"
+    (directory / "server.py").write_text(readme_server_example().replace(README_ADDRESS, address))
+    model = Cassette.from_responses(
+        [calls(("shout", {"text": "hello"})), calls(("final_answer", {"answer": "HELLO"}))],
+        task=TASK,
+    )
+    with ReplayServer(model) as server:
+        env = {**os.environ, "OPENAI_BASE_URL": server.api_base, "OPENAI_API_KEY": "test-key"}
+        process = subprocess.Popen(
+            [sys.executable, "server.py"],
+            cwd=directory,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            wait_healthy(address, 30)
+            yield address, process
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.wait()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def test_another_process_calls_it_with_remote_agent(shouter: tuple[str, object]) -> None:
@@ -104,7 +102,7 @@ def test_a_local_agent_manages_it_like_a_local_one(shouter: tuple[str, object]) 
     assert "shouter" in result.usage_by_agent
 
 
-def test_it_stops_cleanly_on_sigterm(shouter: tuple[str, subprocess.Popen[str]]) -> None:
+def test_it_stops_cleanly_on_sigterm(shouter: tuple[str, Popen]) -> None:
     _, process = shouter
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=20) == 0

@@ -23,7 +23,8 @@ from mesh.cli.record import recorder
 from mesh.config import MeshConfig
 from mesh.console import EventPrinter, say
 from mesh.errors import AgentUnavailableError, ConfigError, MeshError, NotFoundError
-from mesh.launcher import READY_PREFIX, MeshProcesses
+from mesh.launcher import READY_PREFIX, MeshProcesses, wait_healthy
+from mesh.models import Cassette
 from mesh.project import CONFIG_NAME, build_agent, load_mesh_config, replays
 from mesh.rpc.convert import event_from_proto
 from mesh.rpc.dev_credentials import (
@@ -101,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("give a task (the config names no default task in [mesh] task)")
     security = config.security if config is not None else None
     metadata = security.call_metadata() if security else ()
+    if getattr(args, "wait", 0.0) > 0:
+        wait_healthy(target, args.wait, security)
     with open_channel(target, security) as channel:
         stub = agent_pb2_grpc.AgentServiceStub(channel)  # type: ignore[no-untyped-call]
         if not getattr(args, "live", False):
@@ -184,7 +187,8 @@ def demo(args: argparse.Namespace) -> int:
         MeshProcesses(config, log_dir=Path(logs)) as mesh,
     ):
         _print_table(config, mesh.addresses)
-        run_args = argparse.Namespace(config=args.config, task=None, quiet=False, timeout=300.0,
+        run_args = argparse.Namespace(config=args.config, task=args.task, quiet=False,
+                                      timeout=300.0, wait=0.0,
                                       address=mesh.addresses[config.entry][0])  # fmt: skip
         status = run(run_args)
         say("Stopping the mesh.")
@@ -208,8 +212,21 @@ def _announce_replay(
         say("No model key is set, so the mesh REPLAYS recorded model outputs (cassettes); the "
             "tools, sandbox and RPCs run for real. Set OPENAI_API_KEY (or [models] in the "
             "config) for a live model.")  # fmt: skip
-        if config is not None and config.task and task != config.task:
-            say(f"A replay only knows its recorded task: {config.task!r}")
+        cassette = config.agent(config.entry).cassette if config is not None else None
+        recorded = _recorded_tasks(cassette)
+        if recorded is not None and task not in recorded:
+            say(f"A replay only knows its recorded tasks ({cassette}): "
+                + "; ".join(repr(t) for t in recorded[:5]))  # fmt: skip
+
+
+def _recorded_tasks(cassette: Path | None) -> list[str] | None:
+    """The tasks a cassette holds, or None if there is none to read."""
+    if cassette is None:
+        return None
+    try:
+        return Cassette.load(cassette).tasks
+    except MeshError:
+        return None
 
 
 def _explain(error: MeshError) -> MeshError:

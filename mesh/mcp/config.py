@@ -9,7 +9,7 @@
     pass_env = ["GITHUB_TOKEN"]          # copied from the service's environment
     # url = "https://mcp.example.com/mcp" # ... or streamable HTTP, with
     # headers = { Authorization = "..." }
-    include = ["read_file"]              # only these tools (or exclude = [...])
+    include = ["read_file"]              # only these tools, by the server's names (or exclude)
     startup_timeout_s = 30
     call_timeout_s = 60
 
@@ -37,7 +37,7 @@ _STRINGS = ("name", "command", "cwd", "url")
 _LISTS = ("args", "pass_env", "include", "exclude")
 _TABLES = ("env", "headers")
 _NUMBERS = ("startup_timeout_s", "call_timeout_s")
-_KEYS = {*_STRINGS, *_LISTS, *_TABLES, *_NUMBERS}
+MCP_KEYS = {*_STRINGS, *_LISTS, *_TABLES, *_NUMBERS}
 
 
 def mcp_servers_from_config(value: Any, where: str, base: Path) -> tuple[MCPServerParameters, ...]:
@@ -60,7 +60,7 @@ def mcp_servers_from_config(value: Any, where: str, base: Path) -> tuple[MCPServ
 
 
 def _server(table: dict[str, Any], at: str, base: Path) -> MCPServerParameters:
-    only(table, _KEYS, at)
+    only(table, MCP_KEYS, at)
     if "name" not in table:
         raise ConfigError(f"{at}.name: required (it names the server in logs and errors)")
     fields: dict[str, Any] = {}

@@ -11,7 +11,9 @@ The server's environment is deliberately small: a few harmless variables of
 this process (the mcp SDK's default set plus locale, time zone and temp
 directory), the literal ``env`` values, and the variables named in
 ``pass_env``. Nothing else leaks: a service's ``MESH_TOKEN`` or model API keys
-never reach a third-party server unless someone named them.
+never reach a third-party server unless someone named them. A ``pass_env``
+name this process does not have fails the start, rather than leaving the
+server to fail later, less clearly, without its token.
 """
 
 from __future__ import annotations
