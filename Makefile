@@ -53,6 +53,7 @@ bench: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python bench/mesh_services.py
 	$(BENCH_VENV)/bin/python bench/replicas.py
 	$(BENCH_VENV)/bin/python bench/sustained_load.py
+	$(BENCH_VENV)/bin/python bench/project_startup.py
 
 $(BENCH_VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(BENCH_VENV)

@@ -76,8 +76,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--address", help="host:port of the agent to ask (default: the entry)")
     run.add_argument("--timeout", type=float, default=300.0, help="deadline in seconds")
     run.add_argument("--quiet", action="store_true", help="print only the final answer")
-    run.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
-                     help="wait this long for the agent to come up (e.g. after `mesh up &`)")
+    run.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long for the agent to come up (e.g. after `mesh up &`)",
+    )
     add_local_options(run)
     run.set_defaults(func=lambda a: run_local(a) if a.local else mesh_commands.run(a))
 

@@ -82,16 +82,9 @@ class MCPTool(Tool):
     def forward(self, **arguments: Any) -> Any:
         return self.client.call(self.remote_name, arguments)
 
-    def to_json_schema(self) -> dict[str, Any]:
+    def parameters_schema(self) -> dict[str, Any]:
         """The server's own schema (local $refs inlined), so the model loses nothing."""
-        return {
-            "type": "function",
-            "function": {
-                "name": self.name,
-                "description": self.description,
-                "parameters": self.schema.model_schema,
-            },
-        }
+        return self.schema.model_schema
 
 
 def local_name(remote: str) -> str:

@@ -73,9 +73,13 @@ class Tool:
             "function": {
                 "name": self.name,
                 "description": self.description,
-                "parameters": json_schema(self.input_specs),
+                "parameters": self.parameters_schema(),
             },
         }
+
+    def parameters_schema(self) -> dict[str, Any]:
+        """The JSON Schema of the arguments object (a tool from elsewhere may keep its own)."""
+        return json_schema(self.input_specs)
 
     def signature(self) -> str:
         """A Python-style signature line for prompts, e.g. ``factorial(n: integer) -> integer``."""
