@@ -71,7 +71,7 @@ VARIANTS = {
     "+ one stdio MCP server": 'tools = ["factorial", "memo", "bench_pkg.tools:shout"]\n'
     f'mcp = [{{ name = "words", command = "{sys.executable}", args = ["mcp_server.py"] }}]\n',
     "+ remote_tools (ListTools)": 'tools = ["factorial", "memo", "bench_pkg.tools:shout"]\n'
-    'remote_tools = [{ agent = "tools" }]\n',
+    'remote_tools = [{ agent = "tools", tools = ["celsius_to_fahrenheit"] }]\n',
 }
 
 

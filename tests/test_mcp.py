@@ -110,6 +110,8 @@ def test_config_reads_servers(tmp_path: Path) -> None:
     assert files.transport == "stdio" and web.transport == "http"
     assert web.headers == {"Authorization": "Bearer x"} and web.include == ("search",)
     assert mcp_servers_from_config([], "agents.m.mcp", tmp_path) == ()
+    started_here = mcp_servers_from_config([{"name": "x", "command": "y"}], "a.mcp", tmp_path)
+    assert started_here[0].cwd == tmp_path  # the project's directory, wherever mesh runs
     hash(files)  # frozen parameters can key a dict
 
 

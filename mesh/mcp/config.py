@@ -4,7 +4,7 @@
     name = "files"                       # required: names the server in logs and errors
     command = "npx"                      # stdio: the command and its args ...
     args = ["-y", "@modelcontextprotocol/server-filesystem", "."]
-    cwd = "data"                         # relative to the config file's directory
+    cwd = "data"                         # relative to the config file's directory (default)
     env = { LOG_LEVEL = "warn" }         # literal values for the server
     pass_env = ["GITHUB_TOKEN"]          # copied from the service's environment
     # url = "https://mcp.example.com/mcp" # ... or streamable HTTP, with
@@ -76,8 +76,8 @@ def _server(table: dict[str, Any], at: str, base: Path) -> MCPServerParameters:
     for key in _NUMBERS:
         if key in table:
             fields[key] = _number(table[key], f"{at}.{key}")
-    if "cwd" in fields:
-        cwd = Path(fields["cwd"])
+    if "command" in fields:  # a started server runs in the project, wherever mesh runs from
+        cwd = Path(fields.get("cwd", "."))
         fields["cwd"] = cwd if cwd.is_absolute() else base / cwd
     try:
         return MCPServerParameters(**fields)
