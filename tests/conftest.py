@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.installed import installed, wheel  # noqa: F401  (smolmesh installed from a wheel)
 from tests.mesh_setup import mesh_dir  # noqa: F401  (a session fixture shared by mesh tests)
 
 _real_connect = socket.socket.connect

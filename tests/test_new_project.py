@@ -6,24 +6,17 @@ nothing here imports it into the test process (``mesh/references.py`` refuses
 two ``services`` in one process); whatever imports it runs in a subprocess
 whose working directory is the new project.
 
-The end-to-end test installs a wheel of this checkout into a fresh virtual
-environment, because that is how users get smolmesh: files missing from the
-wheel (the template is package data) fail there and nowhere else. The new
-environment borrows the dependencies of this one through a ``.pth`` line,
-which adds a directory to ``sys.path`` without running the ``.pth`` files in
-it, so the editable install of this checkout stays inactive there.
+The end-to-end test runs smolmesh installed from a wheel of this checkout
+(``tests/installed.py``), because that is how users get it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
-import sysconfig
 import textwrap
 from pathlib import Path
 
@@ -33,6 +26,7 @@ from mesh import Cassette
 from mesh.cli.new_project import add_new_command
 from mesh.errors import ConfigError
 from mesh.project import load_mesh_config
+from tests.installed import subprocess_env
 
 ROOT = Path(__file__).parent.parent
 TEMPLATE_FILES = {
@@ -63,15 +57,6 @@ def mesh_new(directory: Path, *options: str) -> int:
 
 def files_under(directory: Path) -> set[str]:
     return {p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file()}
-
-
-def subprocess_env() -> dict[str, str]:
-    """This environment (the conftest's data directories, no API keys) without what would make
-    a child import something other than what it is given."""
-    env = dict(os.environ)
-    for name in ("PYTHONPATH", "PYTEST_ADDOPTS", "PYTHONSTARTUP"):
-        env.pop(name, None)
-    return env
 
 
 def test_new_writes_the_project_and_says_what_next(
@@ -176,59 +161,6 @@ def test_the_template_agents_build_in_their_own_process(tmp_path: Path) -> None:
 
 
 # --- end to end, from a wheel -------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A wheel of this checkout, built offline with what this environment has.
-
-    Built from a copy of the sources, so that the build's scratch files (``build/``,
-    ``*.egg-info``) and any stale ones there never meet the checkout.
-    """
-    scratch = tmp_path_factory.mktemp("wheel")
-    source = scratch / "src"
-    source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, source / name)
-    shutil.copytree(ROOT / "mesh", source / "mesh",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*_cache"))  # fmt: skip
-    done = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-         "--no-cache-dir", "--disable-pip-version-check", "-q", "-w", str(scratch / "dist"),
-         str(source)],
-        capture_output=True, text=True, env=subprocess_env(), timeout=120,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    (built,) = (scratch / "dist").glob("smolmesh-*.whl")
-    return built
-
-
-@pytest.fixture(scope="module")
-def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The ``bin`` directory of a fresh virtual environment with smolmesh from ``wheel``."""
-    venv = tmp_path_factory.mktemp("venv")
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True,
-                   timeout=60)  # fmt: skip
-    python = venv / "bin" / "python"
-    # pip from this environment, run by the new interpreter: the wheel lands in the new
-    # environment, which cannot yet see this one's smolmesh (the .pth comes after).
-    done = subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps",
-         "--no-index", "--no-cache-dir", "--disable-pip-version-check", "-q", str(wheel)],
-        capture_output=True, text=True, env=subprocess_env(), timeout=120,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()"
-                           "['purelib'])"], capture_output=True, text=True, check=True,
-                          timeout=30).stdout.strip()  # fmt: skip
-    ours = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
-    (Path(site) / "_smolmesh_test_deps.pth").write_text("".join(f"{p}\n" for p in sorted(ours)))
-    where = subprocess.run([str(python), "-c", "import mesh; print(mesh.__file__)"],
-                           capture_output=True, text=True, cwd=venv, env=subprocess_env(),
-                           timeout=60)  # fmt: skip
-    assert where.returncode == 0, where.stderr
-    assert Path(where.stdout.strip()).is_relative_to(venv), where.stdout  # the wheel's mesh
-    return venv / "bin"
 
 
 def test_a_new_project_runs_from_a_pip_installed_smolmesh(installed: Path, tmp_path: Path) -> None:

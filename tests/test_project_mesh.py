@@ -15,7 +15,8 @@ import pytest
 from mesh.errors import AgentUnavailableError
 from mesh.launcher import MeshProcesses
 from mesh.project import load_mesh_config
-from tests.support import calls
+from mesh.rpc.remote_tool import fetch_remote_tools
+from tests.support import alive, calls, wait_until
 
 MESH = str(Path(sys.executable).parent / "mesh")
 TASK = "What is 5!?"
@@ -118,3 +119,36 @@ def test_a_changed_definition_shows_in_mesh_changes_after_a_restart(tmp_path: Pa
     assert re.search(r"instructions changed  sha256:\w{12} -> sha256:\w{12}", rows[1])
     assert "    -Answer with a number." in changes.stdout
     assert "    +Answer with a number and its unit." in changes.stdout
+
+
+MCP_SERVER = Path(__file__).parent / "mcp_servers" / "tool_server.py"
+
+
+def test_an_mcp_server_lives_and_dies_with_its_service(tmp_path: Path) -> None:
+    """Started with the service, its tools served like any (ListTools, CallTool), its
+    environment without the service's secrets, and gone when the service stops, whether
+    asked to or killed."""
+    state = tmp_path / "state"
+    state.mkdir()
+    path = write_project(tmp_path)
+    path.write_text(path.read_text().replace(
+        'remote_tools = [{ agent = "calc", tools = ["factorial"] }]',
+        f'mcp = [{{ name = "files", command = "{sys.executable}", args = ["{MCP_SERVER}", '
+        f'"--state", "{state}"], include = ["echo", "env"] }}]'))  # fmt: skip
+    config = load_mesh_config(path)
+    secrets = {"MESH_TOKEN": "mesh-token-not-for-mcp", "OPENAI_API_KEY": "sk-not-for-mcp"}
+    for stop in ("SIGTERM", "SIGKILL"):
+        with MeshProcesses(config, log_dir=tmp_path / stop, only=("boss",), env=secrets) as up:
+            server = int((state / "pid").read_text())
+            assert alive({server})
+            address = up.addresses["boss"][0]
+            tools = {t.name: t for t in fetch_remote_tools(address)}
+            assert set(tools) == {"echo", "env"}
+            assert tools["echo"](text="hi", times=2) == "hi hi"
+            assert tools["env"](name="MESH_TOKEN") == "<unset>"
+            assert tools["env"](name="OPENAI_API_KEY") == "<unset>"
+            if stop == "SIGKILL":
+                up.services[0].process.kill()
+        wait_until(lambda: not alive({server}), timeout_s=20)  # noqa: B023
+    log = (tmp_path / "SIGTERM" / "boss-0.log").read_text()
+    assert "[files] tool_server: started" in log  # its stderr is in the service's log

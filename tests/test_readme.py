@@ -112,12 +112,13 @@ def own_mesh_model() -> Cassette:
     ])  # fmt: skip
 
 
-def test_build_your_own_mesh_runs_as_written(tmp_path: Path) -> None:
-    """Every command of "Build your own mesh", in order, in one shell, as a user types them
-    (the local model server is a recording; the agents listen on free ports)."""
+def test_build_your_own_mesh_runs_as_written(tmp_path: Path, installed: Path) -> None:
+    """Every command of "Build your own mesh", in order, in one shell, as a user types them,
+    with smolmesh installed from a wheel (the local model server is a recording; the agents
+    listen on free ports)."""
     commands = re.findall(r"```bash\n(.*?)```", readme_section("Build your own mesh"), re.DOTALL)
     assert len(commands) == 4
-    venv_bin = str(Path(sys.executable).parent)
+    venv_bin = str(installed)
     with ReplayServer(own_mesh_model()) as server:
         script = "\n".join(commands).replace(LOCAL_SERVER, server.api_base) + "\nwait\n"
         env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
