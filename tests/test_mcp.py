@@ -24,6 +24,7 @@ from mesh.agents import ToolCallFinished
 from mesh.agents.context import RunContext, current_run
 from mesh.errors import ConfigError, ToolArgumentError, ToolExecutionError
 from mesh.mcp import MCPClient, MCPServerParameters, MCPTool, mcp_servers_from_config, mcp_tools
+from mesh.mcp.params import http_headers
 from mesh.mcp.schema import convert_input_schema
 from mesh.tools.base import Tool
 from tests.support import alive, calls, scripted, wait_until
@@ -649,3 +650,20 @@ def test_importing_mesh_mcp_leaves_the_sdk_unloaded() -> None:
     probe = "import sys, mesh.mcp; print([m for m in ('mcp', 'jsonschema') if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_header_value_comes_from_the_environment_never_the_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (params,) = mcp_servers_from_config([
+        {"name": "web", "url": "http://127.0.0.1:9/mcp", "headers": {"X-Team": "blue"},
+         "headers_from_env": {"Authorization": "WEB_MCP_AUTH"}},
+    ], "agents.a.mcp", tmp_path)  # fmt: skip
+    with pytest.raises(ConfigError, match="headers_from_env names WEB_MCP_AUTH, which this "):
+        http_headers(params)
+    monkeypatch.setenv("WEB_MCP_AUTH", "Bearer from-env")
+    assert http_headers(params) == {"X-Team": "blue", "Authorization": "Bearer from-env"}
+    wrong = r"agents.a.mcp\[0\].headers_from_env.Authorization: 'not a name' is not an "
+    with pytest.raises(ConfigError, match=wrong):
+        mcp_servers_from_config([{"name": "web", "url": "http://x/mcp", "headers_from_env": {
+            "Authorization": "not a name"}}], "agents.a.mcp", tmp_path)  # fmt: skip

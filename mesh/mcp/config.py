@@ -8,7 +8,7 @@
     env = { LOG_LEVEL = "warn" }         # literal values for the server
     pass_env = ["GITHUB_TOKEN"]          # copied from the service's environment
     # url = "https://mcp.example.com/mcp" # ... or streamable HTTP, with
-    # headers = { Authorization = "..." }
+    # headers_from_env = { Authorization = "MCP_AUTH" }  # value from the service's environment
     include = ["read_file"]              # only these tools, by the server's names (or exclude)
     startup_timeout_s = 30
     call_timeout_s = 60
@@ -35,7 +35,7 @@ __all__ = ["mcp_servers_from_config"]
 MAX_SERVERS = 32
 _STRINGS = ("name", "command", "cwd", "url")
 _LISTS = ("args", "pass_env", "include", "exclude")
-_TABLES = ("env", "headers")
+_TABLES = ("env", "headers", "headers_from_env")
 _NUMBERS = ("startup_timeout_s", "call_timeout_s")
 MCP_KEYS = {*_STRINGS, *_LISTS, *_TABLES, *_NUMBERS}
 

@@ -42,7 +42,7 @@ from pydantic import ValidationError
 from mesh import __version__
 from mesh.errors import ConfigError
 from mesh.mcp.logs import StderrPump, describe
-from mesh.mcp.params import MCPServerParameters, server_environment
+from mesh.mcp.params import MCPServerParameters, http_headers, server_environment
 from mesh.text import clip
 
 __all__ = ["CallCancelled", "Connection", "ConnectionLost", "StartFailed"]
@@ -178,9 +178,13 @@ class Connection:
     async def _open(self, stack: AsyncExitStack) -> ClientSession:
         params = self.params
         if params.url:
+            try:
+                headers = http_headers(params)
+            except ConfigError as err:
+                raise StartFailed(err.message) from None
             # No read timeout: the SSE stream stays open, and every call has its own deadline.
             http = await stack.enter_async_context(httpx2.AsyncClient(
-                headers=dict(params.headers),
+                headers=headers,
                 timeout=httpx2.Timeout(params.startup_timeout_s, read=None),
             ))  # fmt: skip
             read, write = await stack.enter_async_context(streamable_http_client(

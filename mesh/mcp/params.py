@@ -29,7 +29,7 @@ from typing import Any
 
 from mesh.errors import ConfigError
 
-__all__ = ["MCPServerParameters", "ParameterError", "server_environment"]
+__all__ = ["MCPServerParameters", "ParameterError", "http_headers", "server_environment"]
 
 NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 ENV_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
@@ -66,6 +66,9 @@ class MCPServerParameters:
     cwd: Path | None = None
     url: str = ""
     headers: Mapping[str, str] = field(default_factory=dict, hash=False)
+    headers_from_env: Mapping[str, str] = field(default_factory=dict, hash=False)
+    """Header name -> the variable of this process's environment that holds its value (the
+    way to send a token: the config names it, never holds it)."""
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
     startup_timeout_s: float = 30.0
@@ -78,7 +81,7 @@ class MCPServerParameters:
             value = getattr(self, name)
             if isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
-        for name in ("env", "headers"):
+        for name in ("env", "headers", "headers_from_env"):
             value = getattr(self, name)
             if isinstance(value, Mapping):
                 object.__setattr__(self, name, _frozen_mapping(value))
@@ -107,6 +110,11 @@ class MCPServerParameters:
         self._check_names("exclude", self.exclude, None)
         self._check_mapping("env", self.env, ENV_NAME_PATTERN)
         self._check_mapping("headers", self.headers, HEADER_NAME_PATTERN)
+        self._check_mapping("headers_from_env", self.headers_from_env, HEADER_NAME_PATTERN)
+        for header, variable in self.headers_from_env.items():
+            if not ENV_NAME_PATTERN.fullmatch(variable):
+                raise self._fail(f"headers_from_env.{header}", f"{variable[:128]!r} is not an "
+                                 "environment variable's name")  # fmt: skip
         if both := sorted(set(self.include) & set(self.exclude)):
             raise self._fail("exclude", f"{', '.join(both)} also in include")
         if self.cwd is not None and not isinstance(self.cwd, Path):
@@ -117,8 +125,9 @@ class MCPServerParameters:
             for name in ("args", "env", "pass_env", "cwd"):
                 if getattr(self, name):
                     raise self._fail(name, "only for a server started with command")
-        elif self.headers:
-            raise self._fail("headers", "only for a server reached by url")
+        elif self.headers or self.headers_from_env:
+            field = "headers" if self.headers else "headers_from_env"
+            raise self._fail(field, "only for a server reached by url")
         for name in ("startup_timeout_s", "call_timeout_s"):
             value = getattr(self, name)
             if (
@@ -157,6 +166,17 @@ class MCPServerParameters:
             if not isinstance(item, str) or len(item) > MAX_VALUE_CHARS or "\x00" in item:
                 raise self._fail(f"{field}.{key}", f"expected a string of at most "
                                  f"{MAX_VALUE_CHARS} characters")  # fmt: skip
+
+
+def http_headers(params: MCPServerParameters) -> dict[str, str]:
+    """The headers sent to an HTTP server: ``headers``, then ``headers_from_env`` read now."""
+    missing = [v for v in params.headers_from_env.values() if v not in os.environ]
+    if missing:
+        raise ConfigError(
+            f"mcp server {params.name}: headers_from_env names {', '.join(missing)}, "
+            "which this process's environment does not have"
+        )
+    return {**params.headers, **{h: os.environ[v] for h, v in params.headers_from_env.items()}}
 
 
 def server_environment(params: MCPServerParameters) -> dict[str, str]:
