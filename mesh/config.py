@@ -45,6 +45,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from mesh import untrusted_json
+from mesh.agents.answer_schema import AnswerSchema
 from mesh.agents.budget import Budget
 from mesh.config_fields import get, join, only, positive, table
 from mesh.errors import ConfigError
@@ -52,6 +54,7 @@ from mesh.mcp import MCPServerParameters, mcp_servers_from_config
 from mesh.references import check_reference, is_reference
 from mesh.rpc.security import MeshSecurity
 from mesh.sandbox.config import SandboxConfig
+from mesh.text import clip
 
 __all__ = ["AgentConfig", "MeshConfig", "RemoteToolsConfig", "load_config"]
 
@@ -65,7 +68,7 @@ AGENT_KEYS = {
     "kind", "description", "address", "tools", "managed_agents", "model", "api_base",
     "model_params", "cassette", "max_steps", "max_concurrent_runs", "instructions",
     "instructions_file", "agent", "mcp", "remote_tools", "sandbox", "authorized_imports",
-    "budget", "rate_limit_rpm", "cache", "idempotent",
+    "budget", "rate_limit_rpm", "cache", "idempotent", "max_parallel", "output_schema_file",
 }  # fmt: skip
 REMOTE_TOOLS_KEYS = {"agent", "address", "tools", "timeout_s"}
 
@@ -112,6 +115,10 @@ class AgentConfig:
     """Answer repeated model requests from a cache."""
     idempotent: bool = False
     """Safe to run twice: callers may retry a run whose server died mid-way."""
+    max_parallel: int = 8
+    """Calls one step may run at once (parallel tool calls; ``run_parallel`` in code)."""
+    output_schema: dict[str, Any] | None = None
+    """The JSON Schema a final answer must match (read from ``output_schema_file``)."""
 
     def depends_on(self) -> tuple[str, ...]:
         """The agents this one calls: they must be up before it starts."""
@@ -254,6 +261,10 @@ def _agent(
         rate_limit_rpm=get(data, "rate_limit_rpm", int, where, 0),
         cache=get(data, "cache", bool, where, False),
         idempotent=get(data, "idempotent", bool, where, False),
+        max_parallel=positive(get(data, "max_parallel", int, where, 8), f"{where}.max_parallel"),
+        output_schema=_output_schema(
+            get(data, "output_schema_file", str, where, ""), base, f"{where}.output_schema_file"
+        ),
     )
 
 
@@ -286,6 +297,26 @@ def _instructions(data: dict[str, Any], base: Path, where: str) -> str:
     if len(text) > MAX_INSTRUCTIONS_CHARS:
         raise ConfigError(f"{where}.instructions_file: over {MAX_INSTRUCTIONS_CHARS} characters")
     return text.strip()
+
+
+def _output_schema(value: str, base: Path, where: str) -> dict[str, Any] | None:
+    if not value:
+        return None
+    path = base / value
+    try:
+        text = path.read_text(encoding="utf-8")
+        if len(text) > MAX_INSTRUCTIONS_CHARS:
+            raise ConfigError(f"{where}: over {MAX_INSTRUCTIONS_CHARS} characters")
+        data = untrusted_json.loads(text)
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ConfigError(f"{where}: cannot read JSON from {path}: {clip(str(err), 200)}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: {path} holds no JSON object")
+    try:
+        AnswerSchema(data)  # a schema that cannot check anything fails now, not at a run's end
+    except ConfigError as err:
+        raise ConfigError(f"{where}: {err.message}") from err
+    return data
 
 
 def _model_params(data: dict[str, Any], where: str) -> dict[str, Any]:

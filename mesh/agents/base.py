@@ -14,10 +14,11 @@ import queue
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, overload
 
+from mesh.agents.answer_schema import AnswerSchema
 from mesh.agents.budget import Budget
 from mesh.agents.context import EventSink, RunContext, current_run
 from mesh.agents.events import (
@@ -29,6 +30,7 @@ from mesh.agents.events import (
     RunStarted,
     StepFailed,
 )
+from mesh.agents.fan_out import PARALLEL, ParallelCallsTool
 from mesh.agents.managed import ManagedAgent, ManagedAgentTool
 from mesh.agents.memory import ActionStep, AgentMemory
 from mesh.agents.prompts import render_prompt
@@ -81,10 +83,14 @@ class RunState:
     ctx: RunContext
     memory: AgentMemory
     resources: dict[str, Any] = field(default_factory=dict)
+    rejected_answers: int = 0
+    """Final answers sent back for not matching the output schema."""
 
 
 class MultiStepAgent(ABC):
     template_name: str = ""
+    offers_run_parallel: bool = False
+    """Whether steps get ``run_parallel`` (code agents: their tool calls are sequential)."""
 
     def __init__(
         self,
@@ -98,11 +104,15 @@ class MultiStepAgent(ABC):
         instructions: str | None = None,
         prompt_template: str | None = None,
         budget: Budget | None = None,
+        max_parallel: int = 8,
+        output_schema: Mapping[str, Any] | None = None,
     ) -> None:
         if model is None:
             raise ConfigError(f"{type(self).__name__} needs a model, e.g. LiteLLMModel()")
         if max_steps < 1:
             raise ConfigError(f"max_steps must be at least 1 (got {max_steps})")
+        if max_parallel < 1:
+            raise ConfigError(f"max_parallel must be at least 1 (got {max_parallel})")
         self.model = model
         self.max_steps = max_steps
         self.name = name or "agent"
@@ -113,8 +123,12 @@ class MultiStepAgent(ABC):
         self.prompt_template = prompt_template
         self.budget = budget
         """This agent's own ceiling per run; a delegated run also gets what its caller has left."""
+        self.max_parallel = max_parallel
+        """How many calls one step may run at once (parallel tool calls, ``run_parallel``)."""
+        self.answer_schema = AnswerSchema(output_schema) if output_schema is not None else None
+        """What a final answer must be (JSON Schema); None: anything."""
         self.tools: dict[str, Tool] = {}
-        for item in [*tools, FinalAnswerTool()]:
+        for item in [*tools, self._final_answer_tool()]:
             if not isinstance(item, Tool):
                 raise ConfigError(f"{item!r} is not a Tool; decorate it with @tool")
             if item.name in self.tools and item.name != FINAL_ANSWER:
@@ -281,12 +295,28 @@ class MultiStepAgent(ABC):
         for number in range(1, max_steps + 1):
             state.ctx.raise_if_cancelled()
             step = self._step(state, number)
-            if step.is_final:
+            if step.is_final and self._answer_fits(state, step):
                 state.ctx.report(FinalAnswer, number, answer=step.final_answer)
                 return step.final_answer, "success"
         answer = self._answer_after_max_steps(state, max_steps)
         state.ctx.report(FinalAnswer, max_steps + 1, answer=answer)
         return answer, "max_steps"
+
+    def _answer_fits(self, state: RunState, step: ActionStep) -> bool:
+        """Whether the final answer matches the output schema. The first answer that does not
+        goes back to the model as the step's error; the second ends the run."""
+        if self.answer_schema is None:
+            return True
+        problems = self.answer_schema.problems(step.final_answer)
+        if not problems:
+            return True
+        error = ModelOutputError(f"the final answer does not match the output schema: {problems}")
+        if state.rejected_answers:
+            raise error
+        state.rejected_answers += 1
+        step.is_final, step.final_answer, step.error = False, None, error.message
+        state.ctx.report(StepFailed, step.step_number, error=error.message)
+        return False
 
     def _step(self, state: RunState, number: int) -> ActionStep:
         with step_span(self.name, number) as span:
@@ -380,8 +410,14 @@ class MultiStepAgent(ABC):
         box = dict(self.tools)
         for agent in self.managed_agents.values():
             box[agent.name] = ManagedAgentTool(agent)
-        box.setdefault(FINAL_ANSWER, FinalAnswerTool())
+        box.setdefault(FINAL_ANSWER, self._final_answer_tool())
+        if self.offers_run_parallel and self.max_parallel > 1 and len(box) > 1:
+            box.setdefault(PARALLEL, ParallelCallsTool(self.max_parallel))
         return box
+
+    def _final_answer_tool(self) -> FinalAnswerTool:
+        answers = getattr(self, "answer_schema", None)  # None while __init__ sets things up
+        return FinalAnswerTool(answers.schema if answers is not None else None)
 
     def system_prompt(self, toolbox: dict[str, Tool] | None = None) -> str:
         toolbox = toolbox if toolbox is not None else self.toolbox()

@@ -47,6 +47,7 @@ EXECUTORS: dict[str, ExecutorFactory] = {"nsjail": _nsjail, "unsafe-local": _uns
 
 class CodeAgent(MultiStepAgent):
     template_name = "code_agent.j2"
+    offers_run_parallel = True
 
     def __init__(
         self,

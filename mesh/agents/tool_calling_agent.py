@@ -8,16 +8,15 @@ without native tool calling may write the calls as JSON in their text.
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from mesh.agents.base import MultiStepAgent, RunState
 from mesh.agents.memory import ActionStep, ToolCallRecord
 from mesh.agents.parsing import parse_arguments, tool_calls_from_text
 from mesh.agents.tool_runner import ToolRunner
 from mesh.errors import ModelOutputError
-from mesh.models.base import ChatMessage, Model, ModelResponse, ToolCall
+from mesh.models.base import ChatMessage, ModelResponse, ToolCall
 from mesh.tools.base import Tool
 from mesh.tools.final_answer import FINAL_ANSWER
 
@@ -31,17 +30,6 @@ NO_TOOL_CALL = (
 
 class ToolCallingAgent(MultiStepAgent):
     template_name = "tool_calling_agent.j2"
-
-    def __init__(
-        self,
-        tools: Iterable[Tool] = (),
-        model: Model | None = None,
-        *,
-        max_parallel_calls: int = 8,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(tools, model, **kwargs)
-        self.max_parallel_calls = max_parallel_calls
 
     def _model_tools(self, toolbox: dict[str, Tool]) -> Sequence[Tool] | None:
         return list(toolbox.values())
@@ -65,7 +53,7 @@ class ToolCallingAgent(MultiStepAgent):
     def _run_calls(self, calls: tuple[ToolCall, ...], tools: ToolRunner) -> list[ToolCallRecord]:
         if len(calls) == 1:
             return [self._run_call(calls[0], tools)]
-        workers = min(len(calls), self.max_parallel_calls)
+        workers = min(len(calls), self.max_parallel)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tool") as pool:
             futures = [
                 pool.submit(contextvars.copy_context().run, self._run_call, call, tools)

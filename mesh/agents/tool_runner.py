@@ -14,6 +14,7 @@ from typing import Any
 
 from mesh.agents.context import RunContext
 from mesh.agents.events import ToolCallFinished, ToolCallStarted
+from mesh.agents.fan_out import ParallelCallsTool
 from mesh.agents.memory import ActionStep, ToolCallRecord
 from mesh.errors import MeshError, RunCancelledError, ToolNotFoundError
 from mesh.telemetry.spans import record_error, tool_span
@@ -34,13 +35,16 @@ class ToolRunner:
         self.step = step
         self.toolbox = dict(toolbox)  # a snapshot: agent.tools changes apply next step
         self._calls = 0
+        for tool in self.toolbox.values():
+            if isinstance(tool, ParallelCallsTool):
+                tool.bind(self)  # its calls go through this runner, like every other call
 
     def tool_names(self) -> Sequence[str]:
         return list(self.toolbox)
 
     def call_tool(self, name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
         """A call from code: the result, or the tool's error raised into the code."""
-        self._calls += 1
+        self._calls += 1  # one bridge thread per run: no lock needed
         record = self.invoke(f"code_{self.step.step_number}_{self._calls}", name, args, kwargs)
         if record.exception is not None:
             raise record.exception

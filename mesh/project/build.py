@@ -64,6 +64,8 @@ class ResolvedAgent:
             "description": agent.description,
             "instructions": agent.instructions or None,
             "budget": agent.budget,
+            "output_schema": agent.output_schema,
+            "max_parallel": agent.max_parallel,
         }
         if agent.kind == "code":
             arguments |= {"sandbox": agent.sandbox,
