@@ -80,3 +80,20 @@ def descendants(root: int) -> set[int]:
 def alive(pids: set[int]) -> set[int]:
     """Those of ``pids`` still running (not zombies)."""
     return pids & {pid for pid, _, stat in _processes() if not stat.startswith("Z")}
+
+
+def busy_jails(root: int) -> set[int]:
+    """Jailed runners below ``root`` that have burnt over a second of CPU (spinning code)."""
+    ps = ["ps", "-e", "-ww", "-o", "pid=,ppid=,cputimes=,args="]  # -ww: pytest sets COLUMNS
+    out = subprocess.run(ps, capture_output=True, text=True, check=True).stdout
+    rows = [line.split(None, 3) for line in out.splitlines()]
+    children: dict[int, list[tuple[int, int, str]]] = {}
+    for pid, ppid, cpu, args in (r + [""] * (4 - len(r)) for r in rows):
+        children.setdefault(int(ppid), []).append((int(pid), int(cpu), args))
+    busy, todo = set(), [root]
+    while todo:
+        for pid, cpu, args in children.get(todo.pop(), []):
+            todo.append(pid)
+            if "/opt/mesh" in args and cpu >= 1:  # the jail's runner
+                busy.add(pid)
+    return busy

@@ -30,7 +30,7 @@ from mesh._proto import agent_pb2_grpc
 from mesh.launcher import MeshProcesses
 from mesh.project import load_mesh_config
 from tests.mesh_setup import DOWN_TASK, ROOT, SEED_TASK, SLOW_TASK, SPIN_TASK
-from tests.support import alive, descendants, wait_until
+from tests.support import alive, busy_jails, descendants, wait_until
 
 
 @pytest.fixture(scope="session")
@@ -53,23 +53,6 @@ def stream(mesh: MeshProcesses, task: str, **kwargs: Any) -> list[pb.RunEvent]:
 
 def service_pid(mesh: MeshProcesses, agent: str) -> int:
     return next(s.process.pid for s in mesh.services if s.agent == agent)
-
-
-def busy_jails(root: int) -> set[int]:
-    """Jailed runners below ``root`` that have burnt over a second of CPU (spinning code)."""
-    ps = ["ps", "-e", "-ww", "-o", "pid=,ppid=,cputimes=,args="]  # -ww: pytest sets COLUMNS
-    out = subprocess.run(ps, capture_output=True, text=True, check=True).stdout
-    rows = [line.split(None, 3) for line in out.splitlines()]
-    children: dict[int, list[tuple[int, int, str]]] = {}
-    for pid, ppid, cpu, args in (r + [""] * (4 - len(r)) for r in rows):
-        children.setdefault(int(ppid), []).append((int(pid), int(cpu), args))
-    busy, todo = set(), [root]
-    while todo:
-        for pid, cpu, args in children.get(todo.pop(), []):
-            todo.append(pid)
-            if "/opt/mesh" in args and cpu >= 1:  # the jail's runner
-                busy.add(pid)
-    return busy
 
 
 def test_the_seed_scenario_runs_across_three_processes(mesh: MeshProcesses, mesh_dir: Path) -> None:
