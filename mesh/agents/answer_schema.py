@@ -11,8 +11,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import jsonschema  # type: ignore[import-untyped]
-
 from mesh.errors import ConfigError
 from mesh.text import clip
 
@@ -23,6 +21,8 @@ MAX_PROBLEMS = 5
 
 class AnswerSchema:
     def __init__(self, schema: Mapping[str, Any]) -> None:
+        import jsonschema  # type: ignore[import-untyped]  # only agents with a schema pay for it
+
         validator = jsonschema.validators.validator_for(schema, jsonschema.Draft202012Validator)
         try:
             validator.check_schema(schema)
