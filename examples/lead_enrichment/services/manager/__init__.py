@@ -1,0 +1,1 @@
+"""The manager: reads the batch, fans research and checks out at once, writes the results."""

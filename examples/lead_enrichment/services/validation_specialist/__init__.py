@@ -1,0 +1,1 @@
+"""The validation specialist: exact checks of LEIs, IBANs and VAT numbers."""
