@@ -20,8 +20,8 @@ demo: $(STAMP)
 test: lint check-protos typecheck unit
 
 lint: $(STAMP) $(NPM_STAMP)
-	$(BIN)/ruff check mesh services tests bench scripts
-	$(BIN)/ruff format --check mesh services tests bench scripts
+	$(BIN)/ruff check mesh services examples tests bench scripts
+	$(BIN)/ruff format --check mesh services examples tests bench scripts
 	npx --no-install buf lint protos
 	npx --no-install buf format protos --diff --exit-code
 

@@ -61,7 +61,7 @@ class EventPrinter:
             case ToolCallStarted() | ToolCallFinished() if event.name == "final_answer":
                 return []
             case ToolCallStarted():
-                return [f"  -> {event.name}({_arguments(event.arguments)})"]
+                return [f"  -> {event.name}({self._line(_arguments(event.arguments))})"]
             case ToolCallFinished():
                 outcome = f"error: {event.error}" if event.error else event.result
                 return [

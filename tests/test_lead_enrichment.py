@@ -13,6 +13,7 @@ replays its cassettes.
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import json
 import os
 import shutil
@@ -24,6 +25,8 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+
+from mesh.telemetry.trace_file import read_spans
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "lead_enrichment"
 REFRESH_TASK = (
@@ -334,6 +337,25 @@ def test_the_batch_replays_offline_with_the_recorded_accuracy(
     assert rows["basf-se-de"]["identifier_problem"] == "format"
     assert all(url for url in rows["siemens-ag-de"]["sources"].values())
     assert project.evaluate() == 0
+
+
+def test_the_fan_out_is_concurrent_branches_of_one_trace(
+    batch: tuple[Project, dict[str, Any]],
+) -> None:
+    """The trace shows the batch as it ran: under the manager's one ``run_parallel`` span,
+    a branch per delegation, in the same trace as the specialists' runs, and many of them
+    in flight at the same moment (16 at most)."""
+    project, _ = batch
+    spans = read_spans(Path(project.env["MESH_TRACE_DIR"]))
+    (fan_out,) = [s for s in spans if s.name == "execute_tool run_parallel"]
+    branches = [s for s in spans if s.parent_id == fan_out.span_id]
+    assert {s.name for s in branches} == {"execute_tool research_specialist",
+                                          "execute_tool validation_specialist"}  # fmt: skip
+    assert len(branches) == 25 + 19
+    assert {s.trace_id for s in spans if s.service != "manager"} == {fan_out.trace_id}
+    edges = sorted([(s.start_ns, 1) for s in branches] + [(s.end_ns, -1) for s in branches])
+    in_flight = max(itertools.accumulate(step for _, step in edges))
+    assert 8 <= in_flight <= 16
 
 
 def test_a_rerun_skips_every_lead_already_enriched(batch: tuple[Project, dict[str, Any]]) -> None:
