@@ -54,6 +54,7 @@ bench: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python bench/replicas.py
 	$(BENCH_VENV)/bin/python bench/sustained_load.py
 	$(BENCH_VENV)/bin/python bench/project_startup.py
+	$(BENCH_VENV)/bin/python bench/lead_enrichment.py
 
 $(BENCH_VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(BENCH_VENV)
