@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from mesh import CodeAgent, ToolCallingAgent, tool
+from mesh.agents.budget import Budget
 from mesh.agents.context import RunContext, current_run
 from mesh.agents.events import RunFinished, ToolCallFinished, ToolCallStarted
 from mesh.errors import ConfigError, ModelOutputError, RunCancelledError
@@ -165,3 +166,34 @@ def test_output_schemas_and_fan_out_limits_come_from_the_config(tmp_path: Path) 
         (tmp_path / "mesh.toml").write_text(base.replace("max_parallel = 3\n", "") + line + "\n")
         with pytest.raises(ConfigError, match=message):
             load_mesh_config(tmp_path / "mesh.toml")
+
+
+def test_a_fan_out_shares_the_budget_instead_of_multiplying_it() -> None:
+    """Four delegations at once, each wanting three model calls, under a budget with eight
+    left: each starts with a quarter of what is left when it starts (two calls at most) and
+    stops there, so the batch spends at most what the run had, not four times it."""
+    helper_model = scripted(*[calls(("memo_like", {"n": 1}))] * 2,
+                            calls(("final_answer", {"answer": "done"})))  # fmt: skip
+
+    @tool
+    def memo_like(n: int) -> int:
+        """Does nothing much.
+
+        Args:
+            n: Anything.
+        """
+        return n
+
+    helper = ToolCallingAgent([memo_like], helper_model, name="helper", description="Helps.")
+    spread = ", ".join('{"tool": "helper", "arguments": {"task": "Three calls."}}' for _ in "abcd")
+    manager = CodeAgent([], scripted(code(f"r = run_parallel(calls=[{spread}])\nprint(r)"),
+                                     code("final_answer(r)")),
+                        managed_agents=[helper], budget=Budget(max_model_calls=9))  # fmt: skip
+    events = list(manager.run("Fan out.", stream=True))
+    children = [e for e in events if isinstance(e, RunFinished) and e.depth == 1]
+    assert len(children) == 4
+    assert all("helper is out of budget: max_model_calls=" in (e.error or "") for e in children)
+    assert sum(e.usage_by_agent["helper"].model_calls for e in children) <= 8
+    finished = events[-1]
+    assert isinstance(finished, RunFinished) and finished.error is None
+    assert sum(u.model_calls for u in finished.usage_by_agent.values()) <= 9

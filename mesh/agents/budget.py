@@ -42,6 +42,16 @@ class Budget:
             _least(self.max_model_calls, other.max_model_calls),
         )
 
+    def share(self, parts: int) -> Budget:
+        """One of ``parts`` equal shares: what each of that many calls at once may spend."""
+        if parts <= 1:
+            return self
+        return Budget(
+            None if self.max_tokens is None else self.max_tokens // parts,
+            None if self.max_cost_usd is None else self.max_cost_usd / parts,
+            None if self.max_model_calls is None else self.max_model_calls // parts,
+        )  # fmt: skip
+
     def remaining(self, spent: AgentUsage) -> Budget:
         """What is left after ``spent`` (an unknown cost leaves the cost budget as it is)."""
         return Budget(

@@ -24,7 +24,7 @@ from mesh.agents.events import AgentEvent
 from mesh.agents.usage import AgentUsage, merge_usage
 from mesh.errors import DeadlineExceededError, RunCancelledError
 
-__all__ = ["RunContext", "current_run"]
+__all__ = ["RunContext", "current_run", "sharing_budget"]
 
 EventSink = Callable[[AgentEvent], None]
 E = TypeVar("E", bound=AgentEvent)
@@ -32,6 +32,18 @@ E = TypeVar("E", bound=AgentEvent)
 current_run: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(
     "mesh_current_run", default=None
 )
+
+
+_budget_shares: contextvars.ContextVar[tuple[RunContext, int] | None] = contextvars.ContextVar(
+    "mesh_budget_shares", default=None
+)
+
+
+def sharing_budget(run: RunContext, parts: int) -> None:
+    """In this context, what ``run`` hands a delegated run is one of ``parts`` shares of what
+    it has left: that many calls run at once (a fan-out), and together they must not spend
+    more than the run has. Only ``run`` divides; the runs beneath it hand on what they got."""
+    _budget_shares.set((run, parts))
 
 
 def _drop(event: AgentEvent) -> None:
@@ -71,7 +83,12 @@ class RunContext:
         return None if self.deadline is None else self.deadline - time.monotonic()
 
     def remaining_budget(self) -> Budget | None:
-        return None if self.budget is None else self.budget.remaining(self.spent())
+        """What a run delegated now may spend: what is left, or a fan-out's share of it."""
+        if self.budget is None:
+            return None
+        left = self.budget.remaining(self.spent())
+        shares = _budget_shares.get()
+        return left.share(shares[1]) if shares is not None and shares[0] is self else left
 
     def child(self, agent: str) -> RunContext:
         child = RunContext(agent=agent, parent=self, sink=self.sink, deadline=self.deadline,

@@ -5,8 +5,11 @@ fanning out there would mean threads in the jail. Instead the whole batch
 crosses once: ``run_parallel(calls=[...])`` hands the list to the host, which
 runs each call through the step's ``ToolRunner`` (validated, recorded,
 reported, traced like any call) on a bounded pool, each in a copy of the
-calling context, so every call carries the run's deadline, budget and
-cancellation, and its span is a sibling branch under ``run_parallel``'s.
+calling context, so every call carries the run's deadline and cancellation,
+and its span is a sibling branch under ``run_parallel``'s. The run's budget
+is shared: each delegation starts with an equal share (by the number of
+calls at once) of what is left then, so the batch cannot spend more than the
+run has.
 Results come back in the order of the calls; one call's failure is that
 item's error, never the batch's. Cancelling the run cancels every call.
 """
@@ -18,6 +21,7 @@ import itertools
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from mesh.agents.context import sharing_budget
 from mesh.errors import ToolArgumentError, ToolError
 from mesh.tools.base import Tool
 
@@ -73,6 +77,7 @@ class ParallelCallsTool(Tool):
         batch = f"{PARALLEL}_{runner.step.step_number}_{next(self._batches)}"
 
         def one(index: int, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+            sharing_budget(runner.ctx, workers)  # in this call's own context only
             record = runner.invoke(f"{batch}_{index}", name, kwargs=arguments)
             if record.error is not None:
                 return {"ok": False, "error": record.error}
