@@ -17,6 +17,7 @@ from mesh._proto import agent_pb2 as pb
 from mesh._proto import agent_pb2_grpc
 from mesh.errors import ToolArgumentError, ToolExecutionError
 from mesh.launcher import MeshProcesses
+from mesh.rpc.status import MAX_STATUS_MESSAGE_CHARS
 from mesh.tools import MemoTool, PrimeTool, celsius_to_fahrenheit, factorial
 from mesh.tools.schema import InputSpec, validate_arguments
 
@@ -272,6 +273,32 @@ def test_oversized_and_malformed_messages_are_refused(math_service: Any) -> None
                                   response_deserializer=pb.CallToolResponse.FromString)(
         pb.CallToolRequest(name="factorial", arguments_json='{"n": 4}'), timeout=10)  # fmt: skip
     assert json.loads(ok.result_json) == 24
+
+
+def test_errors_never_echo_unbounded_input(math_service: Any) -> None:
+    """A huge name or run id gets its real status (NOT_FOUND), not a metadata overflow."""
+    stub = agent_pb2_grpc.AgentServiceStub(math_service)  # type: ignore[no-untyped-call]
+    for method, request in (
+        (stub.Cancel, pb.CancelRequest(run_id="x" * 100_000)),
+        (stub.CallTool, pb.CallToolRequest(name="x" * 100_000, arguments_json="{}")),
+    ):
+        with pytest.raises(grpc.RpcError) as err:
+            method(request, timeout=10)
+        assert err.value.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT)
+        assert len(err.value.details() or "") <= MAX_STATUS_MESSAGE_CHARS
+
+
+@pytest.mark.parametrize("field", ["run_id", "parent_run_id"])
+@pytest.mark.parametrize("value", ["r" * 200, "run id with spaces", "../../x", "\x00", "é"])
+def test_identifiers_a_caller_gives_are_bounded(math_service: Any, field: str, value: str) -> None:
+    """Run ids are copied into every audit event, span and ledger row: a long or strange one
+    is refused before the run starts (nothing is written for it)."""
+    stub = agent_pb2_grpc.AgentServiceStub(math_service)  # type: ignore[no-untyped-call]
+    request = pb.RunRequest(task="What is 5!?", **{field: value})
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Run(request, timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"{field} must be" in (err.value.details() or "")
 
 
 def test_the_bystander_was_served_all_along(served: Any) -> None:

@@ -129,6 +129,7 @@ class ToolRunner:
         tool = self.toolbox.get(name)
         if tool is None:
             raise ToolNotFoundError(
-                f"there is no tool named {name!r}. Available tools: {', '.join(self.toolbox)}"
+                f"there is no tool named {clip(name, 80)!r}. Available tools: "
+                f"{', '.join(self.toolbox)}"
             )
         return tool

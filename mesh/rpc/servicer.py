@@ -38,12 +38,14 @@ from mesh.rpc.convert import (
     tool_spec_to_proto,
     usage_to_proto,
 )
+from mesh.rpc.identifiers import check_identifier
 from mesh.rpc.run_ledger import RunLedger
 from mesh.rpc.runs import ActiveRuns
 from mesh.rpc.security import MeshSecurity
 from mesh.rpc.status import translate_errors
 from mesh.rpc.tool_admin import ToolAdmin
 from mesh.telemetry.audit import AuditLog
+from mesh.text import clip
 from mesh.tools.final_answer import FINAL_ANSWER
 
 __all__ = ["AgentServicer"]
@@ -106,7 +108,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
 
     @translate_errors
     async def Cancel(self, request: pb.CancelRequest, context: Context) -> pb.CancelResponse:
-        self.runs.cancel(request.run_id)
+        self.runs.cancel(check_identifier(request.run_id, "run_id"))
         return pb.CancelResponse(cancelled=True)
 
     @translate_errors
@@ -121,7 +123,9 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         tool = self.agent.tools.get(request.name)
         if tool is None or request.name == FINAL_ANSWER:
             known = ", ".join(n for n in self.agent.tools if n != FINAL_ANSWER)
-            raise NotFoundError(f"{self.agent.name} has no tool {request.name!r} (it has {known})")
+            raise NotFoundError(
+                f"{self.agent.name} has no tool {clip(request.name, 80)!r} (it has {known})"
+            )
         try:
             arguments = untrusted_json.loads(request.arguments_json or "{}")
         except ValueError as err:
@@ -204,6 +208,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             raise InvalidRequestError(f"task is longer than {MAX_TASK_CHARS} characters")
         if request.max_steps < 0:
             raise InvalidRequestError("max_steps must be >= 0")
+        check_identifier(request.run_id, "run_id")
+        check_identifier(request.parent_run_id, "parent_run_id")
         remaining = context.time_remaining()
         ctx = RunContext(
             agent=self.agent.name,

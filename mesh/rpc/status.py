@@ -23,6 +23,7 @@ import grpc
 
 from mesh import errors as e
 from mesh.rpc.handlers import MalformedRequest
+from mesh.text import clip
 
 __all__ = ["error_from_rpc", "status_for", "translate_errors"]
 
@@ -61,6 +62,9 @@ _ERRORS: dict[grpc.StatusCode, type[e.MeshError]] = {
 }
 
 F = TypeVar("F", bound=Callable[..., Any])
+MAX_STATUS_MESSAGE_CHARS = 1000
+"""A status message is a header: one that repeats a huge request would overflow the
+metadata limit and hide the real status."""
 
 
 def status_for(err: BaseException) -> tuple[grpc.StatusCode, str]:
@@ -68,7 +72,7 @@ def status_for(err: BaseException) -> tuple[grpc.StatusCode, str]:
         code = next(status for kind, status in _STATUS if isinstance(err, kind))
         if isinstance(err, e.ModelCallError) and not err.retryable:
             code = grpc.StatusCode.FAILED_PRECONDITION
-        return code, err.message
+        return code, clip(err.message, MAX_STATUS_MESSAGE_CHARS)
     reference = uuid.uuid4().hex[:12]
     log.error("internal error (ref %s)", reference, exc_info=err)
     return grpc.StatusCode.INTERNAL, f"internal error (ref {reference}; see the server log)"
