@@ -11,8 +11,10 @@ import os
 import socket
 import subprocess
 import time
+import uuid
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -66,8 +68,23 @@ def no_network() -> Iterator[None]:
     socket.getaddrinfo = _real_getaddrinfo
 
 
+SUITE_MARK = f"MESH_TEST_SUITE={uuid.uuid4().hex}"
+"""In the environment of everything this suite starts (inherited by services, their jails'
+nsjail and any orphan), so that the leftover check counts only this suite's processes:
+other meshes on the machine are not ours to judge."""
+os.environ["MESH_TEST_SUITE"] = SUITE_MARK.split("=", 1)[1]
+
+
+def _started_by_this_suite(pid: int) -> bool:
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:  # gone, or not ours to read
+        return False
+    return SUITE_MARK.encode() in environ.split(b"\0")
+
+
 def _mesh_processes() -> set[tuple[int, str]]:
-    """Live mesh services and jails on the machine, (pid, command line), but for the warm
+    """Live mesh services and jails this suite started, (pid, command line), but for the warm
     pools of this process's own in-process agents (closed when it exits)."""
     out = subprocess.run(["ps", "-ww", "-e", "-o", "pid=,ppid=,stat=,args="], capture_output=True,
                          text=True, check=True).stdout  # fmt: skip
@@ -77,7 +94,7 @@ def _mesh_processes() -> set[tuple[int, str]]:
         jail = "nsjail" in args.split()[0]
         if stat.startswith("Z") or (jail and int(ppid) == os.getpid()):
             continue
-        if jail or " mesh serve " in args:
+        if (jail or " mesh serve " in args) and _started_by_this_suite(int(pid)):
             found.add((int(pid), args[:200]))
     return found
 
