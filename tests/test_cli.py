@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -40,11 +41,35 @@ def test_run_without_a_key_replays_the_demo(tmp_path: Path) -> None:
     assert MemoTool(tmp_path / "memo.sqlite3")("get", "spf_2021") == 43
 
 
-def test_a_different_task_without_a_key_says_what_is_replayed(tmp_path: Path) -> None:
+def test_a_task_without_a_model_fails_instead_of_replaying_another(tmp_path: Path) -> None:
+    """A task of the user's own cannot be answered by a recording of another: it must not
+    look as if it had been (exit 0 with someone else's answer)."""
     done = mesh("run", "--local", "What is the weather?", "--quiet", tmp_path=tmp_path)
-    assert done.returncode == 0, done.stderr
-    assert 'which only knows its own task. Replaying: "Convert 100 degrees' in done.stderr
-    assert done.stdout.startswith("100 °C is 212 °F")
+    assert done.returncode == 1
+    assert "no model is configured for 'What is the weather?': set OPENAI_API_KEY" in done.stderr
+    assert done.stdout == "" and "Traceback" not in done.stderr
+
+
+def test_a_missing_api_key_fails_at_once_naming_the_variable(tmp_path: Path) -> None:
+    done = mesh("run", "--local", "Hello?", "--model", "anthropic/claude-sonnet-4-5",
+                tmp_path=tmp_path)  # fmt: skip
+    assert done.returncode == 1
+    assert "no API key: set ANTHROPIC_API_KEY" in done.stderr
+    assert done.stderr.count("\n") < 10 and "Traceback" not in done.stderr
+    assert "attempt" not in done.stderr  # refused before any call, not retried
+
+
+def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = Path(__file__).parent.parent / "mesh.toml"
+        done = mesh("serve", "math_specialist", "--config", str(config), "--address",
+                    f"127.0.0.1:{port}", tmp_path=tmp_path)  # fmt: skip
+    assert done.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}: the address is in use" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_real_model_path_records_a_cassette_that_replays(tmp_path: Path) -> None:

@@ -146,6 +146,15 @@ def test_model_endpoint_faults_reach_the_caller_as_clear_statuses(
         assert outcomes["garbage"][0] == grpc.StatusCode.UNAVAILABLE, outcomes["garbage"]
         assert "gpt-4o-mini" in outcomes["garbage"][1]
 
+        # `mesh run` says the model failed, not that the mesh is down (it is up).
+        model_endpoint.inject_faults(*[500] * 4)
+        env = {**os.environ, "MESH_ADDRESS_MATH_SPECIALIST": mesh.addresses["math_specialist"][0]}
+        told = subprocess.run([str(Path(sys.executable).parent / "mesh"), "run", MODEL_TASK,
+                               "--config", str(tmp_path / "mesh.toml")], capture_output=True,
+                              text=True, env=env, timeout=60)  # fmt: skip
+        assert told.returncode == 1 and "gpt-4o-mini" in told.stderr
+        assert "Is the mesh up?" not in told.stderr
+
         model_endpoint.inject_faults("hang")  # the model never answers: the deadline decides
         started = time.monotonic()
         with pytest.raises(grpc.RpcError) as err:

@@ -80,12 +80,12 @@ def _choose_model(args: argparse.Namespace) -> tuple[Model, str]:
     cassette = _demo_cassette()
     demo_task = cassette.tasks[0]
     if args.task and args.task != demo_task:
-        say(
-            f"No model configured, so this is a REPLAY of a recorded run, which only knows "
-            f"its own task. Replaying: {demo_task!r}"
+        raise ConfigError(
+            f"no model is configured for {args.task[:80]!r}: set {provider_key_name(model_id)} "
+            "or pass --model / --api-base (a local OpenAI-compatible server). Without one, "
+            "`mesh run --local` with no task replays a recorded demo run."
         )
-    else:
-        say("No model configured: this is a REPLAY of a recorded run (bundled cassette).")
+    say("No model configured: this is a REPLAY of a recorded run (bundled cassette).")
     say(f"For a real model set {provider_key_name(model_id)} or pass --model / --api-base.\n")
     return ReplayModel(cassette, model_id="replay:demo"), demo_task
 

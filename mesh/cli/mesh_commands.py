@@ -230,7 +230,9 @@ def _recorded_tasks(cassette: Path | None) -> list[str] | None:
 
 
 def _explain(error: MeshError) -> MeshError:
-    if isinstance(error, AgentUnavailableError):
+    """A hint for an agent that cannot be reached; not for one that answered with its own
+    error (a model it cannot reach is not a mesh that is down)."""
+    if isinstance(error, AgentUnavailableError) and error.code == AgentUnavailableError.code:
         error.message += "\nIs the mesh up? Start it with `mesh up` (or try `mesh demo`)."
     return error
 

@@ -93,6 +93,7 @@ class LiteLLMModel:
         tools: Sequence[Tool] | None = None,
         stop: Sequence[str] | None = None,
     ) -> ModelResponse:
+        self._check_credentials()
         request = self._request(messages, tools, stop)
         litellm = _litellm()
         retryable = tuple(getattr(litellm.exceptions, name) for name in _RETRYABLE)
@@ -126,6 +127,19 @@ class LiteLLMModel:
                 ) from err
             else:
                 return self._response(raw)
+
+    def _check_credentials(self) -> None:
+        """A missing key fails at once, naming the variable to set: it is not a transient
+        error, and retrying it only hides the cause behind a wait."""
+        provider = self.model_id.split("/", 1)[0] if "/" in self.model_id else "openai"
+        if self.api_key or self.api_base or provider not in KEYED_PROVIDERS:
+            return
+        if not has_provider_key(self.model_id):
+            raise ModelCallError(
+                f"{self.model_id}: no API key: set {provider_key_name(self.model_id)} (or give "
+                "api_key, or api_base for a local OpenAI-compatible server)",
+                retryable=False,
+            )
 
     def _request(
         self,
@@ -186,6 +200,13 @@ def _run_time_left() -> float | None:
         return None
     run.raise_if_cancelled()
     return run.remaining()
+
+
+KEYED_PROVIDERS = frozenset({
+    "openai", "anthropic", "gemini", "mistral", "groq", "cohere", "deepseek", "together_ai",
+    "fireworks_ai", "openrouter", "xai", "perplexity",
+})  # fmt: skip
+"""Hosted providers that refuse every call without a key (local servers need none)."""
 
 
 def provider_key_name(model_id: str) -> str:

@@ -23,6 +23,7 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 
 from mesh._proto import agent_pb2
 from mesh.agents.base import MultiStepAgent
+from mesh.errors import ConfigError
 from mesh.rpc.handlers import add_agent_service
 from mesh.rpc.run_ledger import RunLedger
 from mesh.rpc.security import MESSAGE_SIZE_OPTIONS, MeshSecurity, TokenAuthInterceptor
@@ -67,10 +68,7 @@ async def serve(
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    if security is not None and security.tls:
-        port = server.add_secure_port(address, security.server_credentials())
-    else:
-        port = server.add_insecure_port(address)
+    port = _listen(server, address, security)
     probes = _health_only_server(health_servicer, health_address) if health_address else None
     await server.start()
     if probes is not None:
@@ -97,6 +95,19 @@ async def serve(
     await stopping
     if probes is not None:
         await probes.stop(0)
+
+
+def _listen(server: grpc.aio.Server, address: str, security: MeshSecurity | None) -> int:
+    """The port bound; a port that is taken is a clear error, not a traceback."""
+    try:
+        if security is not None and security.tls:
+            return server.add_secure_port(address, security.server_credentials())
+        return server.add_insecure_port(address)
+    except RuntimeError as err:  # grpc says only "Failed to bind to address ..."
+        raise ConfigError(
+            f"cannot listen on {address}: the address is in use or not this machine's "
+            "(is another mesh running? `mesh up` and `mesh demo` accept port 0)"
+        ) from err
 
 
 def _health_only_server(health_servicer: health.aio.HealthServicer, address: str
