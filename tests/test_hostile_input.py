@@ -288,6 +288,18 @@ def test_errors_never_echo_unbounded_input(math_service: Any) -> None:
         assert len(err.value.details() or "") <= MAX_STATUS_MESSAGE_CHARS
 
 
+def test_json_nested_beyond_64_levels_is_refused(math_service: Any) -> None:
+    stub = agent_pb2_grpc.AgentServiceStub(math_service)  # type: ignore[no-untyped-call]
+    deep = '{"n": ' + "[" * 100 + "]" * 100 + "}"
+    with pytest.raises(grpc.RpcError) as err:
+        stub.CallTool(pb.CallToolRequest(name="factorial", arguments_json=deep), timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "nested too deeply (over 64 levels)" in (err.value.details() or "")
+    fine = '{"n": 5}'
+    answer = stub.CallTool(pb.CallToolRequest(name="factorial", arguments_json=fine), timeout=10)
+    assert json.loads(answer.result_json) == 120
+
+
 @pytest.mark.parametrize("field", ["run_id", "parent_run_id"])
 @pytest.mark.parametrize("value", ["r" * 200, "run id with spaces", "../../x", "\x00", "é"])
 def test_identifiers_a_caller_gives_are_bounded(math_service: Any, field: str, value: str) -> None:
