@@ -85,6 +85,13 @@ class MeshProcesses:
                 service.process.wait()
         self.services.clear()
 
+    def restart(self, index: int) -> ServiceProcess:
+        """Start service ``index`` again at the address it had (its callers know it by that).
+        Raises ``AgentUnavailableError`` if it does not come up; the dead one stays listed."""
+        dead = self.services[index]
+        self.services[index] = self._spawn(dead.agent, dead.address)
+        return self.services[index]
+
     def __enter__(self) -> MeshProcesses:
         return self.start()
 

@@ -8,10 +8,12 @@ never fixed sleeps.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -307,3 +309,40 @@ def test_mesh_up_serves_until_interrupted_and_leaves_nothing(mesh_dir: Path) -> 
     assert up.wait(timeout=30) == 0
     assert "Stopping the mesh" in (up.stderr.read() if up.stderr else "")
     wait_until(lambda: not alive(services))
+
+
+def test_mesh_up_restarts_a_service_that_dies_and_keeps_serving(mesh_dir: Path) -> None:
+    up = subprocess.Popen(
+        [sys.executable, "-m", "mesh", "up", "--config", str(mesh_dir / "mesh.toml"),
+         "--logs", str(mesh_dir / "logs-heal")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert up.stdout is not None and up.stderr is not None
+    said: list[str] = []
+    threading.Thread(target=lambda: said.extend(up.stderr or ()), daemon=True).start()
+    up.stdout.readline()
+    rows = {line.split()[0]: line.split() for line in (up.stdout.readline() for _ in range(4))}
+    math, manager = rows["math_specialist"][2], rows["manager"][2]
+    try:
+        victim = next(pid for pid in descendants(up.pid)
+                      if "serve math_specialist" in _args(pid))  # fmt: skip
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: any(f"math_specialist is serving again on {math}" in line
+                               for line in said), timeout_s=60)  # fmt: skip
+        assert any("math_specialist (" in line and "exited (code -9)" in line for line in said)
+        reply = agent_pb2_grpc.AgentServiceStub(grpc.insecure_channel(manager)).Run(  # type: ignore[no-untyped-call]
+            pb.RunRequest(task=SEED_TASK), timeout=60)  # fmt: skip
+        assert reply.answer_text.startswith("gRPC was open-sourced in 2015")
+        assert up.poll() is None  # the mesh stayed up throughout
+    finally:
+        services = descendants(up.pid)
+        up.send_signal(signal.SIGINT)
+        assert up.wait(timeout=30) == 0
+        wait_until(lambda: not alive(services))
+
+
+def _args(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""

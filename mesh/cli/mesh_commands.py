@@ -9,7 +9,6 @@ import logging
 import signal
 import sys
 import tempfile
-import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from mesh._proto import agent_pb2 as pb
 from mesh._proto import agent_pb2_grpc
 from mesh.agents.events import FinalAnswer
 from mesh.cli.record import recorder
+from mesh.cli.supervise import supervise
 from mesh.config import MeshConfig
 from mesh.console import EventPrinter, say
 from mesh.errors import AgentUnavailableError, ConfigError, MeshError, NotFoundError
@@ -269,11 +269,6 @@ def _wait_for_signal(mesh: MeshProcesses) -> int:
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
-    while not stop:
-        dead = [s for s in mesh.services if s.process.poll() is not None]
-        if dead:
-            say(f"{dead[0].agent} exited (code {dead[0].process.returncode}); stopping the mesh")
-            return 1
-        time.sleep(0.2)
+    status = supervise(mesh, lambda: stop)
     say("Stopping the mesh ...")
-    return 0
+    return status
