@@ -12,14 +12,14 @@ every service's file.
 from __future__ import annotations
 
 import json
-import threading
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from mesh.agents import events as ev
-from mesh.append_only import AppendOnlyFile, read_records
+from mesh.append_only import read_records
 from mesh.paths import data_path
+from mesh.rotating_file import RotatingFile
 from mesh.telemetry.redact import redact, shape
 
 __all__ = ["AuditLog", "default_audit_dir", "read_run"]
@@ -32,33 +32,18 @@ def default_audit_dir() -> Path:
 class AuditLog:
     def __init__(self, path: Path, *, max_bytes: int = 50 * 1024 * 1024, backups: int = 5) -> None:
         self.path = path
-        self.max_bytes = max_bytes
-        self.backups = backups
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = AppendOnlyFile(path)
-        self._lock = threading.Lock()
+        self._file = RotatingFile(path, max_bytes=max_bytes, backups=backups)
 
     def record(self, event: ev.AgentEvent) -> None:
         """Append ``event`` if it belongs to a run of this service (depth 0 here)."""
         if event.depth != 0:
             return  # a delegated run: the service that ran it audits it
         line = json.dumps(_entry(event), ensure_ascii=False, default=str) + "\n"
-        with self._lock:
-            if self._file.size + len(line) > self.max_bytes:
-                self._rotate()
-            # A run's end is what its caller is answered with: make the whole record durable.
-            self._file.append([line], sync=isinstance(event, ev.RunFinished))
+        # A run's end is what its caller is answered with: make the whole record durable.
+        self._file.append([line], sync=isinstance(event, ev.RunFinished))
 
     def close(self) -> None:
         self._file.close()
-
-    def _rotate(self) -> None:
-        for n in range(self.backups - 1, 0, -1):
-            older = self.path.with_name(f"{self.path.name}.{n}")
-            if older.exists():
-                older.replace(self.path.with_name(f"{self.path.name}.{n + 1}"))
-        self.path.replace(self.path.with_name(f"{self.path.name}.1"))
-        self._file.reopen()
 
 
 def _entry(event: ev.AgentEvent) -> dict[str, Any]:

@@ -15,16 +15,24 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from mesh.append_only import AppendOnlyFile, read_records
+from mesh.append_only import read_records
+from mesh.rotating_file import RotatingFile, rotated_paths
 
 __all__ = ["SpanRecord", "TraceFileExporter", "read_spans"]
 
 
+MAX_TRACE_BYTES = 20 * 1024 * 1024
+TRACE_BACKUPS = 3
+
+
 class TraceFileExporter(SpanExporter):
-    def __init__(self, path: Path) -> None:
+    """Spans as JSON lines in one file per service process, rotated (at most about 80 MB)."""
+
+    def __init__(
+        self, path: Path, *, max_bytes: int = MAX_TRACE_BYTES, backups: int = TRACE_BACKUPS
+    ) -> None:
         self.path = path
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = AppendOnlyFile(path)
+        self._file = RotatingFile(path, max_bytes=max_bytes, backups=backups)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         lines = [json.dumps(_record(span), default=str) + "\n" for span in spans]
@@ -74,10 +82,17 @@ class SpanRecord:
 def read_spans(directory: Path) -> list[SpanRecord]:
     """Every span recorded under ``directory``, oldest first; unreadable lines are skipped."""
     spans = []
-    for path in sorted(directory.glob("*.jsonl")):
-        for record in read_records(path):
-            try:
-                spans.append(SpanRecord(**record))
-            except TypeError:
-                continue
+    for current in sorted(directory.glob("*.jsonl")):
+        for path in rotated_paths(current):
+            spans += _spans(path)
     return sorted(spans, key=lambda s: s.start_ns)
+
+
+def _spans(path: Path) -> list[SpanRecord]:
+    spans = []
+    for record in read_records(path):
+        try:
+            spans.append(SpanRecord(**record))
+        except TypeError:
+            continue
+    return spans
