@@ -121,7 +121,11 @@ def test_cancelling_the_run_cancels_every_call_in_flight() -> None:
         events.extend(agent.run("Wait.", stream=True, context=ctx))
     assert time.monotonic() - started < 8  # not the tools' own 10 s
     ended = [e for e in events if isinstance(e, ToolCallFinished)]
-    assert sorted(e.name for e in ended) == ["run_parallel", "wait_for_cancel", "wait_for_cancel"]
+    assert len({e.call_id for e in ended}) == len(ended)  # each call ends exactly once
+    # (the code may reach final_answer before the cancellation is seen: the run still ends
+    # cancelled)
+    names = sorted(e.name for e in ended if e.name != "final_answer")
+    assert names == ["run_parallel", "wait_for_cancel", "wait_for_cancel"]
     finished = events[-1]
     assert isinstance(finished, RunFinished) and "cancel" in (finished.error or "")
 
