@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from mesh.cli.supervise import CrashPolicy, supervise
 from mesh.errors import AgentUnavailableError
+from mesh.models import RetryPolicy
 
 
 @dataclass
@@ -38,7 +39,8 @@ class CrashingMesh:
 
 def test_a_service_that_keeps_crashing_is_given_up_on(capsys: object) -> None:
     mesh = CrashingMesh()
-    policy = CrashPolicy(max_crashes=3, window_s=60, first_delay_s=0.01, max_delay_s=0.05)
+    backoff = RetryPolicy(initial_delay_s=0.01, max_delay_s=0.05)
+    policy = CrashPolicy(max_crashes=3, window_s=60, backoff=backoff)
     assert supervise(mesh, lambda: False, policy) == 1  # type: ignore[arg-type]
     assert mesh.restarts == 3
     err = capsys.readouterr().err  # type: ignore[attr-defined]
@@ -47,5 +49,5 @@ def test_a_service_that_keeps_crashing_is_given_up_on(capsys: object) -> None:
 
 
 def test_backoff_doubles_up_to_its_cap() -> None:
-    policy = CrashPolicy(first_delay_s=0.5, max_delay_s=4)
+    policy = CrashPolicy(backoff=RetryPolicy(initial_delay_s=0.5, max_delay_s=4))
     assert [policy.delay(n) for n in range(1, 7)] == [0.5, 1, 2, 4, 4, 4]

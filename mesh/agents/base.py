@@ -410,13 +410,14 @@ class MultiStepAgent(ABC):
         box = dict(self.tools)
         for agent in self.managed_agents.values():
             box[agent.name] = ManagedAgentTool(agent)
-        box.setdefault(FINAL_ANSWER, self._final_answer_tool())
+        if FINAL_ANSWER not in box:  # removed from agent.tools at run time
+            box[FINAL_ANSWER] = self._final_answer_tool()
         if self.offers_run_parallel and self.max_parallel > 1 and len(box) > 1:
             box.setdefault(PARALLEL, ParallelCallsTool(self.max_parallel))
         return box
 
     def _final_answer_tool(self) -> FinalAnswerTool:
-        answers = getattr(self, "answer_schema", None)  # None while __init__ sets things up
+        answers = self.answer_schema
         return FinalAnswerTool(answers.schema if answers is not None else None)
 
     def system_prompt(self, toolbox: dict[str, Tool] | None = None) -> str:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mesh.console import say
 from mesh.errors import AgentUnavailableError
 from mesh.launcher import MeshProcesses
+from mesh.models import RetryPolicy
 
 __all__ = ["CrashPolicy", "supervise"]
 
@@ -24,11 +25,12 @@ __all__ = ["CrashPolicy", "supervise"]
 class CrashPolicy:
     max_crashes: int = 5
     window_s: float = 60.0
-    first_delay_s: float = 0.5
-    max_delay_s: float = 10.0
+    backoff: RetryPolicy = field(
+        default_factory=lambda: RetryPolicy(initial_delay_s=0.5, max_delay_s=10.0)
+    )
 
     def delay(self, crashes: int) -> float:
-        return min(self.max_delay_s, self.first_delay_s * 2.0 ** max(0, crashes - 1))
+        return self.backoff.delay(max(0, crashes - 1))
 
 
 def supervise(mesh: MeshProcesses, stopping: Callable[[], bool],

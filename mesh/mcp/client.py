@@ -38,6 +38,7 @@ from mesh.mcp.logs import describe, quiet_sdk_tracebacks
 from mesh.mcp.params import MCPServerParameters
 from mesh.mcp.schema import canonical
 from mesh.mcp.tool import MCPTool, build_tools
+from mesh.models.litellm_model import RetryPolicy
 from mesh.text import clip
 from mesh.tools.base import Tool
 
@@ -53,6 +54,7 @@ log = logging.getLogger("mesh.mcp")
 
 FIRST_RETRY_S = 0.5
 MAX_RETRY_S = 30.0
+RESTART_BACKOFF = RetryPolicy(initial_delay_s=FIRST_RETRY_S, max_delay_s=MAX_RETRY_S)
 SHUTDOWN_S = 10.0
 """Bounds stopping a connection: the SDK's stop sequence takes up to ~6.5 s on a stubborn server."""
 CALL_GRACE_S = 2.0
@@ -287,7 +289,7 @@ class MCPClient:
     def _note_failure(self, reason: str) -> float:
         """Count a failure and set the next restart time (``_lock`` held)."""
         self._failures += 1
-        delay = min(FIRST_RETRY_S * 2.0 ** (self._failures - 1), MAX_RETRY_S)
+        delay = RESTART_BACKOFF.delay(self._failures - 1)
         self._retry_at = time.monotonic() + delay
         self._last_error = reason
         return delay

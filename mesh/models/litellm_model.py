@@ -131,8 +131,7 @@ class LiteLLMModel:
     def _check_credentials(self) -> None:
         """A missing key fails at once, naming the variable to set: it is not a transient
         error, and retrying it only hides the cause behind a wait."""
-        provider = self.model_id.split("/", 1)[0] if "/" in self.model_id else "openai"
-        if self.api_key or self.api_base or provider not in KEYED_PROVIDERS:
+        if self.api_key or self.api_base or _provider(self.model_id) not in KEYED_PROVIDERS:
             return
         if not has_provider_key(self.model_id):
             raise ModelCallError(
@@ -211,8 +210,11 @@ KEYED_PROVIDERS = frozenset({
 
 def provider_key_name(model_id: str) -> str:
     """The environment variable LiteLLM reads the key from, e.g. OPENAI_API_KEY."""
-    provider = model_id.split("/", 1)[0] if "/" in model_id else "openai"
-    return f"{provider.upper()}_API_KEY"
+    return f"{_provider(model_id).upper()}_API_KEY"
+
+
+def _provider(model_id: str) -> str:
+    return model_id.split("/", 1)[0] if "/" in model_id else "openai"
 
 
 def has_provider_key(model_id: str) -> bool:

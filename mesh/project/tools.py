@@ -30,16 +30,17 @@ def resolve_tools(config: MeshConfig, agent: AgentConfig, resources: ExitStack) 
     found: dict[str, tuple[Tool, str]] = {}
 
     def add(tools: list[Tool], source: str) -> None:
-        for tool in tools:
-            here = getattr(tool, "_mesh_source", source)
+        add_sourced([(tool, source) for tool in tools])
+
+    def add_sourced(tools: list[tuple[Tool, str]]) -> None:
+        for tool, source in tools:
             if tool.name in found:
-                raise ConfigError(f"{here}: a second tool named {tool.name!r} "
+                raise ConfigError(f"{source}: a second tool named {tool.name!r} "
                                   f"(the first came from {found[tool.name][1]})")  # fmt: skip
-            found[tool.name] = (tool, here)
+            found[tool.name] = (tool, source)
 
     for n, entry in enumerate(agent.tools):
-        source = f"{where}.tools[{n}]"
-        add(_tools_from_entry(entry, source, config), source)
+        add_sourced(_tools_from_entry(entry, f"{where}.tools[{n}]", config))
     for n, params in enumerate(agent.mcp):
         client = MCPClient(params)
         resources.callback(client.close)
@@ -62,7 +63,7 @@ def tools_of(value: Any, where: str) -> list[Tool]:
     """The tools an imported object stands for: a Tool instance, a Tool class (instantiated),
     or a module (every tool it exports)."""
     if isinstance(value, ModuleType):
-        return _module_tools(value, where)
+        return [tool for tool, _ in _module_tools(value, where)]
     if isinstance(value, Tool):
         return [value]
     if inspect.isclass(value) and issubclass(value, Tool):
@@ -79,15 +80,16 @@ def tools_of(value: Any, where: str) -> list[Tool]:
                       f"{hint}")  # fmt: skip
 
 
-def _tools_from_entry(entry: str, where: str, config: MeshConfig) -> list[Tool]:
+def _tools_from_entry(entry: str, where: str, config: MeshConfig) -> list[tuple[Tool, str]]:
+    """The tools one entry stands for, each with where it came from (for clash messages)."""
     if not is_reference(entry):
-        return [BUILTIN_TOOLS[entry]()]
+        return [(BUILTIN_TOOLS[entry](), where)]
     if ":" in entry:
-        return tools_of(import_object(entry, where, config.root), where)
-    return tools_of(import_module(entry, where, config.root), where)
+        return [(t, where) for t in tools_of(import_object(entry, where, config.root), where)]
+    return _module_tools(import_module(entry, where, config.root), where)
 
 
-def _module_tools(module: ModuleType, where: str) -> list[Tool]:
+def _module_tools(module: ModuleType, where: str) -> list[tuple[Tool, str]]:
     """``__all__`` when the module has one (each name must be a tool), else every tool
     defined or created in the module itself (not ones it merely imported)."""
     exported = getattr(module, "__all__", None)
@@ -97,11 +99,8 @@ def _module_tools(module: ModuleType, where: str) -> list[Tool]:
             isinstance(value, Tool) or (inspect.isclass(value) and issubclass(value, Tool)
                                         and not inspect.isabstract(value)))
     ]  # fmt: skip
-    tools: list[Tool] = []
-    for name in names:
-        for tool in tools_of(getattr(module, name, None), f"{where} ({name})"):
-            tool._mesh_source = f"{where} ({name})"  # type: ignore[attr-defined]  # for clashes
-            tools.append(tool)
+    tools = [(tool, f"{where} ({name})") for name in names
+             for tool in tools_of(getattr(module, name, None), f"{where} ({name})")]  # fmt: skip
     if not tools:
         raise ConfigError(f"{where}: module {module.__name__!r} exports no tool")
     return tools

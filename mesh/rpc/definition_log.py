@@ -23,10 +23,8 @@ from mesh.rpc.tool_admin import ToolChange, ToolChangeLog, schema_sha256
 from mesh.text import clip
 from mesh.tools.final_answer import FINAL_ANSWER
 
-__all__ = ["DEFINITION_ACTIONS", "definition_of", "record_definition"]
+__all__ = ["definition_of", "record_definition"]
 
-DEFINITION_ACTIONS = frozenset({"configured", "instructions_changed", "tool_configured",
-                                "tool_unconfigured", "tool_schema_changed"})  # fmt: skip
 MAX_DIFF_CHARS = 20_000
 CALLER = "config"
 

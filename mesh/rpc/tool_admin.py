@@ -51,7 +51,9 @@ class ToolChange:
     timestamp: float
     agent: str
     action: str
-    """added, replaced or removed; or one of ``DEFINITION_ACTIONS`` (see definition_log)."""
+    """added, replaced or removed (``RUNTIME_ACTIONS``); or, recorded at start-up by
+    definition_log: configured, instructions_changed, tool_configured, tool_unconfigured,
+    tool_schema_changed."""
     tool: str
     caller: str
     schema_sha256: str = ""
