@@ -41,6 +41,7 @@ from mesh.errors import (
     InvalidRequestError,
     MaxStepsError,
     MeshError,
+    ModelError,
     ModelOutputError,
 )
 from mesh.models.base import ChatMessage, Model, ModelResponse, TokenUsage
@@ -330,7 +331,7 @@ class MultiStepAgent(ABC):
         step = ActionStep(step_number=number, start_time=time.time())
         state.memory.steps.append(step)
         step.model_input = self._messages(state, toolbox)
-        response = self._generate(state, step, toolbox)
+        response = self._generate(state, step, self._model_tools(toolbox), self._stop_sequences())
         if response is not None:
             try:
                 self._act(state, step, response, ToolRunner(state.ctx, step, toolbox))
@@ -344,15 +345,19 @@ class MultiStepAgent(ABC):
         return step
 
     def _generate(
-        self, state: RunState, step: ActionStep, toolbox: dict[str, Tool]
+        self,
+        state: RunState,
+        step: ActionStep,
+        tools: Sequence[Tool] | None = None,
+        stop: Sequence[str] | None = None,
     ) -> ModelResponse | None:
+        """One model call, with its span, budget checks and event (and so its audit record).
+        None when the model answered something unusable: that is the step's error."""
         self._check_budget(state, next_call=True)
         started = time.monotonic()
         with chat_span(self.model.model_id) as span:
             try:
-                response = self.model.generate(
-                    step.model_input, tools=self._model_tools(toolbox), stop=self._stop_sequences()
-                )
+                response = self.model.generate(step.model_input, tools=tools, stop=stop)
             except ModelOutputError as err:
                 record_error(span, err.message)
                 step.error = err.message
@@ -382,26 +387,32 @@ class MultiStepAgent(ABC):
             state.ctx.budget.check(_total(state), next_call=next_call, who=self.name)
 
     def _answer_after_max_steps(self, state: RunState, max_steps: int) -> Any:
-        step = ActionStep(step_number=max_steps + 1, start_time=time.time())
-        step.model_input = [
-            *self._messages(state, self.toolbox()),
-            ChatMessage(role="user", content=MAX_STEPS_PROMPT),
-        ]
-        try:
-            response = self.model.generate(step.model_input)
-        except MeshError as err:
-            raise MaxStepsError(
-                f"{self.name} reached max_steps={max_steps} without a final answer, and asking "
-                f"for one failed: {err.message}"
-            ) from err
-        text = (response.message.content or "").strip()
-        step.model_output, step.usage, step.end_time = response.message, response.usage, time.time()
-        step.cost_usd = cost_usd(response.model_id or self.model.model_id, response.usage)
-        state.memory.steps.append(step)
-        if not text:
-            raise MaxStepsError(f"{self.name} reached max_steps={max_steps} without a final answer")
-        step.is_final, step.final_answer = True, text
-        return text
+        """One last model call for a best answer, through the same path as every other
+        (span, budget, event, audit). Only the model failing makes it a max-steps error:
+        a cancellation, deadline or budget raised meanwhile ends the run as what it is."""
+        number = max_steps + 1
+        with step_span(self.name, number) as span:
+            step = ActionStep(step_number=number, start_time=time.time())
+            state.memory.steps.append(step)
+            step.model_input = [
+                *self._messages(state, self.toolbox()),
+                ChatMessage(role="user", content=MAX_STEPS_PROMPT),
+            ]
+            try:
+                response = self._generate(state, step)
+            except ModelError as err:
+                step.error = err.message
+                response = None
+            step.end_time = time.time()
+            text = (response.message.content or "").strip() if response is not None else ""
+            if not text:
+                why = f": asking for one failed: {step.error}" if step.error else ""
+                record_error(span, f"no final answer after max_steps{why}")
+                raise MaxStepsError(
+                    f"{self.name} reached max_steps={max_steps} without a final answer{why}"
+                )
+            step.is_final, step.final_answer = True, text
+            return text
 
     # ----------------------------------------------------------- conversation
 

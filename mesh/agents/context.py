@@ -64,7 +64,7 @@ class RunContext:
     """What this run and the runs beneath it may still spend (None: no limit)."""
     _cancelled: threading.Event = field(default_factory=threading.Event, repr=False)
     _children: weakref.WeakSet[RunContext] = field(default_factory=weakref.WeakSet, repr=False)
-    _on_cancel: list[Callable[[], None]] = field(default_factory=list, repr=False)
+    _on_cancel: list[Callable[[], object]] = field(default_factory=list, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _usage_below: list[Mapping[str, AgentUsage]] = field(default_factory=list, repr=False)
     spent: Callable[[], AgentUsage] = field(default=AgentUsage, repr=False)
@@ -138,13 +138,31 @@ class RunContext:
         with self._lock:
             return merge_usage(self._usage_below)
 
-    def on_cancel(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` when this run is cancelled (at once if it already is)."""
+    def on_cancel(self, callback: Callable[[], object]) -> Callable[[], None]:
+        """Call ``callback`` when this run is cancelled (at once if it already is).
+
+        Returns a function that forgets the callback, for work that ends before the run
+        does (a model request), so that a long run does not collect dead callbacks.
+        """
         with self._lock:
             if not self._cancelled.is_set():
                 self._on_cancel.append(callback)
-                return
+                return lambda: self._forget(callback)
         callback()
+        return lambda: None
+
+    def _forget(self, callback: Callable[[], object]) -> None:
+        with self._lock:
+            if callback in self._on_cancel:
+                self._on_cancel.remove(callback)
+
+    def pause(self, seconds: float) -> None:
+        """Sleep ``seconds``, unless the run is cancelled or its deadline passes first:
+        then stop at once with that error."""
+        remaining = self.remaining()
+        wait = seconds if remaining is None else min(seconds, max(remaining, 0.0))
+        self._cancelled.wait(wait)  # a parent's cancel reaches this event through the cascade
+        self.raise_if_cancelled()
 
     @property
     def cancelled(self) -> bool:

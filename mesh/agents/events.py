@@ -64,9 +64,9 @@ class CodeAction(AgentEvent):
 
 @dataclass(frozen=True, kw_only=True)
 class ToolCallStarted(AgentEvent):
-    """Reported once the call is bound to the tool's inputs. A call that cannot
-    be bound (unknown tool, unreadable arguments) gets only a ToolCallFinished
-    carrying the error."""
+    """Reported for every call before it runs, with its arguments bound to the
+    tool's inputs (as written when they cannot be: an unknown tool, unreadable
+    arguments). Its ToolCallFinished follows exactly once, with the outcome."""
 
     call_id: str
     name: str

@@ -9,7 +9,8 @@ read instead of an exception that ends the run.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from mesh.agents.context import RunContext
@@ -75,38 +76,24 @@ class ToolRunner:
         args: Sequence[Any],
         kwargs: Mapping[str, Any] | None,
     ) -> ToolCallRecord:
+        if self.ctx.cancelled:  # nothing has started, so there is nothing to report
+            raise RunCancelledError(f"run {self.ctx.run_id} of {self.ctx.agent} was cancelled")
         kwargs = dict(kwargs or {})
         unbound = {**{f"arg{i}": value for i, value in enumerate(args)}, **kwargs}
         record = ToolCallRecord(call_id=call_id, name=name, arguments=unbound)
         self.step.tool_calls.append(record)
         started = time.monotonic()
+        tool: Tool | None = None
         try:
-            self.ctx.raise_if_cancelled()
             tool = self._lookup(name)
             record.arguments = bind_arguments(name, tool.input_specs, args, kwargs)
-            self.ctx.report(
-                ToolCallStarted,
-                self.step.step_number,
-                call_id=call_id,
-                name=name,
-                arguments=record.arguments,
-            )
-            record.result = tool.call(record.arguments)
-        except RunCancelledError:
-            raise
         except MeshError as err:
             record.error, record.exception = err.message, err
-        finally:
-            record.duration_s = time.monotonic() - started
-            self.ctx.report(
-                ToolCallFinished,
-                self.step.step_number,
-                call_id=call_id,
-                name=name,
-                result=clip(record.observation, MAX_EVENT_RESULT_CHARS),
-                error=record.error,
-                duration_s=record.duration_s,
-            )
+        self._report_started(record)
+        with self._reporting_finish(record, started):
+            if tool is not None:
+                self.ctx.raise_if_cancelled()
+                record.result = tool.call(record.arguments)
         return record
 
     def fail(self, call_id: str, name: str, error: MeshError) -> ToolCallRecord:
@@ -115,15 +102,39 @@ class ToolRunner:
             call_id=call_id, name=name, arguments={}, error=error.message, exception=error
         )
         self.step.tool_calls.append(record)
-        self.ctx.report(
-            ToolCallFinished,
-            self.step.step_number,
-            call_id=call_id,
-            name=name,
-            result=record.observation,
-            error=record.error,
-        )
+        self._report_started(record)
+        with self._reporting_finish(record, time.monotonic()):
+            pass
         return record
+
+    def _report_started(self, record: ToolCallRecord) -> None:
+        self.ctx.report(ToolCallStarted, self.step.step_number, call_id=record.call_id,
+                        name=record.name, arguments=record.arguments)  # fmt: skip
+
+    @contextmanager
+    def _reporting_finish(self, record: ToolCallRecord, started: float) -> Iterator[None]:
+        """Around a started call: its one ToolCallFinished, with its real outcome whatever
+        ends it. Errors become the record's; a cancellation or a bug still propagates."""
+        try:
+            yield
+        except MeshError as err:
+            record.error, record.exception = err.message, err
+            if isinstance(err, RunCancelledError):
+                raise
+        except BaseException as err:
+            record.error = f"the call ended with {type(err).__name__}"
+            raise
+        finally:
+            record.duration_s = time.monotonic() - started
+            self.ctx.report(
+                ToolCallFinished,
+                self.step.step_number,
+                call_id=record.call_id,
+                name=record.name,
+                result=clip(record.observation, MAX_EVENT_RESULT_CHARS),
+                error=record.error,
+                duration_s=record.duration_s,
+            )
 
     def _lookup(self, name: str) -> Tool:
         tool = self.toolbox.get(name)

@@ -28,7 +28,7 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Coroutine, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +43,7 @@ from mesh.text import clip
 from mesh.tools.base import Tool
 
 if TYPE_CHECKING:
-    from mesh.mcp.connection import Connection
+    from mesh.mcp.connection import CallHandle, Connection
 
 # The mcp SDK takes ~0.6 s to import, so the modules over it (connection, results) are
 # imported by the methods that need them: ``import mesh`` stays cheap without MCP servers.
@@ -122,9 +122,7 @@ class MCPClient:
         self, tool_name: str, arguments: Mapping[str, Any], timeout_s: float | None = None
     ) -> Any:
         """Call a tool by its server name; the answer as text or dict (``mesh.mcp.results``)."""
-        from mcp.shared.exceptions import MCPError
-
-        from mesh.mcp.connection import CallCancelled, CallHandle, ConnectionLost
+        from mesh.mcp.connection import CallHandle
         from mesh.mcp.results import result_value
 
         where = f"mcp server {self.params.name}: tool {clip(tool_name, 80)}"
@@ -148,9 +146,31 @@ class MCPClient:
         structured = self._check_unchanged(conn, tool_name, where)
         loop = self._running_loop(where)
         handle = CallHandle(loop)
-        if run is not None:
-            run.on_cancel(handle.cancel)
-        call = conn.call(tool_name, dict(arguments), max(0.0, deadline - time.monotonic()), handle)
+        forget = run.on_cancel(handle.cancel) if run is not None else lambda: None
+        try:
+            result = self._await(conn.call(tool_name, dict(arguments),
+                                           max(0.0, deadline - time.monotonic()), handle),
+                                 loop, deadline, handle, where, late)  # fmt: skip
+        finally:
+            forget()
+        with self._lock:
+            self._failures = 0
+        return result_value(where, result, structured)
+
+    def _await(
+        self,
+        call: Coroutine[Any, Any, Any],
+        loop: asyncio.AbstractEventLoop,
+        deadline: float,
+        handle: CallHandle,
+        where: str,
+        late: str,
+    ) -> Any:
+        """The call's result from the client's loop; every way it can fail as a tool error."""
+        from mcp.shared.exceptions import MCPError
+
+        from mesh.mcp.connection import CallCancelled, ConnectionLost
+
         try:
             future = asyncio.run_coroutine_threadsafe(call, loop)
         except RuntimeError:  # closed a moment ago
@@ -171,9 +191,7 @@ class MCPClient:
                                      f"{clip(err.message, 500)}") from None  # fmt: skip
         except Exception as err:  # e.g. a result that breaks the protocol or its output schema
             raise ToolExecutionError(f"{where}: {describe(err)}") from None
-        with self._lock:
-            self._failures = 0
-        return result_value(where, result, structured)
+        return result
 
     def close(self) -> None:
         """Stop the server (no orphans: its whole process group goes) and the loop; idempotent."""

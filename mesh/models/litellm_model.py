@@ -5,20 +5,21 @@ two seconds and 150 MB, which services driven by a replay model should not
 pay, and it is told to use its bundled cost map so that importing it never
 touches the network. Retries with exponential backoff cover rate limits and
 transient failures; every other failure becomes a ``ModelCallError`` with
-the provider's message.
+the provider's message. A run's cancellation or deadline aborts the request
+in flight (see ``abortable``).
 """
 
 from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from mesh.errors import DeadlineExceededError, ModelCallError, ModelOutputError
+from mesh.errors import DeadlineExceededError, MeshError, ModelCallError, ModelOutputError
+from mesh.models.abortable import pause, run_abortable
 from mesh.models.base import ChatMessage, ModelResponse, TokenUsage, ToolCall
 from mesh.models.openai_format import to_openai_message
 from mesh.text import clip
@@ -103,7 +104,7 @@ class LiteLLMModel:
             request["timeout"] = self.timeout_s if remaining is None else min(
                 self.timeout_s, remaining)  # fmt: skip
             try:
-                raw = litellm.completion(**request)
+                raw = run_abortable(litellm.acompletion(**request))
             except retryable as err:
                 delay = self.retry.delay(attempt)
                 remaining = _run_time_left()
@@ -118,8 +119,10 @@ class LiteLLMModel:
                         f"{clip(str(err), 500, one_line=True)}",
                         retryable=True,
                     ) from err
-                time.sleep(delay)
+                pause(delay)
                 attempt += 1
+            except MeshError:
+                raise  # the run was cancelled or ran out of time: not the provider's failure
             except Exception as err:
                 raise ModelCallError(
                     f"{self.model_id}: {type(err).__name__}: {clip(str(err), 500, one_line=True)}",

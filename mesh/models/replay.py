@@ -30,13 +30,13 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mesh.errors import CassetteError, ModelCallError
+from mesh.models.abortable import pause
 from mesh.models.base import ChatMessage, Model, ModelResponse, TokenUsage, ToolCall
 from mesh.text import clip
 
@@ -211,7 +211,7 @@ class ReplayModel:
         with self._lock:
             self._calls += 1
         if self.latency_s:
-            time.sleep(self.latency_s)
+            pause(self.latency_s)
         response = entry.replay()
         if not response.model_id:
             response = ModelResponse(

@@ -26,6 +26,7 @@ from mesh._proto import agent_pb2 as pb
 from mesh._proto import agent_pb2_grpc
 from mesh.agents.context import RunContext, current_run
 from mesh.agents.events import FinalAnswer, RunFinished
+from mesh.agents.unfinished import Unfinished
 from mesh.errors import (
     AgentUnavailableError,
     DeadlineExceededError,
@@ -133,8 +134,20 @@ class RemoteAgent:
         propagate.inject(carrier)
         metadata = (*tuple(carrier.items()), *self._metadata)
         call = self._stub.RunStream(request, timeout=timeout, metadata=metadata)
-        if parent is not None:
-            parent.on_cancel(call.cancel)
+        forget = parent.on_cancel(call.cancel) if parent is not None else lambda: None
+        unfinished = Unfinished()
+        try:
+            return self._relay(call, parent, unfinished)
+        except MeshError as err:
+            if parent is not None:  # the runs and calls the stream started end with it
+                for event in unfinished.finish(f"{err.code}: {err.message}"):
+                    parent.emit(event)
+            raise
+        finally:
+            forget()
+
+    def _relay(self, call: Any, parent: RunContext | None, unfinished: Unfinished) -> Any:
+        """The remote run's events into the parent's stream; its final answer."""
         depth = parent.depth + 1 if parent is not None else 0
         answer: Any = None
         started = finished = False
@@ -145,6 +158,7 @@ class RemoteAgent:
                     event = event_from_proto(message, depth_offset=depth)
                     if event is None:
                         continue
+                    unfinished.track(event)
                     if parent is not None:
                         parent.emit(event)
                     if isinstance(event, FinalAnswer) and message.depth == 0:

@@ -68,15 +68,18 @@ class RemoteTool(Tool):
         call = self._stub.CallTool.future(
             request, timeout=timeout, metadata=(*carrier.items(), *self._metadata)
         )
-        if run is not None:
-            run.on_cancel(call.cancel)
+        forget = run.on_cancel(call.cancel) if run is not None else lambda: None
         try:
             response: pb.CallToolResponse = call.result()
         except grpc.FutureCancelledError as err:
+            if run is not None:
+                run.raise_if_cancelled()  # the run's own outcome, not the tool's failure
             raise ToolExecutionError(f"{self.name}: the call was cancelled") from err
         except grpc.RpcError as err:
             error = error_from_rpc(err, f"{self.name} (remote tool at {self.address})")
             raise ToolExecutionError(error.message) from err
+        finally:
+            forget()
         try:
             return from_json(response.result_json)
         except json.JSONDecodeError as err:
