@@ -169,6 +169,29 @@ def test_model_endpoint_faults_reach_the_caller_as_clear_statuses(
         assert run().answer_json == "5040"  # and serves the next caller
 
 
+def test_cancel_aborts_the_model_request_in_flight(
+    model_endpoint: ReplayServer, tmp_path: Path
+) -> None:
+    (tmp_path / "mesh.toml").write_text(MODEL_CONFIG.format(api_base=model_endpoint.api_base))
+    config = load_mesh_config(tmp_path / "mesh.toml")
+    with MeshProcesses(config, env={"OPENAI_API_KEY": "sk-loopback-only"}) as mesh:
+        math = stub(mesh.addresses["math_specialist"][0])
+        model_endpoint.inject_faults("hang")  # the model takes its time answering
+        call = math.RunStream(pb.RunStreamRequest(task=MODEL_TASK, run_id="aborted"), timeout=20)
+        wait_until(lambda: model_endpoint.requests)
+        math.Cancel(pb.CancelRequest(run_id="aborted"), timeout=5)
+        events: list[pb.RunEvent] = []
+        with pytest.raises(grpc.RpcError) as err:
+            for response in call:
+                events += response.events
+        assert err.value.code() == grpc.StatusCode.CANCELLED
+        wait_until(lambda: model_endpoint.abandoned, timeout_s=5)  # the request was closed
+        kinds = [e.WhichOneof("kind") for e in events]
+        assert "model_output" not in kinds and "final_answer" not in kinds
+        assert kinds[-1] == "run_finished"
+        assert events[-1].run_finished.error.startswith("run_cancelled")
+
+
 SPIN_THEN_RECOVER = "Spin, then recover."
 SPINNER_CONFIG = """
 [mesh]

@@ -9,6 +9,8 @@ anyone who wants to exercise a client against recorded outputs.
 from __future__ import annotations
 
 import json
+import select
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,15 +22,23 @@ from mesh.models.replay import Cassette, conversation_key
 
 __all__ = ["ReplayServer"]
 
+HANG = b"<hang>"
+"""What ``answer`` gives for a request that must hang (see ``inject_faults``)."""
 _ERROR_STATUS = {"rate_limit": 429, "server": 500, "bad_request": 400, "timeout": 504}
 
 
 class ReplayServer:
     """``with ReplayServer(cassette) as server: ... server.api_base ...``"""
 
-    def __init__(self, cassette: Cassette, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, cassette: Cassette, host: str = "127.0.0.1", port: int = 0, latency_s: float = 0.0
+    ) -> None:
         self.cassette = cassette
+        self.latency_s = latency_s
+        """How long each answer takes, like a model generating (a client may leave meanwhile)."""
         self.requests: list[dict[str, Any]] = []
+        self.abandoned: list[float] = []
+        """When (``time.monotonic()``) each hanging request was closed by its client."""
         self._faults: list[int | str] = []
         self._lock = threading.Lock()
         self._closing = threading.Event()
@@ -56,8 +66,9 @@ class ReplayServer:
         """Answer the next requests with these faults, in order, before replaying again.
 
         An int is an HTTP error status (429, 500, ...); ``"garbage"`` is a 200
-        whose body is not JSON; ``"hang"`` answers nothing until the server
-        stops (or a minute passes), for client timeouts.
+        whose body is not JSON; ``"hang"`` answers nothing until the
+        client gives up (noted in ``abandoned``), the server stops, or a
+        minute passes: for client timeouts and cancellations.
         """
         with self._lock:
             self._faults.extend(faults)
@@ -66,6 +77,17 @@ class ReplayServer:
         with self._lock:
             return self._faults.pop(0) if self._faults else None
 
+    def client_stays(self, connection: socket.socket, seconds: float) -> bool:
+        """Wait ``seconds`` (less if the server stops); False if the client left meanwhile."""
+        gives_up = time.monotonic() + seconds
+        while not self._closing.is_set() and time.monotonic() < gives_up:
+            readable, _, _ = select.select([connection], [], [], 0.02)
+            if readable and not connection.recv(1, socket.MSG_PEEK):
+                with self._lock:
+                    self.abandoned.append(time.monotonic())
+                return False
+        return True
+
     def answer(self, body: dict[str, Any]) -> tuple[int, dict[str, Any] | bytes]:
         with self._lock:
             self.requests.append(body)
@@ -73,8 +95,7 @@ class ReplayServer:
         if fault == "garbage":
             return 200, b"{this is not json"
         if fault == "hang":
-            self._closing.wait(60)
-            return 504, _error("injected hang")
+            return 0, HANG
         if isinstance(fault, int):
             return fault, _error(f"injected fault {fault}")
         if body.get("stream"):
@@ -124,7 +145,12 @@ class ReplayServer:
                 except ValueError:
                     self._send(400, _error("request body is not JSON"))
                     return
-                self._send(*server.answer(body))
+                status, payload = server.answer(body)
+                wait = 60.0 if payload is HANG else server.latency_s
+                if (wait and not server.client_stays(self.connection, wait)) or payload is HANG:
+                    self.close_connection = True  # the client left, or a hang is over
+                    return
+                self._send(status, payload)
 
             def _send(self, status: int, payload: dict[str, Any] | bytes) -> None:
                 data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
