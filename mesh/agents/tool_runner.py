@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from mesh.agents.context import RunContext
+from mesh.agents.context import RunContext, current_run
 from mesh.agents.events import ToolCallFinished, ToolCallStarted
 from mesh.agents.fan_out import ParallelCallsTool
 from mesh.agents.memory import ActionStep, ToolCallRecord
@@ -23,7 +23,7 @@ from mesh.text import clip
 from mesh.tools.base import Tool
 from mesh.tools.schema import bind_arguments
 
-__all__ = ["ToolRunner"]
+__all__ = ["ToolRunner", "call_directly"]
 
 MAX_EVENT_RESULT_CHARS = 4000
 
@@ -144,3 +144,17 @@ class ToolRunner:
                 f"{', '.join(self.toolbox)}"
             )
         return tool
+
+
+def call_directly(
+    ctx: RunContext, toolbox: Mapping[str, Tool], name: str, arguments: Mapping[str, Any]
+) -> ToolCallRecord:
+    """One call from outside any agent step (``CallTool`` over RPC), the way a step makes
+    it: validated, in its span, reported to ``ctx``'s sink (so audited), and under
+    ``ctx``'s deadline and cancellation, which the tool sees as the current run."""
+    token = current_run.set(ctx)
+    try:
+        step = ActionStep(step_number=0, start_time=time.time())
+        return ToolRunner(ctx, step, toolbox).invoke(f"call_{ctx.run_id}", name, kwargs=arguments)
+    finally:
+        current_run.reset(token)

@@ -39,7 +39,7 @@ class ReplayServer:
         self.requests: list[dict[str, Any]] = []
         self.abandoned: list[float] = []
         """When (``time.monotonic()``) each hanging request was closed by its client."""
-        self._faults: list[int | str] = []
+        self._faults: list[int | str | None] = []
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self._httpd = ThreadingHTTPServer((host, port), self._handler_class())
@@ -62,10 +62,11 @@ class ReplayServer:
         self._httpd.shutdown()
         self._httpd.server_close()
 
-    def inject_faults(self, *faults: int | str) -> None:
+    def inject_faults(self, *faults: int | str | None) -> None:
         """Answer the next requests with these faults, in order, before replaying again.
 
-        An int is an HTTP error status (429, 500, ...); ``"garbage"`` is a 200
+        None answers normally (to reach a later request); an int is an HTTP
+        error status (429, 500, ...); ``"garbage"`` is a 200
         whose body is not JSON; ``"hang"`` answers nothing until the
         client gives up (noted in ``abandoned``), the server stops, or a
         minute passes: for client timeouts and cancellations.

@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import grpc
@@ -25,6 +25,7 @@ from mesh._proto import agent_pb2_grpc
 from mesh.agents.base import MultiStepAgent, RunResult
 from mesh.agents.context import RunContext
 from mesh.agents.events import AgentEvent
+from mesh.agents.tool_runner import call_directly
 from mesh.errors import InvalidRequestError, NotFoundError, PermissionDeniedError
 from mesh.rpc.convert import (
     agent_usage_to_proto,
@@ -39,7 +40,7 @@ from mesh.rpc.convert import (
     usage_to_proto,
 )
 from mesh.rpc.identifiers import check_identifier
-from mesh.rpc.run_ledger import RunLedger
+from mesh.rpc.run_ledger import RunLedger, describe_error
 from mesh.rpc.runs import ActiveRuns
 from mesh.rpc.security import MeshSecurity
 from mesh.rpc.status import translate_errors
@@ -85,9 +86,9 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         ctx = self._context(request, context)
         self._observe(ctx, None)
         with self.runs.register(ctx):
-            if (recorded := self._claim(request, unary=True)) is not None:
+            if (recorded := await self._claim(request, unary=True)) is not None:
                 return pb.RunResponse.FromString(recorded)  # a retry: it is not run again
-            with self._recording(request.run_id) as record:
+            async with self._recording(request.run_id) as record:
                 result: RunResult = await self._in_thread(ctx, lambda: self.agent.run(
                     request.task, max_steps=request.max_steps or None, return_full_result=True,
                     context=ctx))  # fmt: skip
@@ -101,8 +102,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     ) -> AsyncIterator[pb.RunStreamResponse]:
         ctx = self._context(request, context)
         with self.runs.register(ctx):
-            self._claim(request, unary=False)
-            with self._recording(request.run_id):
+            await self._claim(request, unary=False)
+            async with self._recording(request.run_id):
                 async for batch in self._stream(ctx, request.task, request.max_steps or None):
                     yield pb.RunStreamResponse(events=[event_to_proto(event) for event in batch])
 
@@ -120,23 +121,27 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
 
     @translate_errors
     async def CallTool(self, request: pb.CallToolRequest, context: Context) -> pb.CallToolResponse:
-        tool = self.agent.tools.get(request.name)
-        if tool is None or request.name == FINAL_ANSWER:
-            known = ", ".join(n for n in self.agent.tools if n != FINAL_ANSWER)
-            raise NotFoundError(
-                f"{self.agent.name} has no tool {clip(request.name, 80)!r} (it has {known})"
-            )
+        tools = {name: t for name, t in self.agent.tools.items() if name != FINAL_ANSWER}
+        if request.name not in tools:
+            raise NotFoundError(f"{self.agent.name} has no tool {clip(request.name, 80)!r} "
+                                f"(it has {', '.join(tools)})")  # fmt: skip
         try:
             arguments = untrusted_json.loads(request.arguments_json or "{}")
         except ValueError as err:
             raise InvalidRequestError(f"arguments_json is not JSON: {err}") from err
         if not isinstance(arguments, dict):
             raise InvalidRequestError("arguments_json must be a JSON object")
-        loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(
-            self._threads, contextvars.copy_context().run, tool.call, arguments
+        ctx = RunContext(agent=self.agent.name, deadline=_deadline(context))
+        ctx.run_id = f"call-{ctx.run_id}"
+        self._observe(ctx, None)  # audited like a call from a step
+        record = await self._in_thread(
+            ctx, lambda: call_directly(ctx, tools, request.name, arguments)
         )
-        return pb.CallToolResponse(result_json=to_json(result), result_text=answer_text(result))
+        if record.exception is not None:
+            raise record.exception
+        return pb.CallToolResponse(
+            result_json=to_json(record.result), result_text=answer_text(record.result)
+        )
 
     @translate_errors
     async def AddTool(self, request: pb.AddToolRequest, context: Context) -> pb.AddToolResponse:
@@ -169,19 +174,31 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self.runs.cancel_all()
         self._threads.shutdown(wait=False, cancel_futures=True)
 
-    def _claim(self, request: pb.RunRequest | pb.RunStreamRequest, *, unary: bool) -> bytes | None:
-        """Claim a caller's run id (see ``run_ledger``); a finished unary run's response."""
+    async def _claim(
+        self, request: pb.RunRequest | pb.RunStreamRequest, *, unary: bool
+    ) -> bytes | None:
+        """Claim a caller's run id (see ``run_ledger``); a finished unary run's response.
+        The ledger's SQLite waits for the disk: it runs off the event loop."""
         if not request.run_id or self.ledger is None:
             return None
-        return self.ledger.start(request.run_id, request.task, unary=unary)
+        return await asyncio.to_thread(self.ledger.start, request.run_id, request.task,
+                                       unary=unary)  # fmt: skip
 
-    @contextmanager
-    def _recording(self, run_id: str) -> Iterator[Callable[[bytes], None]]:
+    @asynccontextmanager
+    async def _recording(self, run_id: str) -> AsyncIterator[Callable[[bytes], None]]:
+        """Around a claimed run: its end in the ledger, with the response given to the
+        callback or the error. The write runs to its end even if this call is cancelled."""
         if not run_id or self.ledger is None:
             yield lambda response: None
             return
-        with self.ledger.recording(run_id) as record:
-            yield record
+        response: list[bytes] = []
+        try:
+            yield response.append
+        except BaseException as err:
+            await asyncio.to_thread(self.ledger.finish, run_id, error=describe_error(err))
+            raise
+        await asyncio.to_thread(self.ledger.finish, run_id,
+                                response=response[0] if response else None)  # fmt: skip
 
     def _admin(self, context: Context) -> tuple[ToolAdmin, str]:
         """The tool admin, and the authenticated caller (the interceptor checked its rights)."""
@@ -210,11 +227,10 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             raise InvalidRequestError("max_steps must be >= 0")
         check_identifier(request.run_id, "run_id")
         check_identifier(request.parent_run_id, "parent_run_id")
-        remaining = context.time_remaining()
         ctx = RunContext(
             agent=self.agent.name,
             remote_parent_id=request.parent_run_id or None,
-            deadline=None if remaining is None else time.monotonic() + remaining,
+            deadline=_deadline(context),
         )
         if request.run_id:
             ctx.run_id = request.run_id
@@ -284,6 +300,12 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
                     yield batch
         finally:
             ctx.cancel()
+
+
+def _deadline(context: Context) -> float | None:
+    """The caller's deadline as a ``time.monotonic()`` instant (None: it gave none)."""
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
 
 
 def run_response(result: RunResult) -> pb.RunResponse:
