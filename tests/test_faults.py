@@ -20,9 +20,12 @@ import pytest
 from mesh import Cassette, ChatMessage, ModelResponse, ReplayServer, TokenUsage
 from mesh._proto import agent_pb2 as pb
 from mesh._proto import agent_pb2_grpc
+from mesh.agents.events import RunFinished
 from mesh.launcher import MeshProcesses
 from mesh.project import load_mesh_config
+from mesh.rpc.convert import event_from_proto
 from mesh.telemetry.audit import default_audit_dir, read_run
+from tests.invariants import stream_problems
 from tests.mesh_setup import DOWN_TASK, LOST_TASK, ROOT, SLOW_TASK, cassette_lines
 from tests.support import alive, code, descendants, wait_until
 
@@ -267,6 +270,11 @@ def test_a_specialist_killed_mid_run_is_an_observation_and_its_work_is_not_redon
         answer = next(e.final_answer for e in events if e.HasField("final_answer") and e.depth == 0)
         assert answer.answer_text == "The slow specialist was lost mid-task."
         assert "slow_specialist at 127.0.0.1:" in texts(events)  # the model was told
+        # The stream is still true: the dead specialist's run and its tool call end, failed.
+        domain = [e for m in events if (e := event_from_proto(m)) is not None]
+        assert stream_problems(domain) == []
+        lost = next(e for e in domain if isinstance(e, RunFinished) and e.depth == 1)
+        assert lost.agent == "slow_specialist" and "agent_unavailable" in (lost.error or "")
         assert below_specialist
         wait_until(lambda: not alive(below_specialist))  # its jails died with it
         runs = [e for e in _audit_entries() if e["event"] == "RunStarted"
