@@ -4,13 +4,15 @@ One TOML file. Every field is checked at start-up and a wrong one fails with
 a message that names it (``agents.manager.kind: ...``). Addresses may be
 overridden from the environment (``MESH_ADDRESS_MATH_SPECIALIST=host:port``,
 comma-separated for replicas), and port 0 lets ``mesh up`` pick free ports;
-``MESH_MODEL`` and ``MESH_API_BASE`` override ``[models]``.
+``MESH_MODEL`` and ``MESH_API_BASE`` override ``[models]``, ``MESH_DATA_LIMIT_MB``
+overrides ``data_limit_mb``.
 
     [mesh]
     entry = "manager"            # the agent `mesh run` talks to
     task = "..."                 # what `mesh run` asks when given no task
     replay = "auto"              # auto: replay cassettes when no model key is set
     replay_latency_ms = 0        # make each replayed model call take this long (benchmarks)
+    data_limit_mb = 50           # what each service keeps on disk (audit, traces, run ledger)
 
     [models]
     default = "openai/gpt-4o-mini"
@@ -49,6 +51,7 @@ from mesh import untrusted_json
 from mesh.agents.answer_schema import AnswerSchema
 from mesh.agents.budget import Budget
 from mesh.config_fields import get, join, only, positive, table
+from mesh.data_limit import DEFAULT_DATA_LIMIT_MB, DataLimit
 from mesh.errors import ConfigError
 from mesh.mcp import MCPServerParameters, mcp_servers_from_config
 from mesh.references import check_reference, is_reference
@@ -62,7 +65,7 @@ KINDS = ("code", "tool-calling")
 REPLAY_MODES = ("auto", "always", "never")
 MAX_INSTRUCTIONS_CHARS = 100_000
 MAX_MODEL_PARAMS = 32
-MESH_KEYS = {"entry", "replay", "task", "replay_latency_ms"}
+MESH_KEYS = {"entry", "replay", "task", "replay_latency_ms", "data_limit_mb"}
 MODELS_KEYS = {"default", "api_base"}
 AGENT_KEYS = {
     "kind", "description", "address", "tools", "managed_agents", "model", "api_base",
@@ -137,6 +140,8 @@ class MeshConfig:
     security: MeshSecurity | None = None
     """TLS and token settings of the whole mesh ([auth]); None: plaintext, no tokens."""
     api_base: str = ""
+    data_limit_mb: int = DEFAULT_DATA_LIMIT_MB
+    """The most each service process keeps on disk: audit log, trace file, run ledger."""
 
     @property
     def root(self) -> Path:
@@ -205,6 +210,8 @@ def load_config(path: str | Path, tool_names: frozenset[str] | None = None) -> M
     replay = get(mesh, "replay", str, "mesh", "auto")
     if replay not in REPLAY_MODES:
         raise ConfigError(f"mesh.replay: must be one of {', '.join(REPLAY_MODES)}, got {replay!r}")
+    data_limit_mb = get(mesh, "data_limit_mb", int, "mesh", DEFAULT_DATA_LIMIT_MB)
+    positive(data_limit_mb, "mesh.data_limit_mb")
     config = MeshConfig(
         path=path,
         agents=agents,
@@ -212,6 +219,7 @@ def load_config(path: str | Path, tool_names: frozenset[str] | None = None) -> M
         replay=replay,
         task=get(mesh, "task", str, "mesh", ""),
         replay_latency_ms=get(mesh, "replay_latency_ms", int, "mesh", 0),
+        data_limit_mb=DataLimit.resolve(data_limit_mb).megabytes,  # $MESH_DATA_LIMIT_MB wins
         default_model=os.environ.get("MESH_MODEL")
         or get(models, "default", str, "models", "openai/gpt-4o-mini"),
         api_base=os.environ.get("MESH_API_BASE") or get(models, "api_base", str, "models", ""),

@@ -11,7 +11,7 @@ import grpc
 
 from mesh._proto import agent_pb2 as pb
 from mesh._proto import agent_pb2_grpc
-from mesh.agents.events import ModelOutput, RunStarted
+from mesh.agents.events import ModelOutput, RunStarted, ToolCallStarted
 from mesh.launcher import MeshProcesses
 from mesh.models import ChatMessage, TokenUsage
 from mesh.project import load_mesh_config
@@ -45,6 +45,18 @@ def test_prompts_in_the_audit_log_are_redacted_and_the_file_rotates(tmp_path: Pa
     text = "".join(p.read_text() for p in tmp_path.iterdir())
     assert SECRET not in text and "my key is [REDACTED]" in text
     assert '"run_id": "child"' not in text  # a delegated run is audited where it ran
+
+
+def test_an_entry_too_long_for_the_file_is_clipped_and_still_found(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "agent.jsonl", max_bytes=4096, backups=1)
+    log.record(RunStarted(agent="a", run_id="r1", task="t"))
+    log.record(ToolCallStarted(agent="a", run_id="r1", step=1, name="memo", call_id="c1",
+                               arguments={"value": "v" * 100_000}))  # fmt: skip
+    assert all(p.stat().st_size <= 4096 for p in tmp_path.iterdir())
+    started, call = read_run(tmp_path, "r1")
+    assert started["event"] == "RunStarted"
+    assert call["event"] == "ToolCallStarted" and call["tool"] == "memo"
+    assert call["arguments"]["value"].endswith("more characters]")
 
 
 def test_a_mesh_run_is_audited_across_services(mesh_dir: Path, tmp_path: Path) -> None:

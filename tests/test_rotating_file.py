@@ -39,3 +39,25 @@ def test_the_trace_file_stays_within_its_bound(tmp_path: Path) -> None:
     assert total <= 2 * 20_000
     names = [s.name for s in read_spans(tmp_path)]
     assert names[-1] == "span-1999" and "span-0" not in names
+
+
+def test_a_batch_larger_than_a_file_is_split_across_files_in_order(tmp_path: Path) -> None:
+    log = RotatingFile(tmp_path / "a.jsonl", max_bytes=1000, backups=5)
+    log.append([json.dumps({"n": n, "pad": "x" * 80}) + "\n" for n in range(30)])  # ~3 kB
+    log.close()
+    files = rotated_paths(tmp_path / "a.jsonl")
+    assert len(files) == 4 and all(f.stat().st_size <= 1000 for f in files)
+    assert [r["n"] for f in files for r in read_records(f)] == list(range(30))
+
+
+def test_a_span_too_long_for_a_line_is_clipped_not_lost(tmp_path: Path) -> None:
+    exporter = TraceFileExporter(tmp_path / "svc.jsonl", max_bytes=50_000, backups=1)
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with provider.get_tracer("test").start_as_current_span("huge") as span:
+        span.set_attribute("gen_ai.input.messages", "m" * 200_000)
+    provider.shutdown()
+    assert (tmp_path / "svc.jsonl").stat().st_size <= 50_000
+    (kept,) = read_spans(tmp_path)
+    text = kept.attributes["gen_ai.input.messages"]
+    assert kept.name == "huge" and text.endswith("more characters]") and len(text) < 50_000

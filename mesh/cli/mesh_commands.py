@@ -39,7 +39,7 @@ from mesh.rpc.serving import serve as serve_agent
 from mesh.rpc.status import error_from_rpc
 from mesh.telemetry import default_trace_dir
 from mesh.telemetry.audit import default_audit_dir, read_run
-from mesh.telemetry.trace_file import read_spans
+from mesh.telemetry.trace_file import iter_spans
 from mesh.telemetry.trace_view import list_traces, render_tree
 
 __all__ = ["agents", "audit", "demo", "on_free_ports", "run", "serve", "trace", "up"]
@@ -64,7 +64,7 @@ def serve(args: argparse.Namespace) -> int:
 
         serve_agent(agent, address, max_concurrent_runs=agent_config.max_concurrent_runs,
                     security=config.security, health_address=args.health_address,
-                    on_ready=ready)  # fmt: skip
+                    on_ready=ready, data_limit_mb=config.data_limit_mb)  # fmt: skip
     return 0
 
 
@@ -156,13 +156,16 @@ def agents(args: argparse.Namespace) -> int:
 
 
 def trace(args: argparse.Namespace) -> int:
-    """Recent traces, or one drawn as a tree, from the services' local trace files."""
+    """Recent traces, or one drawn as a tree, from the services' local trace files (streamed:
+    only what is printed is kept)."""
     directory = args.dir or default_trace_dir()
-    spans = read_spans(directory)
-    if not spans:
+    if args.trace_id:
+        lines = render_tree(iter_spans(directory, args.trace_id), args.trace_id)
+    else:
+        lines = list_traces(lambda: iter_spans(directory))
+    if not lines:
         say(f"no traces under {directory} (services write there; MESH_TRACE_DIR changes it)")
         return 0
-    lines = render_tree(spans, args.trace_id) if args.trace_id else list_traces(spans)
     print("\n".join(lines))
     return 0
 

@@ -11,7 +11,17 @@ the first attempt may already have had effects (memo writes, delegations).
 An id reused for another task is refused too.
 Runs without a caller's id are not recorded: nobody can retry them by id.
 
-Entries older than ``retention_s`` are dropped when a service starts.
+Callers choose the ids, so callers decide how many entries there are. The
+ledger keeps within ``max_bytes`` (its share of the service's data limit),
+file and write-ahead log together: the log is checkpointed and cut back at a
+quarter of it, and when the file's data passes three eighths, the oldest
+finished runs are forgotten until a quarter is left (a retry of a forgotten
+id runs again, as one after ``retention_s`` does); a run still going is never
+forgotten. A row holds the task's hash, never the task; a response over
+``max_bytes / 16`` and an error message over ``MAX_ERROR_CHARS`` are not kept
+whole (such a run is still never run again: its entry says why it cannot be
+answered). Entries older than ``retention_s`` are dropped when a service
+starts.
 """
 
 from __future__ import annotations
@@ -21,17 +31,20 @@ import hashlib
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from mesh.errors import AlreadyExistsError, MeshError
 from mesh.paths import data_path
+from mesh.sqlite_usage import used_bytes
+from mesh.text import clip
 
 __all__ = ["LedgerEntry", "RunLedger", "default_run_ledger_path", "task_sha256"]
 
 WEEK_S = 7 * 24 * 3600.0
+MAX_LEDGER_BYTES = 16 * 1024 * 1024
+MAX_ERROR_CHARS = 1000
+_COLUMNS = "run_id, task_sha256, started, finished, error, response, response_bytes"
 
 
 def default_run_ledger_path(agent: str) -> Path:
@@ -46,7 +59,10 @@ class LedgerEntry:
     finished: float | None
     error: str | None
     response: bytes | None
-    """The serialized RunResponse of a finished unary run; None for a streamed one."""
+    """The serialized RunResponse of a finished unary run; None for a streamed one, or
+    one too large to keep."""
+    response_bytes: int | None = None
+    """The size of the response the run was answered with, whether kept or not."""
 
     def describe(self, task: str) -> str:
         """What became of the run, for the caller who reused its id for ``task``."""
@@ -61,6 +77,9 @@ class LedgerEntry:
         if self.response is not None:
             return (f"run {self.run_id!r} started at {began} and finished: Run with this id "
                     "returns its recorded response")  # fmt: skip
+        if self.response_bytes is not None:
+            return (f"run {self.run_id!r} started at {began} and finished, but its response "
+                    f"({self.response_bytes} bytes) was too large to keep for a retry")  # fmt: skip
         return f"run {self.run_id!r} started at {began} and finished (its events were streamed)"
 
 
@@ -69,20 +88,32 @@ def task_sha256(task: str) -> str:
 
 
 class RunLedger:
-    def __init__(self, path: Path, *, retention_s: float = WEEK_S) -> None:
+    def __init__(
+        self, path: Path, *, retention_s: float = WEEK_S, max_bytes: int = MAX_LEDGER_BYTES
+    ) -> None:
         self.path = path
+        self.max_bytes = max_bytes
+        self.max_response_bytes = max_bytes // 16
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(path, timeout=10, check_same_thread=False)
         with self._lock, self._db:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
+            page = self._db.execute("PRAGMA page_size").fetchone()[0]
+            # The log is checkpointed, and cut back, at a quarter of the budget.
+            self._db.execute(f"PRAGMA wal_autocheckpoint={max(8, max_bytes // 4 // page)}")
+            self._db.execute(f"PRAGMA journal_size_limit={max_bytes // 4}")
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS runs (run_id TEXT PRIMARY KEY,"
                 " task_sha256 TEXT NOT NULL, started REAL NOT NULL, finished REAL, error TEXT,"
-                " response BLOB)"
+                " response BLOB, response_bytes INTEGER)"
             )
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
+            if "response_bytes" not in columns:  # a ledger written before responses were capped
+                self._db.execute("ALTER TABLE runs ADD COLUMN response_bytes INTEGER")
             self._db.execute("DELETE FROM runs WHERE started < ?", (time.time() - retention_s,))
+            self._keep_within_budget()
 
     def claim(self, run_id: str, task: str) -> LedgerEntry | None:
         """Record ``run_id`` as started; if it was already recorded, its entry instead."""
@@ -93,11 +124,10 @@ class RunLedger:
                 (run_id, task_sha256(task), time.time()),
             ).rowcount
             if inserted:
+                self._keep_within_budget()
                 return None
             row = self._db.execute(
-                "SELECT run_id, task_sha256, started, finished, error, response FROM runs"
-                " WHERE run_id = ?",
-                (run_id,),
+                f"SELECT {_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
             ).fetchone()
         return LedgerEntry(*row)
 
@@ -115,24 +145,37 @@ class RunLedger:
             return prior.response
         raise AlreadyExistsError(f"{prior.describe(task)}; it is not run again: use a new run id")
 
-    @contextmanager
-    def recording(self, run_id: str) -> Iterator[Callable[[bytes], None]]:
-        """Around a started run: keeps the response given to the callback, or the error."""
-        response: list[bytes] = []
-        try:
-            yield response.append
-        except BaseException as err:
-            self.finish(run_id, error=describe_error(err))
-            raise
-        self.finish(run_id, response=response[0] if response else None)
-
     def finish(self, run_id: str, *, error: str | None = None, response: bytes | None = None
                ) -> None:  # fmt: skip
+        size = None if response is None else len(response)
+        if size is not None and size > self.max_response_bytes:
+            response = None  # kept, it could push every other run out of the ledger
         with self._lock, self._db:
             self._db.execute(
-                "UPDATE runs SET finished = ?, error = ?, response = ? WHERE run_id = ?",
-                (time.time(), error, response, run_id),
+                "UPDATE runs SET finished = ?, error = ?, response = ?, response_bytes = ?"
+                " WHERE run_id = ?",
+                (time.time(), None if error is None else clip(error, MAX_ERROR_CHARS), response,
+                 size, run_id),
+            )  # fmt: skip
+            self._keep_within_budget()
+
+    def _keep_within_budget(self) -> None:
+        """Forget the oldest finished runs while the file is over three eighths of the budget,
+        down to a quarter (the log, up to a quarter, takes what forgetting rewrites on top).
+        Called in a write transaction, under the lock."""
+        if used_bytes(self._db) <= self.max_bytes * 3 // 8:
+            return
+        (finished,) = self._db.execute(
+            "SELECT count(*) FROM runs WHERE finished IS NOT NULL"
+        ).fetchone()
+        while finished and used_bytes(self._db) > self.max_bytes // 4:
+            batch = max(1, finished // 4)
+            self._db.execute(
+                "DELETE FROM runs WHERE rowid IN (SELECT rowid FROM runs"
+                " WHERE finished IS NOT NULL ORDER BY rowid LIMIT ?)",
+                (batch,),
             )
+            finished -= batch
 
     def close(self) -> None:
         with self._lock:

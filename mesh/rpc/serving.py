@@ -19,23 +19,31 @@ process is signalled (SIGTERM or SIGINT), after a graceful drain::
     agent = ToolCallingAgent([shout], LiteLLMModel("openai/gpt-4o-mini"), name="shouter",
                              description="Shouts.")
     serve(agent, "127.0.0.1:50051")
+
+Callers decide how much a service writes, so what it keeps on disk has one
+bound, its data limit (``[mesh] data_limit_mb``, ``$MESH_DATA_LIMIT_MB``):
+half for the audit log, a quarter for the trace file, a quarter for the run
+ledger (``DataLimit``). The logs' shares also hold what earlier processes of
+the service left behind, so restarts do not add up. What stays outside: the
+memo, shared by the agents (it has its own cap, and refuses rather than
+forgets), and the change log (written by admins and at start-up only).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from collections.abc import Callable
 
 from mesh.agents.base import MultiStepAgent
+from mesh.data_limit import DataLimit
 from mesh.rpc.definition_log import record_definition
 from mesh.rpc.run_ledger import RunLedger, default_run_ledger_path
 from mesh.rpc.security import MeshSecurity
 from mesh.rpc.server import serve as serve_async
 from mesh.rpc.tool_admin import ToolAdmin, ToolChangeLog, default_tool_log_dir
 from mesh.telemetry import setup_tracing
-from mesh.telemetry.audit import AuditLog, default_audit_dir
+from mesh.telemetry.audit import AuditLog
 
 __all__ = ["serve"]
 
@@ -50,13 +58,15 @@ def serve(
     security: MeshSecurity | None = None,
     health_address: str | None = None,
     on_ready: Callable[[int], None] | None = None,
+    data_limit_mb: int | None = None,
 ) -> None:
     """Serve ``agent`` at ``address`` (port 0: a free one, given to ``on_ready``) until
-    SIGTERM or SIGINT; runs in flight get a grace period, then are cancelled."""
-    provider = setup_tracing(agent.name)
+    SIGTERM or SIGINT; runs in flight get a grace period, then are cancelled.
+    ``data_limit_mb``: what it keeps on disk (None: ``$MESH_DATA_LIMIT_MB``, else 50)."""
+    limit = DataLimit.resolve() if data_limit_mb is None else DataLimit(data_limit_mb)
+    provider = setup_tracing(agent.name, budget_bytes=limit.trace_bytes)
     try:
-        # One audit file per process: replicas of an agent never write to the same file.
-        audit_log = AuditLog(default_audit_dir() / f"{agent.name}-{os.getpid()}.jsonl")
+        audit_log = AuditLog.for_service(agent.name, limit.audit_bytes)
         changes = ToolChangeLog(default_tool_log_dir() / f"{agent.name}.jsonl")
         for change in record_definition(agent, changes):
             if change.action != "configured":
@@ -64,7 +74,7 @@ def serve(
         tool_admin = ToolAdmin(agent, changes, security)
         if replayed := tool_admin.restore():
             log.info("%s: %d tool change(s) replayed from %s", agent.name, replayed, changes.path)
-        ledger = RunLedger(default_run_ledger_path(agent.name))
+        ledger = RunLedger(default_run_ledger_path(agent.name), max_bytes=limit.ledger_bytes)
         asyncio.run(serve_async(agent, address, max_concurrent_runs=max_concurrent_runs,
                                 on_ready=on_ready, audit=audit_log, security=security,
                                 tool_admin=tool_admin, ledger=ledger,

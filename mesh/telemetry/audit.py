@@ -4,25 +4,37 @@ One line per event of the service's own runs: the run's start and end, each
 model call (model, prompt, output, tokens, latency), each tool call
 (arguments, result, latency, success), and each step error (sandbox limits
 included), with agent, run, parent run, step and timestamps. Prompt and
-output text follow the content setting and are redacted. The file rotates by
-size; ``mesh audit RUN_ID`` reads a run and the runs beneath it across
-every service's file.
+output text follow the content setting and are redacted; an entry is clipped
+to ``MAX_RECORD_BYTES``. The file rotates within a budget (a share of the
+service's data limit) that also covers what earlier processes of the service
+left (``RotatingFile``).
+
+``mesh audit RUN_ID`` reads a run and the runs beneath it across every
+service's file, streaming: delegations may sit in any file in any order, so
+it passes over the files until the set of runs stops growing, keeping only
+run ids, then keeps the entries of those runs. A pass reads just two fields
+of each line; only the lines it wants are parsed.
 """
 
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from mesh.agents import events as ev
-from mesh.append_only import read_records
+from mesh.append_only import MAX_RECORD_BYTES, json_line, parse_record, read_lines, string_field
 from mesh.paths import data_path
 from mesh.rotating_file import RotatingFile
 from mesh.telemetry.redact import redact, shape
 
 __all__ = ["AuditLog", "default_audit_dir", "read_run"]
+
+MAX_AUDIT_BYTES = 50 * 1024 * 1024
+AUDIT_BACKUPS = 5
 
 
 def default_audit_dir() -> Path:
@@ -30,15 +42,33 @@ def default_audit_dir() -> Path:
 
 
 class AuditLog:
-    def __init__(self, path: Path, *, max_bytes: int = 50 * 1024 * 1024, backups: int = 5) -> None:
+    """Rotated at ``max_bytes`` with ``backups``; with a ``family`` (the service's name),
+    earlier processes' files count in its budget (see ``RotatingFile``)."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_bytes: int = MAX_AUDIT_BYTES,
+        backups: int = AUDIT_BACKUPS,
+        family: str = "",
+    ) -> None:
         self.path = path
-        self._file = RotatingFile(path, max_bytes=max_bytes, backups=backups)
+        self._file = RotatingFile(path, max_bytes=max_bytes, backups=backups, family=family)
+        self._max_line = min(MAX_RECORD_BYTES, max_bytes)
+
+    @classmethod
+    def for_service(cls, name: str, budget_bytes: int) -> AuditLog:
+        """The audit log of this process of service ``name``: its own file (replicas never
+        share one), within ``budget_bytes`` with its backups and earlier processes' files."""
+        path = default_audit_dir() / f"{name}-{os.getpid()}.jsonl"
+        return cls(path, max_bytes=budget_bytes // (AUDIT_BACKUPS + 1), family=name)
 
     def record(self, event: ev.AgentEvent) -> None:
         """Append ``event`` if it belongs to a run of this service (depth 0 here)."""
         if event.depth != 0:
             return  # a delegated run: the service that ran it audits it
-        line = json.dumps(_entry(event), ensure_ascii=False, default=str) + "\n"
+        line = json_line(_entry(event), self._max_line, ensure_ascii=False)
         # A run's end is what its caller is answered with: make the whole record durable.
         self._file.append([line], sync=isinstance(event, ev.RunFinished))
 
@@ -100,14 +130,34 @@ def _entry(event: ev.AgentEvent) -> dict[str, Any]:
 
 
 def read_run(directory: Path, run_id: str) -> list[dict[str, Any]]:
-    """The entries of ``run_id`` and of every run beneath it, from every service, in time order."""
-    entries: list[dict[str, Any]] = []
-    for path in sorted(directory.glob("*.jsonl*")):
-        entries.extend(read_records(path))
+    """The entries of ``run_id`` and of every run beneath it, from every service, in time
+    order. Memory: the ids of those runs and their entries, one line of a file at a time."""
+    paths = sorted(directory.glob("*.jsonl*"))
     runs = {run_id}
-    grew = True
-    while grew:  # follow delegations downwards, whatever the order of the files
-        children = {e["run_id"] for e in entries if e.get("parent_run_id") in runs}
-        grew = not children <= runs
-        runs |= children
-    return sorted((e for e in entries if e.get("run_id") in runs), key=lambda e: e["ts"])
+    while True:  # follow delegations downwards, whatever the order of the files
+        known = len(runs)
+        entries = []
+        for line in _lines(paths):
+            run = string_field(line, "run_id")
+            if run not in runs and string_field(line, "parent_run_id") in runs:
+                entry = parse_record(line)  # a run beneath: check what the quick look said
+                if entry is not None and entry.get("parent_run_id") in runs:
+                    run = entry.get("run_id")
+                    if isinstance(run, str):
+                        runs.add(run)
+            if run in runs:
+                entry = parse_record(line)
+                if entry is not None and entry.get("run_id") in runs:
+                    entries.append(entry)
+        if len(runs) == known:  # a whole pass with the same runs: its entries are all of them
+            return sorted(entries, key=_timestamp)
+
+
+def _lines(paths: list[Path]) -> Iterator[bytes]:
+    for path in paths:
+        yield from read_lines(path, MAX_RECORD_BYTES)
+
+
+def _timestamp(entry: dict[str, Any]) -> float:
+    ts = entry.get("ts")
+    return float(ts) if isinstance(ts, int | float) else 0.0

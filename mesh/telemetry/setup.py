@@ -2,7 +2,8 @@
 
 Spans go through batch processors with bounded queues and short export
 timeouts, so a collector that is down costs a few dropped spans, never a
-blocked run or a hung shutdown.
+blocked run or a hung shutdown. The local trace file keeps within
+``budget_bytes``, together with what earlier processes of the service left.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from mesh.paths import data_path
-from mesh.telemetry.trace_file import TraceFileExporter
+from mesh.telemetry.trace_file import MAX_TRACE_BYTES, TRACE_BACKUPS, TraceFileExporter
 
 __all__ = ["default_trace_dir", "setup_tracing"]
 
@@ -27,7 +28,12 @@ def default_trace_dir() -> Path:
     return data_path("MESH_TRACE_DIR", "traces")
 
 
-def setup_tracing(service_name: str, trace_dir: Path | None = None) -> TracerProvider:
+def setup_tracing(
+    service_name: str,
+    trace_dir: Path | None = None,
+    *,
+    budget_bytes: int = (TRACE_BACKUPS + 1) * MAX_TRACE_BYTES,
+) -> TracerProvider:
     """Install a tracer provider for this process; call ``shutdown()`` on it at exit."""
     provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(
@@ -42,7 +48,8 @@ def setup_tracing(service_name: str, trace_dir: Path | None = None) -> TracerPro
         ))  # fmt: skip
     directory = trace_dir or default_trace_dir()
     provider.add_span_processor(BatchSpanProcessor(
-        TraceFileExporter(directory / f"{service_name}-{os.getpid()}.jsonl"),
+        TraceFileExporter(directory / f"{service_name}-{os.getpid()}.jsonl",
+                          max_bytes=budget_bytes // (TRACE_BACKUPS + 1), family=service_name),
         schedule_delay_millis=200,
     ))  # fmt: skip
     trace.set_tracer_provider(provider)

@@ -3,6 +3,12 @@
 Backed by SQLite (WAL, synchronous writes) so that what an agent was told
 to remember survives a restart of its process, and several runs writing at
 once neither corrupt nor lose entries. Values are stored as JSON.
+
+Whoever can call the tool (a model, or any caller through ``CallTool``)
+decides how much it holds, so it holds at most ``MAX_MEMO_BYTES``: past that
+a ``set`` is refused, saying so, until keys are deleted. Nothing is dropped
+to make room: what an agent was told to remember is never forgotten behind
+its back.
 """
 
 from __future__ import annotations
@@ -16,12 +22,14 @@ from typing import Any
 
 from mesh.errors import ToolExecutionError
 from mesh.paths import data_path
+from mesh.sqlite_usage import used_bytes
 from mesh.tools.base import Tool
 
 __all__ = ["MemoTool", "default_memo_path"]
 
 MAX_KEY_CHARS = 256
 MAX_VALUE_BYTES = 64 * 1024
+MAX_MEMO_BYTES = 16 * 1024 * 1024
 
 
 def default_memo_path() -> Path:
@@ -87,6 +95,9 @@ class MemoTool(Tool):
         if len(encoded.encode()) > MAX_VALUE_BYTES:
             raise ValueError(f"value is larger than {MAX_VALUE_BYTES} bytes once encoded")
         with closing(self._connect()) as db, db:
+            if used_bytes(db) > MAX_MEMO_BYTES:
+                raise ToolExecutionError(f"memo is full ({MAX_MEMO_BYTES // 2**20} MB): delete "
+                                         "keys that are no longer needed first")  # fmt: skip
             db.execute(
                 "INSERT INTO memo VALUES (?, ?, ?) ON CONFLICT(namespace, key) "
                 "DO UPDATE SET value = excluded.value",
