@@ -4,7 +4,9 @@ Agents start in dependency order (specialists before their manager), each
 with ``mesh serve``; a port of 0 is resolved by the child, which reports the
 port it bound, and the addresses of an agent's managed agents reach it
 through ``MESH_ADDRESS_<NAME>``. Stopping sends SIGTERM (the servers drain
-and kill their jails) and SIGKILL to anything still there after the grace.
+and kill their jails) in the reverse order, callers before the agents they
+call, so that a manager's runs in flight can still delegate while they
+drain; SIGKILL goes to anything still there after the grace.
 """
 
 from __future__ import annotations
@@ -72,17 +74,25 @@ class MeshProcesses:
             raise
         return self
 
-    def stop(self, grace_s: float = 10.0) -> None:
-        for service in reversed(self.services):
-            if service.process.poll() is None:
-                service.process.send_signal(signal.SIGTERM)
+    def stop(self, grace_s: float = 15.0) -> None:
+        """Stop every service in waves: those no running service calls, then the agents they
+        called. ``grace_s`` bounds the whole; it exceeds a server's own grace (10 s, after
+        which it cancels its runs and exits) so that a server is killed only if it hangs."""
         deadline = time.monotonic() + grace_s
-        for service in self.services:
-            try:
-                service.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                service.process.kill()
-                service.process.wait()
+        left = list(self.services)
+        while left:
+            called = {name for s in left for name in self.config.agent(s.agent).depends_on()}
+            wave = [s for s in left if s.agent not in called] or left
+            for service in wave:
+                if service.process.poll() is None:
+                    service.process.send_signal(signal.SIGTERM)
+            for service in wave:
+                try:
+                    service.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    service.process.kill()
+                    service.process.wait()
+            left = [s for s in left if s not in wave]
         self.services.clear()
 
     def restart(self, index: int) -> ServiceProcess:

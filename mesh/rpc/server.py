@@ -2,7 +2,7 @@
 
 On SIGTERM or SIGINT the server reports NOT_SERVING, stops accepting calls,
 lets runs in flight finish within the grace period, then cancels them (which
-kills their jails) and exits.
+kills their jails) and exits once their calls have unwound.
 
 With ``health_address``, grpc.health.v1 is also served there in plaintext,
 and nothing else: Kubernetes' native gRPC probes cannot speak TLS, so a mesh
@@ -15,11 +15,11 @@ import asyncio
 import logging
 import signal
 from collections.abc import Callable
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 
 from mesh._proto import agent_pb2
 from mesh.agents.base import MultiStepAgent
@@ -27,6 +27,7 @@ from mesh.errors import ConfigError
 from mesh.rpc.handlers import add_agent_service
 from mesh.rpc.run_ledger import RunLedger
 from mesh.rpc.security import MESSAGE_SIZE_OPTIONS, MeshSecurity, TokenAuthInterceptor
+from mesh.rpc.server_spans import ServerSpans
 from mesh.rpc.servicer import AgentServicer
 from mesh.rpc.tool_admin import ToolAdmin
 from mesh.telemetry.audit import AuditLog
@@ -51,10 +52,7 @@ async def serve(
     health_address: str | None = None,
 ) -> None:
     """Serve ``agent`` at ``address`` ("host:port"; port 0 picks a free one) until signalled."""
-    # Server spans and W3C context, for the agent service only (not health or reflection).
-    only_agents = filters.service_name(SERVICE_NAME)
-    tracing = aio_server_interceptor(filter_=only_agents)  # type: ignore[no-untyped-call]
-    interceptors: list[grpc.aio.ServerInterceptor] = [tracing]
+    interceptors: list[grpc.aio.ServerInterceptor] = [ServerSpans(SERVICE_NAME)]
     if security is not None and security.tokens:
         interceptors.insert(0, TokenAuthInterceptor(security))  # refuse before any work
     server = grpc.aio.server(interceptors=interceptors, options=[
@@ -69,6 +67,7 @@ async def serve(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     port = _listen(server, address, security)
+    before = asyncio.all_tasks()
     probes = _health_only_server(health_servicer, health_address) if health_address else None
     await server.start()
     if probes is not None:
@@ -95,6 +94,16 @@ async def serve(
     await stopping
     if probes is not None:
         await probes.stop(0)
+    await _settle(asyncio.all_tasks() - before, timeout_s=5.0)
+
+
+async def _settle(tasks: set[asyncio.Task[Any]], timeout_s: float) -> None:
+    """Let the tasks of calls that just ended finish unwinding. The server stops once gRPC's
+    core has finished every call, which can be a moment before their tasks have: whatever is
+    left is cancelled when the loop closes, and gRPC logs a traceback for each such task."""
+    tasks.discard(asyncio.current_task())
+    if tasks:
+        await asyncio.wait(tasks, timeout=timeout_s)
 
 
 def _listen(server: grpc.aio.Server, address: str, security: MeshSecurity | None) -> int:

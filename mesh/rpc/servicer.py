@@ -14,7 +14,7 @@ import contextvars
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from typing import Any, TypeVar
 
 import grpc
@@ -103,8 +103,11 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         ctx = self._context(request, context)
         with self.runs.register(ctx):
             await self._claim(request, unary=False)
-            async with self._recording(request.run_id):
-                async for batch in self._stream(ctx, request.task, request.max_steps or None):
+            async with (
+                self._recording(request.run_id),
+                aclosing(self._stream(ctx, request.task, request.max_steps or None)) as batches,
+            ):  # closed here, whatever ends the call: the run stops before its slot is freed
+                async for batch in batches:
                     yield pb.RunStreamResponse(events=[event_to_proto(event) for event in batch])
 
     @translate_errors

@@ -4,7 +4,9 @@ Servers: ``@translate_errors`` on every servicer method turns a ``MeshError``
 into its status code with the error's message, plus trailing metadata
 ``mesh-error-code`` and ``mesh-retryable`` for clients that want the precise
 kind. Anything unexpected becomes INTERNAL with a generic message and a
-reference; the traceback goes to the server log, never to the client.
+reference; the traceback goes to the server log, never to the client. A call
+that is over (its client went away, its deadline passed, the server stopped)
+ends quietly: nobody is left to tell, and nothing about it is a bug.
 
 Clients: ``error_from_rpc`` turns a failed call back into a ``MeshError``.
 """
@@ -12,11 +14,12 @@ Clients: ``error_from_rpc`` turns a failed call back into a ``MeshError``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import grpc
@@ -65,6 +68,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 MAX_STATUS_MESSAGE_CHARS = 1000
 """A status message is a header: one that repeats a huge request would overflow the
 metadata limit and hide the real status."""
+_NOT_OURS = (asyncio.CancelledError, GeneratorExit, grpc.aio.AbortError)
+"""How a call ends that is not an error to report: cancelled, closed, already aborted."""
 
 
 def status_for(err: BaseException) -> tuple[grpc.StatusCode, str]:
@@ -85,20 +90,49 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], err: BaseException
             ("mesh-error-code", err.code),
             ("mesh-retryable", "true" if err.retryable else "false"),
         ))  # fmt: skip
-    await context.abort(code, message)
+    with _unless_over():
+        await context.abort(code, message)
+
+
+async def _write(context: grpc.aio.ServicerContext[Any, Any], item: Any) -> None:
+    with _unless_over():
+        await context.write(item)
+
+
+@contextlib.contextmanager
+def _unless_over() -> Iterator[None]:
+    """gRPC's own errors for a call that is over (a failed batch, a finished RPC, a stopped
+    server) end the handler the way a cancelled call ends, which gRPC notes at debug level.
+    Raised as they are, gRPC may log them with a traceback: it does when the write fails
+    before it has noticed that the client left."""
+    try:
+        yield
+    except grpc.aio.AbortError:
+        raise
+    except grpc.aio.BaseError as err:
+        raise asyncio.CancelledError(f"the call is over: {err}") from err
 
 
 def translate_errors(method: F) -> F:
-    """Wrap a unary or server-streaming aio servicer method."""
+    """Wrap a unary or server-streaming aio servicer method.
+
+    A server-streaming method (an async generator) becomes a coroutine that writes each item
+    with ``context.write``. Given the generator itself, gRPC drops it unclosed when the call
+    ends while it waits at a ``yield`` (the client went away, the deadline passed); the garbage
+    collector then closes it in another task, where its ``finally`` blocks run late and out of
+    their context ("Failed to detach context", "Task exception was never retrieved"). Here it
+    is closed in the call's own task, whatever ends the call.
+    """
     if inspect.isasyncgenfunction(method):
 
         @functools.wraps(method)
-        async def stream(self: Any, request: Any, context: Any) -> AsyncIterator[Any]:
+        async def stream(self: Any, request: Any, context: Any) -> None:
             try:
                 _refuse_malformed(request)
-                async for item in method(self, request, context):
-                    yield item
-            except (asyncio.CancelledError, grpc.aio.AbortError):
+                async with contextlib.aclosing(method(self, request, context)) as items:
+                    async for item in items:
+                        await _write(context, item)
+            except _NOT_OURS:
                 raise
             except BaseException as err:
                 await _abort(context, err)
@@ -110,7 +144,7 @@ def translate_errors(method: F) -> F:
         try:
             _refuse_malformed(request)
             return await method(self, request, context)
-        except (asyncio.CancelledError, grpc.aio.AbortError):
+        except _NOT_OURS:
             raise
         except BaseException as err:
             await _abort(context, err)

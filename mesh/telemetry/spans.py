@@ -2,18 +2,19 @@
 
 ``invoke_agent NAME`` per run, ``agent.step`` per step, ``chat MODEL`` per
 model call, ``execute_tool NAME`` per tool call, ``sandbox.exec`` per
-snippet. One module so that the names are defined once.
+snippet, and a SERVER span per call a service answers. One module so that
+the names are defined once.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from opentelemetry import trace
-from opentelemetry.trace import Span, Status, StatusCode
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from mesh.models.base import ChatMessage, ModelResponse
 from mesh.telemetry.redact import content_mode, shape
@@ -23,7 +24,9 @@ __all__ = [
     "chat_span",
     "record_error",
     "record_response",
+    "record_rpc_status",
     "sandbox_span",
+    "server_span",
     "step_span",
     "tool_span",
     "tracer",
@@ -104,3 +107,32 @@ def record_error(span: Span, message: str, **attributes: Any) -> None:
     span.set_status(Status(StatusCode.ERROR, message[:500]))
     if attributes:
         span.set_attributes(attributes)
+
+
+@contextmanager
+def server_span(method: str, carrier: Mapping[str, str]) -> Iterator[Span]:
+    """The SERVER span of one call of ``method`` ("/package.Service/Method"), under the
+    caller's span when ``carrier`` (the call's metadata) holds W3C trace context."""
+    service, _, name = method.lstrip("/").partition("/")
+    with tracer.start_as_current_span(
+        method,
+        context=propagate.extract(carrier),
+        kind=SpanKind.SERVER,
+        attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
+        yield span
+
+
+_SERVER_FAULTS = frozenset(
+    {"UNKNOWN", "DEADLINE_EXCEEDED", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS"}
+)
+
+
+def record_rpc_status(span: Span, code: int, name: str) -> None:
+    """A call's status on its server span: an error only for the codes that say the server
+    failed (OpenTelemetry's gRPC conventions), not for a caller's bad request or cancel."""
+    span.set_attribute("rpc.grpc.status_code", code)
+    if name in _SERVER_FAULTS:
+        span.set_status(Status(StatusCode.ERROR, name))
