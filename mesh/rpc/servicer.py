@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing, asynccontextmanager
 from typing import Any, TypeVar
@@ -262,7 +262,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
 
     async def _stream(
         self, ctx: RunContext, task: str, max_steps: int | None
-    ) -> AsyncIterator[list[AgentEvent]]:
+    ) -> AsyncGenerator[list[AgentEvent], None]:
         """The run's events, in batches of whatever arrived since the last one was sent."""
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[Any] = asyncio.Queue()
