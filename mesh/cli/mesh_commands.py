@@ -26,6 +26,7 @@ from mesh.errors import AgentUnavailableError, ConfigError, MeshError, NotFoundE
 from mesh.launcher import READY_PREFIX, MeshProcesses, wait_healthy
 from mesh.models import Cassette
 from mesh.project import CONFIG_NAME, build_agent, load_mesh_config, replays
+from mesh.rpc.allocator import limit_retained_memory
 from mesh.rpc.convert import event_from_proto
 from mesh.rpc.dev_credentials import (
     DEFAULT_CALLERS,
@@ -46,6 +47,7 @@ __all__ = ["agents", "audit", "demo", "on_free_ports", "run", "serve", "trace", 
 
 
 def serve(args: argparse.Namespace) -> int:
+    limit_retained_memory()  # before building the agent starts threads (see allocator)
     config = load_mesh_config(args.config)
     if args.record:
         config = dataclasses.replace(config, replay="never")  # a recording is of a live model

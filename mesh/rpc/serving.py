@@ -37,6 +37,7 @@ from collections.abc import Callable
 
 from mesh.agents.base import MultiStepAgent
 from mesh.data_limit import DataLimit
+from mesh.rpc.allocator import limit_retained_memory
 from mesh.rpc.definition_log import record_definition
 from mesh.rpc.run_ledger import RunLedger, default_run_ledger_path
 from mesh.rpc.security import MeshSecurity
@@ -63,6 +64,7 @@ def serve(
     """Serve ``agent`` at ``address`` (port 0: a free one, given to ``on_ready``) until
     SIGTERM or SIGINT; runs in flight get a grace period, then are cancelled.
     ``data_limit_mb``: what it keeps on disk (None: ``$MESH_DATA_LIMIT_MB``, else 50)."""
+    limit_retained_memory()  # before the server's threads allocate (see allocator)
     limit = DataLimit.resolve() if data_limit_mb is None else DataLimit(data_limit_mb)
     provider = setup_tracing(agent.name, budget_bytes=limit.trace_bytes)
     try:
