@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
+from mesh.launcher import MeshProcesses
 from mesh.project import load_mesh_config
 from tests.support import code
 
@@ -62,6 +65,33 @@ max_concurrent_runs = 1
 [agents.slow_specialist.sandbox]
 wall_seconds = 120
 """
+
+
+LITELLM_MATH_CONFIG = """
+[mesh]
+entry = "math_specialist"
+[models]
+api_base = "{api_base}"
+[agents.math_specialist]
+kind = "code"
+description = "Arithmetic."
+address = "127.0.0.1:0"
+tools = ["factorial"]
+model = "openai/gpt-4o-mini"
+"""
+
+
+@contextmanager
+def litellm_math_service(
+    api_base: str, directory: Path, env: dict[str, str] | None = None
+) -> Iterator[MeshProcesses]:
+    """A math specialist in its own process, on LiteLLM against ``api_base`` (a local
+    OpenAI-compatible server): the real provider path, offline."""
+    (directory / "mesh.toml").write_text(LITELLM_MATH_CONFIG.format(api_base=api_base))
+    config = load_mesh_config(directory / "mesh.toml")
+    with MeshProcesses(config, env={"OPENAI_API_KEY": "sk-loopback-only", **(env or {})},
+                       log_dir=directory / "logs") as mesh:  # fmt: skip
+        yield mesh
 
 
 def cassette_lines(task: str, *responses: str) -> str:

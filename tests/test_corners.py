@@ -21,27 +21,14 @@ from mesh import Cassette, ChatMessage, ModelResponse, ReplayServer, TokenUsage
 from mesh._proto import agent_pb2 as pb
 from mesh._proto import agent_pb2_grpc
 from mesh.append_only import read_records
-from mesh.launcher import MeshProcesses
-from mesh.project import load_mesh_config
 from mesh.telemetry.audit import read_run
 from mesh.telemetry.trace_file import read_spans
 from tests.invariants import audit_problems
+from tests.mesh_setup import litellm_math_service
 from tests.support import code, wait_until
 
 FACTORIAL_TASK = "What is 7!?"
 THINK_TASK = "Think it over."
-CONFIG = """
-[mesh]
-entry = "math_specialist"
-[models]
-api_base = "{api_base}"
-[agents.math_specialist]
-kind = "code"
-description = "Arithmetic."
-address = "127.0.0.1:0"
-tools = ["factorial"]
-model = "openai/gpt-4o-mini"
-"""
 
 
 def answer(text: str) -> ModelResponse:
@@ -65,15 +52,9 @@ def service(
     model: ReplayServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Any, Path]]:
     directory = tmp_path_factory.mktemp("corners")
-    (directory / "mesh.toml").write_text(CONFIG.format(api_base=model.api_base))
-    env = {
-        "OPENAI_API_KEY": "sk-loopback-only",
-        "MESH_AUDIT_DIR": str(directory / "audit"),
-        "MESH_TRACE_DIR": str(directory / "traces"),
-        "MESH_RUNS_DIR": str(directory / "runs"),
-    }
-    config = load_mesh_config(directory / "mesh.toml")
-    with MeshProcesses(config, env=env, log_dir=directory / "logs") as mesh:
+    env = {"MESH_AUDIT_DIR": str(directory / "audit"), "MESH_TRACE_DIR": str(directory / "traces"),
+           "MESH_RUNS_DIR": str(directory / "runs")}  # fmt: skip
+    with litellm_math_service(model.api_base, directory, env) as mesh:
         channel = grpc.insecure_channel(mesh.addresses["math_specialist"][0])
         yield agent_pb2_grpc.AgentServiceStub(channel), directory  # type: ignore[no-untyped-call]
 

@@ -26,7 +26,14 @@ from mesh.project import load_mesh_config
 from mesh.rpc.convert import event_from_proto
 from mesh.telemetry.audit import default_audit_dir, read_run
 from tests.invariants import stream_problems
-from tests.mesh_setup import DOWN_TASK, LOST_TASK, ROOT, SLOW_TASK, cassette_lines
+from tests.mesh_setup import (
+    DOWN_TASK,
+    LOST_TASK,
+    ROOT,
+    SLOW_TASK,
+    cassette_lines,
+    litellm_math_service,
+)
 from tests.support import alive, code, descendants, wait_until
 
 
@@ -99,18 +106,6 @@ def test_a_hanging_specialist_costs_the_caller_its_deadline_and_no_more(
 
 
 MODEL_TASK = "What is 7!?"
-MODEL_CONFIG = """
-[mesh]
-entry = "math_specialist"
-[models]
-api_base = "{api_base}"
-[agents.math_specialist]
-kind = "code"
-description = "Arithmetic."
-address = "127.0.0.1:0"
-tools = ["factorial"]
-model = "openai/gpt-4o-mini"
-"""
 
 
 @pytest.fixture
@@ -124,9 +119,7 @@ def model_endpoint() -> Iterator[ReplayServer]:
 def test_model_endpoint_faults_reach_the_caller_as_clear_statuses(
     model_endpoint: ReplayServer, tmp_path: Path
 ) -> None:
-    (tmp_path / "mesh.toml").write_text(MODEL_CONFIG.format(api_base=model_endpoint.api_base))
-    config = load_mesh_config(tmp_path / "mesh.toml")
-    with MeshProcesses(config, env={"OPENAI_API_KEY": "sk-loopback-only"}) as mesh:
+    with litellm_math_service(model_endpoint.api_base, tmp_path) as mesh:
         math = stub(mesh.addresses["math_specialist"][0])
 
         def run(timeout: float = 30, run_id: str = "") -> Any:
@@ -175,9 +168,7 @@ def test_model_endpoint_faults_reach_the_caller_as_clear_statuses(
 def test_cancel_aborts_the_model_request_in_flight(
     model_endpoint: ReplayServer, tmp_path: Path
 ) -> None:
-    (tmp_path / "mesh.toml").write_text(MODEL_CONFIG.format(api_base=model_endpoint.api_base))
-    config = load_mesh_config(tmp_path / "mesh.toml")
-    with MeshProcesses(config, env={"OPENAI_API_KEY": "sk-loopback-only"}) as mesh:
+    with litellm_math_service(model_endpoint.api_base, tmp_path) as mesh:
         math = stub(mesh.addresses["math_specialist"][0])
         model_endpoint.inject_faults("hang")  # the model takes its time answering
         call = math.RunStream(pb.RunStreamRequest(task=MODEL_TASK, run_id="aborted"), timeout=20)
