@@ -39,8 +39,7 @@ from mesh.tools import (
     factorial,
     tool,
 )
-
-__version__ = "0.1.0"
+from mesh.version import __version__
 
 __all__ = [
     "AgentEvent",

@@ -13,7 +13,7 @@ import pytest
 # a copy, a string), freed at once, from 8 threads at a time as a server's threads do.
 PROBE = """
 import sys, threading
-from mesh.rpc.allocator import limit_retained_memory
+from mesh.host.allocator import limit_retained_memory
 
 def rss_mb():
     with open("/proc/self/status") as status:

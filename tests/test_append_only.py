@@ -12,8 +12,8 @@ import pytest
 
 from mesh.agents.events import ModelOutput, RunFinished, RunStarted
 from mesh.append_only import append_lines, read_records
+from mesh.host.audit import AuditLog, read_run
 from mesh.models import TokenUsage
-from mesh.telemetry.audit import AuditLog, read_run
 
 WRITERS = 4
 LINES_PER_WRITER = 400

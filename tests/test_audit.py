@@ -12,10 +12,10 @@ import grpc
 from mesh._proto import agent_pb2 as pb
 from mesh._proto import agent_pb2_grpc
 from mesh.agents.events import ModelOutput, RunStarted, ToolCallStarted
+from mesh.host.audit import AuditLog, read_run
 from mesh.launcher import MeshProcesses
 from mesh.models import ChatMessage, TokenUsage
 from mesh.project import load_mesh_config
-from mesh.telemetry.audit import AuditLog, read_run
 from mesh.telemetry.redact import redact, shape
 from tests.mesh_setup import SEED_TASK
 

@@ -21,7 +21,7 @@ from mesh import Cassette, ChatMessage, ModelResponse, ReplayServer, TokenUsage
 from mesh._proto import agent_pb2 as pb
 from mesh._proto import agent_pb2_grpc
 from mesh.append_only import read_records
-from mesh.telemetry.audit import read_run
+from mesh.host.audit import read_run
 from mesh.telemetry.trace_file import read_spans
 from tests.invariants import audit_problems
 from tests.mesh_setup import litellm_math_service

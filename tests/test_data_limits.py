@@ -23,10 +23,10 @@ from mesh.cli import main as mesh_main
 from mesh.config import load_config
 from mesh.data_limit import DEFAULT_DATA_LIMIT_MB
 from mesh.errors import ConfigError, ToolExecutionError
+from mesh.host.audit import read_run
 from mesh.launcher import MeshProcesses
 from mesh.project import load_mesh_config
 from mesh.rotating_file import RotatingFile
-from mesh.telemetry.audit import read_run
 from mesh.telemetry.trace_file import SpanRecord
 from mesh.telemetry.trace_view import list_traces
 from mesh.tools import MemoTool

@@ -18,9 +18,9 @@ import grpc
 
 from mesh._proto import agent_pb2 as pb
 from mesh._proto import agent_pb2_grpc
+from mesh.host.audit import read_run
 from mesh.launcher import MeshProcesses
 from mesh.project import load_mesh_config
-from mesh.telemetry.audit import read_run
 from tests.mesh_setup import SEED_SERVICES
 from tests.support import wait_until
 

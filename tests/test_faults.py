@@ -21,10 +21,10 @@ from mesh import Cassette, ChatMessage, ModelResponse, ReplayServer, TokenUsage
 from mesh._proto import agent_pb2 as pb
 from mesh._proto import agent_pb2_grpc
 from mesh.agents.events import RunFinished
+from mesh.host.audit import default_audit_dir, read_run
 from mesh.launcher import MeshProcesses
 from mesh.project import load_mesh_config
 from mesh.rpc.convert import event_from_proto
-from mesh.telemetry.audit import default_audit_dir, read_run
 from tests.invariants import stream_problems
 from tests.mesh_setup import (
     DOWN_TASK,

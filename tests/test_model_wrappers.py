@@ -10,9 +10,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from mesh import ChatMessage, CodeAgent, ModelResponse, TokenUsage
-from mesh.agents.context import RunContext, current_run
+from mesh.agents.context import RunContext
 from mesh.errors import DeadlineExceededError
 from mesh.models import CachingModel, RateLimitedModel
+from mesh.run_scope import current_scope
 from mesh.telemetry.spans import record_response
 from tests.support import code, scripted
 
@@ -46,12 +47,12 @@ def test_the_rate_limit_makes_callers_wait_for_a_slot() -> None:
 def test_the_rate_limit_never_waits_past_the_deadline() -> None:
     model = RateLimitedModel(scripted("a"), rpm=1)
     model.generate(ASK)
-    token = current_run.set(RunContext(agent="a", deadline=time.monotonic() + 1))
+    token = current_scope.set(RunContext(agent="a", deadline=time.monotonic() + 1))
     try:
         with pytest.raises(DeadlineExceededError, match="rate limit \\(1/min\\)"):
             model.generate(ASK)
     finally:
-        current_run.reset(token)
+        current_scope.reset(token)
 
 
 def test_the_cache_answers_repeated_requests() -> None:

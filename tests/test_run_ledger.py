@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mesh.errors import AlreadyExistsError, RunCancelledError
-from mesh.rpc.run_ledger import RunLedger, describe_error, task_sha256
+from mesh.host.run_ledger import RunLedger, describe_error, task_sha256
 
 
 def test_a_run_id_is_claimed_once_and_its_outcome_kept_across_reopening(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from mesh import CodeAgent, DuckDuckGoTool, MemoTool, PrimeTool, ToolCallingAgent, tool
 from mesh.agents import FinalAnswer, ModelOutput, RunStarted
-from mesh.agents.context import current_run
+from mesh.agents.context import active_run
 from mesh.errors import ConfigError
 from mesh.tools.web_search import SearchResult
 from tests.support import calls, code, scripted
@@ -133,7 +133,7 @@ def test_a_failing_specialist_becomes_an_observation(tmp_path: Path) -> None:
 @tool
 def wait_until_cancelled() -> bool:
     """Block like a long tool call until the surrounding run is cancelled (5 s at most)."""
-    run = current_run.get()
+    run = active_run()
     deadline = time.monotonic() + 5
     while run is not None and not run.cancelled and time.monotonic() < deadline:
         time.sleep(0.005)

@@ -20,7 +20,7 @@ from typing import Any, Literal, overload
 
 from mesh.agents.answer_schema import AnswerSchema
 from mesh.agents.budget import Budget
-from mesh.agents.context import EventSink, RunContext, current_run
+from mesh.agents.context import EventSink, RunContext, active_run
 from mesh.agents.events import (
     AgentEvent,
     FinalAnswer,
@@ -46,6 +46,7 @@ from mesh.errors import (
 )
 from mesh.models.base import ChatMessage, Model, ModelResponse, TokenUsage
 from mesh.models.cost import cost_usd
+from mesh.run_scope import current_scope
 from mesh.telemetry.spans import (
     agent_span,
     chat_span,
@@ -202,7 +203,7 @@ class MultiStepAgent(ABC):
         return result if return_full_result else result.output
 
     def _new_context(self, sink: EventSink | None) -> RunContext:
-        parent = current_run.get()
+        parent = active_run()
         child = RunContext(agent=self.name) if parent is None else parent.child(self.name)
         if sink is not None:
             child.sink = sink
@@ -249,7 +250,7 @@ class MultiStepAgent(ABC):
                 raise
 
     def _run_steps(self, ctx: RunContext, task: str, max_steps: int | None) -> RunResult:
-        token = current_run.set(ctx)
+        token = current_scope.set(ctx)
         started = time.monotonic()
         state = RunState(ctx=ctx, memory=AgentMemory(system_prompt="", task=task))
         self.memory = state.memory
@@ -270,7 +271,7 @@ class MultiStepAgent(ABC):
         finally:
             self._close_run(state)
             by_agent = self._finish(state, time.monotonic() - started, error)
-            current_run.reset(token)
+            current_scope.reset(token)
         return RunResult(
             output=output,
             state=end_state,

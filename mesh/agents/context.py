@@ -23,15 +23,18 @@ from mesh.agents.budget import Budget
 from mesh.agents.events import AgentEvent
 from mesh.agents.usage import AgentUsage, merge_usage
 from mesh.errors import DeadlineExceededError, RunCancelledError
+from mesh.run_scope import current_scope
 
-__all__ = ["RunContext", "current_run", "sharing_budget"]
+__all__ = ["RunContext", "active_run", "sharing_budget"]
 
 EventSink = Callable[[AgentEvent], None]
 E = TypeVar("E", bound=AgentEvent)
 
-current_run: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar(
-    "mesh_current_run", default=None
-)
+
+def active_run() -> RunContext | None:
+    """The agent run this code runs in, if any (``run_scope.current_scope``, as agents know it)."""
+    scope = current_scope.get()
+    return scope if isinstance(scope, RunContext) else None
 
 
 _budget_shares: contextvars.ContextVar[tuple[RunContext, int] | None] = contextvars.ContextVar(

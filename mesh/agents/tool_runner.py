@@ -13,11 +13,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from mesh.agents.context import RunContext, current_run
+from mesh.agents.context import RunContext
 from mesh.agents.events import ToolCallFinished, ToolCallStarted
 from mesh.agents.fan_out import ParallelCallsTool
 from mesh.agents.memory import ActionStep, ToolCallRecord
 from mesh.errors import MeshError, RunCancelledError, ToolNotFoundError
+from mesh.run_scope import current_scope
 from mesh.telemetry.spans import record_error, tool_span
 from mesh.text import clip
 from mesh.tools.base import Tool
@@ -152,9 +153,9 @@ def call_directly(
     """One call from outside any agent step (``CallTool`` over RPC), the way a step makes
     it: validated, in its span, reported to ``ctx``'s sink (so audited), and under
     ``ctx``'s deadline and cancellation, which the tool sees as the current run."""
-    token = current_run.set(ctx)
+    token = current_scope.set(ctx)
     try:
         step = ActionStep(step_number=0, start_time=time.time())
         return ToolRunner(ctx, step, toolbox).invoke(f"call_{ctx.run_id}", name, kwargs=arguments)
     finally:
-        current_run.reset(token)
+        current_scope.reset(token)

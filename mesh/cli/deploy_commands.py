@@ -13,10 +13,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from mesh import __version__
 from mesh.config import load_config
 from mesh.deploy import dns_label, render_manifests, setup_notes, to_yaml, write_manifests
 from mesh.errors import ConfigError
+from mesh.version import __version__
 
 __all__ = ["DEFAULT_IMAGE", "add_manifests_command", "manifests"]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from mesh.agents import CodeAgent, ToolCallingAgent
 from mesh.agents.base import MultiStepAgent
 from mesh.agents.events import FinalAnswer
-from mesh.console import EventPrinter, say
+from mesh.cli.console import EventPrinter, say
 from mesh.errors import ConfigError
 from mesh.models import DEFAULT_MODEL_ID, Cassette, LiteLLMModel, Model, RecordingModel, ReplayModel
 from mesh.models.litellm_model import has_provider_key, provider_key_name

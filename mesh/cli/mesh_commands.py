@@ -18,15 +18,16 @@ import grpc
 from mesh._proto import agent_pb2 as pb
 from mesh._proto import agent_pb2_grpc
 from mesh.agents.events import FinalAnswer
+from mesh.cli.console import EventPrinter, say
 from mesh.cli.record import recorder
 from mesh.cli.supervise import supervise
 from mesh.config import MeshConfig
-from mesh.console import EventPrinter, say
 from mesh.errors import AgentUnavailableError, ConfigError, MeshError, NotFoundError
+from mesh.host.allocator import limit_retained_memory
+from mesh.host.audit import default_audit_dir, read_run
 from mesh.launcher import READY_PREFIX, MeshProcesses, wait_healthy
 from mesh.models import Cassette
 from mesh.project import CONFIG_NAME, build_agent, load_mesh_config, replays
-from mesh.rpc.allocator import limit_retained_memory
 from mesh.rpc.convert import event_from_proto
 from mesh.rpc.dev_credentials import (
     DEFAULT_CALLERS,
@@ -39,7 +40,6 @@ from mesh.rpc.security import open_channel
 from mesh.rpc.serving import serve as serve_agent
 from mesh.rpc.status import error_from_rpc
 from mesh.telemetry import default_trace_dir
-from mesh.telemetry.audit import default_audit_dir, read_run
 from mesh.telemetry.trace_file import iter_spans
 from mesh.telemetry.trace_view import list_traces, render_tree
 

@@ -18,7 +18,7 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path, PurePosixPath
 
-from mesh.console import say
+from mesh.cli.console import say
 from mesh.errors import ConfigError
 
 __all__ = ["add_new_command", "new_project", "template_files"]

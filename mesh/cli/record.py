@@ -17,8 +17,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from mesh.cli.console import say
 from mesh.config import MeshConfig
-from mesh.console import say
 from mesh.errors import ConfigError
 from mesh.launcher import MeshProcesses
 from mesh.models import Cassette, RecordingModel

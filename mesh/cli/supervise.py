@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from mesh.console import say
+from mesh.cli.console import say
 from mesh.errors import AgentUnavailableError
 from mesh.launcher import MeshProcesses
 from mesh.models import RetryPolicy

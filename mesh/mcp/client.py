@@ -6,7 +6,7 @@ agent thread is a coroutine submitted to it (``Connection`` holds the
 session there). Many threads may call at once: the session multiplexes.
 
 A call is bounded by the smaller of ``call_timeout_s`` and what the current
-run has left (``current_run``), and cancelling the run cancels the call (the
+run has left (``run_scope.current_scope``), and cancelling the run cancels the call (the
 server is sent ``notifications/cancelled``). Every failure comes back as a
 ``ToolExecutionError`` the model can read; nothing here ends a run.
 
@@ -32,13 +32,13 @@ from collections.abc import Coroutine, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from mesh.agents.context import current_run
 from mesh.errors import ConfigError, ToolExecutionError
 from mesh.mcp.logs import describe, quiet_sdk_tracebacks
 from mesh.mcp.params import MCPServerParameters
 from mesh.mcp.schema import canonical
 from mesh.mcp.tool import MCPTool, build_tools
 from mesh.models.litellm_model import RetryPolicy
+from mesh.run_scope import current_scope
 from mesh.text import clip
 from mesh.tools.base import Tool
 
@@ -126,7 +126,7 @@ class MCPClient:
         from mesh.mcp.results import result_value
 
         where = f"mcp server {self.params.name}: tool {clip(tool_name, 80)}"
-        run = current_run.get()
+        run = current_scope.get()
         limit = (
             self.params.call_timeout_s
             if timeout_s is None

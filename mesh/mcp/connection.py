@@ -39,11 +39,11 @@ from mcp.shared.exceptions import MCPError
 from mcp.shared.message import SessionMessage
 from pydantic import ValidationError
 
-from mesh import __version__
 from mesh.errors import ConfigError
 from mesh.mcp.logs import StderrPump, describe
 from mesh.mcp.params import MCPServerParameters, http_headers, server_environment
 from mesh.text import clip
+from mesh.version import __version__
 
 __all__ = ["CallCancelled", "Connection", "ConnectionLost", "StartFailed"]
 

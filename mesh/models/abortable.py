@@ -18,6 +18,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from mesh.errors import DeadlineExceededError
+from mesh.run_scope import current_scope
 
 __all__ = ["pause", "run_abortable"]
 
@@ -34,10 +35,8 @@ def run_abortable(request: Coroutine[Any, Any, T]) -> T:
     run's ``RunCancelledError`` or ``DeadlineExceededError``, and the request
     is closed, not left to finish. Outside a run it simply waits.
     """
-    from mesh.agents.context import current_run  # late: the agents package imports models
-
     future = asyncio.run_coroutine_threadsafe(request, _model_loop())
-    run = current_run.get()
+    run = current_scope.get()
     if run is None:
         return future.result()
     forget = run.on_cancel(future.cancel)
@@ -58,9 +57,7 @@ def run_abortable(request: Coroutine[Any, Any, T]) -> T:
 
 def pause(seconds: float) -> None:
     """Sleep, as a model waits (a backoff, a replayed latency); a cancelled run stops at once."""
-    from mesh.agents.context import current_run
-
-    run = current_run.get()
+    run = current_scope.get()
     if run is None:
         time.sleep(seconds)
     else:

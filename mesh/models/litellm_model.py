@@ -22,6 +22,7 @@ from mesh.errors import DeadlineExceededError, MeshError, ModelCallError, ModelO
 from mesh.models.abortable import pause, run_abortable
 from mesh.models.base import ChatMessage, ModelResponse, TokenUsage, ToolCall
 from mesh.models.openai_format import to_openai_message
+from mesh.run_scope import current_scope
 from mesh.text import clip
 
 if TYPE_CHECKING:
@@ -195,9 +196,7 @@ class LiteLLMModel:
 
 def _run_time_left() -> float | None:
     """Seconds left to the current run's deadline (None outside a run, or with no deadline)."""
-    from mesh.agents.context import current_run  # late: the agents package imports models
-
-    run = current_run.get()
+    run = current_scope.get()
     if run is None:
         return None
     run.raise_if_cancelled()

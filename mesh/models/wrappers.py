@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from mesh.errors import ConfigError, DeadlineExceededError
 from mesh.models.base import ChatMessage, Model, ModelResponse
+from mesh.run_scope import current_scope
 
 if TYPE_CHECKING:
     from mesh.tools.base import Tool
@@ -59,9 +60,7 @@ class RateLimitedModel:
         return self.model.generate(messages, tools=tools, stop=stop)
 
     def _acquire(self) -> None:
-        from mesh.agents.context import current_run
-
-        run = current_run.get()
+        run = current_scope.get()
         while True:
             with self._lock:
                 now = self._clock()

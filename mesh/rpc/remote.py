@@ -24,7 +24,7 @@ from opentelemetry.trace import SpanKind
 
 from mesh._proto import agent_pb2 as pb
 from mesh._proto import agent_pb2_grpc
-from mesh.agents.context import RunContext, current_run
+from mesh.agents.context import RunContext, active_run
 from mesh.agents.events import FinalAnswer, RunFinished
 from mesh.agents.unfinished import Unfinished
 from mesh.errors import (
@@ -85,7 +85,7 @@ class RemoteAgent:
 
     def run(self, task: str) -> Any:
         """Run ``task`` remotely and return the final answer (see the module docstring)."""
-        parent = current_run.get()
+        parent = active_run()
         for attempt in range(self.retries + 1):
             started = False
             try:

@@ -19,12 +19,12 @@ from opentelemetry import propagate
 
 from mesh._proto import agent_pb2 as pb
 from mesh._proto import agent_pb2_grpc
-from mesh.agents.context import current_run
 from mesh.errors import InvalidRequestError, NotFoundError, ToolDefinitionError, ToolExecutionError
 from mesh.rpc.convert import from_json, to_json, tool_spec_from_proto
 from mesh.rpc.remote import channel_target
 from mesh.rpc.security import MeshSecurity, open_channel
 from mesh.rpc.status import error_from_rpc
+from mesh.run_scope import current_scope
 from mesh.tools.base import Tool
 
 __all__ = ["RemoteTool", "fetch_remote_tools"]
@@ -59,7 +59,7 @@ class RemoteTool(Tool):
                 "output_type": self.output_type}  # fmt: skip
 
     def forward(self, **arguments: Any) -> Any:
-        run = current_run.get()
+        run = current_scope.get()
         remaining = run.remaining() if run is not None else None
         timeout = self.timeout_s if remaining is None else max(0.0, min(remaining, self.timeout_s))
         carrier: dict[str, str] = {}

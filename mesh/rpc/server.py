@@ -24,13 +24,13 @@ from grpc_reflection.v1alpha import reflection
 from mesh._proto import agent_pb2
 from mesh.agents.base import MultiStepAgent
 from mesh.errors import ConfigError
+from mesh.host.audit import AuditLog
+from mesh.host.run_ledger import RunLedger
 from mesh.rpc.handlers import add_agent_service
-from mesh.rpc.run_ledger import RunLedger
 from mesh.rpc.security import MESSAGE_SIZE_OPTIONS, MeshSecurity, TokenAuthInterceptor
 from mesh.rpc.server_spans import ServerSpans
 from mesh.rpc.servicer import AgentServicer
 from mesh.rpc.tool_admin import ToolAdmin
-from mesh.telemetry.audit import AuditLog
 
 __all__ = ["SERVICE_NAME", "serve"]
 

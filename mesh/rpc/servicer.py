@@ -27,6 +27,9 @@ from mesh.agents.context import RunContext
 from mesh.agents.events import AgentEvent
 from mesh.agents.tool_runner import call_directly
 from mesh.errors import InvalidRequestError, NotFoundError, PermissionDeniedError
+from mesh.host.audit import AuditLog
+from mesh.host.run_ledger import RunLedger, describe_error
+from mesh.host.runs import ActiveRuns
 from mesh.rpc.convert import (
     agent_usage_to_proto,
     answer_text,
@@ -40,12 +43,9 @@ from mesh.rpc.convert import (
     usage_to_proto,
 )
 from mesh.rpc.identifiers import check_identifier
-from mesh.rpc.run_ledger import RunLedger, describe_error
-from mesh.rpc.runs import ActiveRuns
 from mesh.rpc.security import MeshSecurity
 from mesh.rpc.status import translate_errors
 from mesh.rpc.tool_admin import ToolAdmin
-from mesh.telemetry.audit import AuditLog
 from mesh.text import clip
 from mesh.tools.final_answer import FINAL_ANSWER
 

@@ -37,14 +37,14 @@ from collections.abc import Callable
 
 from mesh.agents.base import MultiStepAgent
 from mesh.data_limit import DataLimit
-from mesh.rpc.allocator import limit_retained_memory
+from mesh.host.allocator import limit_retained_memory
+from mesh.host.audit import AuditLog
+from mesh.host.run_ledger import RunLedger, default_run_ledger_path
 from mesh.rpc.definition_log import record_definition
-from mesh.rpc.run_ledger import RunLedger, default_run_ledger_path
 from mesh.rpc.security import MeshSecurity
 from mesh.rpc.server import serve as serve_async
 from mesh.rpc.tool_admin import ToolAdmin, ToolChangeLog, default_tool_log_dir
 from mesh.telemetry import setup_tracing
-from mesh.telemetry.audit import AuditLog
 
 __all__ = ["serve"]
 

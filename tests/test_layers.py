@@ -1,0 +1,90 @@
+"""The layers of ``mesh`` read top to bottom: no module imports from a layer above its own.
+
+Every import in the package counts, at the top of a module or inside a
+function (a late import is still a dependency). ``from mesh import X`` counts
+as the module ``mesh.X`` when there is one, else as the public API (the top).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import mesh
+
+PACKAGE = Path(mesh.__file__).parent
+
+LAYERS: list[set[str]] = [
+    # Foundations: no knowledge of agents, models or the wire.
+    {"errors", "text", "paths", "untrusted_json", "append_only", "rotating_file",
+     "sqlite_usage", "data_limit", "references", "config_fields", "run_scope", "data", "version"},
+    {"tools", "sandbox"},
+    {"models"},
+    {"telemetry", "mcp"},
+    {"agents"},
+    {"host"},  # what a process serving an agent keeps: runs, ledger, audit
+    {"rpc", "_proto"},
+    {"config", "project", "deploy", "launcher"},  # a whole project: agents, models, auth
+    {"cli", "__main__", "__init__", "templates"},
+]  # fmt: skip
+GENERATED = "_proto"
+PROTO_PENDING = {"mesh.cli.mesh_commands", "mesh.cli.tool_commands"}
+"""Still on generated code, until the CLI uses the typed client (issue 17); must only shrink."""
+
+
+def layer_of(unit: str) -> int:
+    return next(n for n, units in enumerate(LAYERS) if unit in units)
+
+
+def unit_of(module: str) -> str:
+    """``mesh.agents.base`` -> ``agents``; ``mesh`` itself -> ``__init__`` (the public API)."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def imported_modules(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module == "mesh":
+                found |= {f"mesh.{a.name}" if _is_module(a.name) else "mesh" for a in node.names}
+            else:
+                found.add(node.module)
+    return {name for name in found if name == "mesh" or name.startswith("mesh.")}
+
+
+def _is_module(name: str) -> bool:
+    return (PACKAGE / f"{name}.py").exists() or (PACKAGE / name / "__init__.py").exists()
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for path in PACKAGE.rglob("*.py"):
+        relative = path.relative_to(PACKAGE.parent).with_suffix("")
+        name = ".".join(relative.parts).removesuffix(".__init__")
+        found[name] = path
+    return found
+
+
+def test_no_module_imports_from_a_layer_above() -> None:
+    upward = []
+    for name, path in modules().items():
+        own = layer_of(unit_of(name) if name != "mesh" else "__init__")
+        for imported in imported_modules(path):
+            if layer_of(unit_of(imported)) > own:
+                upward.append(f"{name} -> {imported}")
+    assert upward == []
+
+
+def test_only_the_rpc_layer_imports_generated_code() -> None:
+    outside = {name for name, path in modules().items()
+               if unit_of(name) not in ("rpc", GENERATED)
+               and any(unit_of(i) == GENERATED for i in imported_modules(path))}  # fmt: skip
+    assert outside == PROTO_PENDING
+
+
+def test_every_unit_has_a_layer() -> None:
+    units = {unit_of(name) for name in modules() if name != "mesh"}
+    assert units <= set().union(*LAYERS), units - set().union(*LAYERS)
