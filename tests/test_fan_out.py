@@ -12,7 +12,7 @@ import pytest
 
 from mesh import CodeAgent, ToolCallingAgent, tool
 from mesh.agents.budget import Budget
-from mesh.agents.context import RunContext, current_run
+from mesh.agents.context import RunContext, active_run
 from mesh.agents.events import RunFinished, ToolCallFinished
 from mesh.errors import ConfigError, ModelOutputError, RunCancelledError
 from mesh.project import load_mesh_config
@@ -104,7 +104,7 @@ def test_cancelling_the_run_cancels_every_call_in_flight() -> None:
         Args:
             i: Which call this is.
         """
-        run = current_run.get()
+        run = active_run()
         assert run is not None
         entered.wait()
         deadline = time.monotonic() + 10

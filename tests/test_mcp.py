@@ -21,11 +21,12 @@ import pytest
 import mesh.mcp
 from mesh import ToolCallingAgent
 from mesh.agents import ToolCallFinished
-from mesh.agents.context import RunContext, current_run
+from mesh.agents.context import RunContext
 from mesh.errors import ConfigError, ToolArgumentError, ToolExecutionError
 from mesh.mcp import MCPClient, MCPServerParameters, MCPTool, mcp_servers_from_config, mcp_tools
 from mesh.mcp.params import http_headers
 from mesh.mcp.schema import convert_input_schema
+from mesh.run_scope import current_scope
 from mesh.tools.base import Tool
 from tests.support import alive, calls, scripted, wait_until
 
@@ -371,14 +372,14 @@ def test_a_call_is_bounded_by_the_run_deadline(
     server: tuple[MCPClient, dict[str, Tool], Path],
 ) -> None:
     client, tools, _ = server
-    token = current_run.set(RunContext(agent="t", deadline=time.monotonic() + 0.3))
+    token = current_scope.set(RunContext(agent="t", deadline=time.monotonic() + 0.3))
     try:
         started = time.monotonic()
         with pytest.raises(ToolExecutionError, match=r"no answer before the run's deadline"):
             tools["slow"](seconds=30, tag="deadline")
         assert time.monotonic() - started < 3
     finally:
-        current_run.reset(token)
+        current_scope.reset(token)
     with pytest.raises(ToolExecutionError, match=r"tool slow: no answer within 0.2 s"):
         client.call("slow", {"seconds": 30, "tag": "timeout"}, timeout_s=0.2)
     assert tools["echo"](text="still fine") == "still fine"
@@ -392,7 +393,7 @@ def test_cancelling_the_run_cancels_the_call(
     outcome: list[BaseException] = []
 
     def call() -> None:
-        current_run.set(run)
+        current_scope.set(run)
         try:
             tools["slow"](seconds=30, tag="cancel")
         except ToolExecutionError as err:
