@@ -27,6 +27,7 @@ them without parsing messages::
         ├── NotFoundError            no such agent, tool or run
         ├── AlreadyExistsError       e.g. adding a tool that exists, without replace
         ├── PermissionDeniedError    the caller may not do that
+        │   └── UnauthenticatedError no valid credentials
         ├── BusyError                the agent is at its limit of concurrent runs
         ├── AgentUnavailableError    the agent cannot be reached (retryable)
         └── RemoteAgentError         the remote agent failed otherwise
@@ -64,6 +65,8 @@ __all__ = [
     "ToolError",
     "ToolExecutionError",
     "ToolNotFoundError",
+    "UnauthenticatedError",
+    "error_class",
 ]
 
 
@@ -164,6 +167,10 @@ class PermissionDeniedError(MeshRequestError):
     code = "permission_denied"
 
 
+class UnauthenticatedError(PermissionDeniedError):
+    code = "unauthenticated"
+
+
 class BusyError(MeshRequestError):
     code = "busy"
     retryable = True
@@ -176,3 +183,15 @@ class AgentUnavailableError(MeshRequestError):
 
 class RemoteAgentError(MeshRequestError):
     code = "remote_agent_error"
+
+
+def error_class(code: str) -> type[MeshError] | None:
+    """The error class whose ``code`` this is (None if none is): how a client rebuilds the
+    error a server raised from the reason it sent."""
+    pending: list[type[MeshError]] = [MeshError]
+    while pending:
+        kind = pending.pop()
+        if kind.code == code:
+            return kind
+        pending.extend(kind.__subclasses__())
+    return None

@@ -17,10 +17,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from mesh._proto import agent_pb2 as pb
 from mesh._proto import agent_pb2_grpc
 from mesh.config import load_config
-from mesh.errors import ConfigError
+from mesh.errors import ConfigError, PermissionDeniedError, UnauthenticatedError
 from mesh.launcher import MeshProcesses
 from mesh.project import BUILTIN_TOOLS, load_mesh_config
 from mesh.rpc.dev_credentials import write_dev_credentials
+from mesh.rpc.status import error_from_rpc
 from mesh.sandbox.nsjail import JAIL_ENV
 from tests.mesh_setup import SEED_SERVICES, SEED_TASK, cassette_lines
 from tests.support import code
@@ -151,6 +152,11 @@ def test_callers_without_a_token_or_the_right_are_refused(
         result = getattr(stub, method)(requests[method], timeout=10, metadata=metadata)
         list(result) if method == "RunStream" else None
     assert err.value.code() == code and message in err.value.details()
+    # The reason travels declared, in the rich status, and the client raises the same class.
+    rebuilt = error_from_rpc(err.value, "math_specialist")
+    expected = UnauthenticatedError if code == grpc.StatusCode.UNAUTHENTICATED else None
+    assert type(rebuilt) is (expected or PermissionDeniedError)
+    assert rebuilt.code == code.name.lower() and not rebuilt.retryable
 
 
 def test_allowed_methods_and_health_probes_work(secure_mesh: Any, secure_dir: Path) -> None:

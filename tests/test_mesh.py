@@ -25,12 +25,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
+from grpc_status import rpc_status
 
 from mesh import MemoTool
 from mesh._proto import agent_pb2 as pb
 from mesh._proto import agent_pb2_grpc
+from mesh.errors import NotFoundError
 from mesh.launcher import MeshProcesses
 from mesh.project import load_mesh_config
+from mesh.rpc.status import error_from_rpc
 from tests.mesh_setup import DOWN_TASK, ROOT, SEED_TASK, SLOW_TASK, SPIN_TASK
 from tests.support import alive, busy_jails, descendants, wait_until
 
@@ -139,6 +142,18 @@ def test_unknown_things_are_not_found(
         getattr(stub(mesh, "math_specialist"), method)(request_, timeout=5)
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
     assert message in err.value.details()
+
+
+def test_an_error_carries_its_reason_and_retryable_flag_declared(mesh: MeshProcesses) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        stub(mesh, "math_specialist").CallTool(pb.CallToolRequest(name="nope"), timeout=5)
+    status = rpc_status.from_call(err.value)  # what a client in any language reads
+    assert status is not None and len(status.details) == 1
+    detail = pb.ErrorDetail()
+    assert status.details[0].Unpack(detail)
+    assert (detail.reason, detail.retryable) == ("not_found", False)
+    rebuilt = error_from_rpc(err.value, "math_specialist")
+    assert type(rebuilt) is NotFoundError and rebuilt.code == "not_found"
 
 
 @pytest.mark.parametrize(

@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from mesh.errors import ConfigError
+from mesh.errors import ConfigError, MeshError, PermissionDeniedError, UnauthenticatedError
+from mesh.rpc.status import abort_for
 
 __all__ = ["ADMIN_METHODS", "MeshSecurity", "TokenAuthInterceptor", "open_channel"]
 
@@ -164,20 +165,20 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
             return handler
         caller = self.security.caller(details.invocation_metadata)
         if caller is None:
-            return _refusal(handler, grpc.StatusCode.UNAUTHENTICATED,
-                            "a valid bearer token is required")  # fmt: skip
+            return _refusal(handler, UnauthenticatedError("a valid bearer token is required"))
         if not self.security.may_call(caller, method.rsplit("/", 1)[-1]):
-            return _refusal(handler, grpc.StatusCode.PERMISSION_DENIED,
-                            f"{caller} may not call {method}")  # fmt: skip
+            return _refusal(handler, PermissionDeniedError(f"{caller} may not call {method}"))
         return handler
 
 
-def _refusal(handler: Handler, code: grpc.StatusCode, message: str) -> Handler:
+def _refusal(handler: Handler, error: MeshError) -> Handler:
+    """A handler that refuses the call with ``error`` (its status, message and detail)."""
+
     async def abort(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await context.abort(code, message)
+        await abort_for(context, error)
 
     async def abort_stream(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await context.abort(code, message)
+        await abort_for(context, error)
         yield  # pragma: no cover - makes this an async generator
 
     if handler.unary_stream is not None:

@@ -1,9 +1,9 @@
 """Errors <-> gRPC status codes, in one place.
 
 Servers: ``@translate_errors`` on every servicer method turns a ``MeshError``
-into its status code with the error's message, plus trailing metadata
-``mesh-error-code`` and ``mesh-retryable`` for clients that want the precise
-kind. Anything unexpected becomes INTERNAL with a generic message and a
+into its status code with the error's message, plus an ``ErrorDetail``
+(reason, retryable, metadata) in the rich status for clients that want the
+precise kind. Anything unexpected becomes INTERNAL with a generic message and a
 reference; the traceback goes to the server log, never to the client. A call
 that is over (its client went away, its deadline passed, the server stopped)
 ends quietly: nobody is left to tell, and nothing about it is a bug.
@@ -23,12 +23,16 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf import any_pb2
+from google.rpc import status_pb2
+from grpc_status import rpc_status
 
 from mesh import errors as e
+from mesh._proto import agent_pb2 as pb
 from mesh.rpc.handlers import MalformedRequest
 from mesh.text import clip
 
-__all__ = ["error_from_rpc", "status_for", "translate_errors"]
+__all__ = ["abort_for", "error_from_rpc", "status_for", "translate_errors"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +43,7 @@ _STATUS: list[tuple[type[e.MeshError], grpc.StatusCode]] = [
     (e.NotFoundError, grpc.StatusCode.NOT_FOUND),
     (e.ToolNotFoundError, grpc.StatusCode.NOT_FOUND),
     (e.AlreadyExistsError, grpc.StatusCode.ALREADY_EXISTS),
+    (e.UnauthenticatedError, grpc.StatusCode.UNAUTHENTICATED),
     (e.PermissionDeniedError, grpc.StatusCode.PERMISSION_DENIED),
     (e.DeadlineExceededError, grpc.StatusCode.DEADLINE_EXCEEDED),
     (e.RunCancelledError, grpc.StatusCode.CANCELLED),
@@ -57,7 +62,7 @@ _ERRORS: dict[grpc.StatusCode, type[e.MeshError]] = {
     grpc.StatusCode.NOT_FOUND: e.NotFoundError,
     grpc.StatusCode.ALREADY_EXISTS: e.AlreadyExistsError,
     grpc.StatusCode.PERMISSION_DENIED: e.PermissionDeniedError,
-    grpc.StatusCode.UNAUTHENTICATED: e.PermissionDeniedError,
+    grpc.StatusCode.UNAUTHENTICATED: e.UnauthenticatedError,
     grpc.StatusCode.DEADLINE_EXCEEDED: e.DeadlineExceededError,
     grpc.StatusCode.CANCELLED: e.RunCancelledError,
     grpc.StatusCode.RESOURCE_EXHAUSTED: e.BusyError,
@@ -72,26 +77,38 @@ _NOT_OURS = (asyncio.CancelledError, GeneratorExit, grpc.aio.AbortError)
 """How a call ends that is not an error to report: cancelled, closed, already aborted."""
 
 
-def status_for(err: BaseException) -> tuple[grpc.StatusCode, str]:
+def status_for(err: BaseException) -> tuple[grpc.StatusCode, str, pb.ErrorDetail]:
+    """The status code, message and detail a caller gets for ``err``."""
     if isinstance(err, e.MeshError):
         code = next(status for kind, status in _STATUS if isinstance(err, kind))
         if isinstance(err, e.ModelCallError) and not err.retryable:
             code = grpc.StatusCode.FAILED_PRECONDITION
-        return code, clip(err.message, MAX_STATUS_MESSAGE_CHARS)
+        detail = pb.ErrorDetail(reason=err.code, retryable=err.retryable)
+        return code, clip(err.message, MAX_STATUS_MESSAGE_CHARS), detail
     reference = uuid.uuid4().hex[:12]
     log.error("internal error (ref %s)", reference, exc_info=err)
-    return grpc.StatusCode.INTERNAL, f"internal error (ref {reference}; see the server log)"
+    detail = pb.ErrorDetail(reason="internal", metadata={"reference": reference})
+    return grpc.StatusCode.INTERNAL, f"internal error (ref {reference}; see the server log)", detail
 
 
-async def _abort(context: grpc.aio.ServicerContext[Any, Any], err: BaseException) -> None:
-    code, message = status_for(err)
-    if isinstance(err, e.MeshError):
-        context.set_trailing_metadata((
-            ("mesh-error-code", err.code),
-            ("mesh-retryable", "true" if err.retryable else "false"),
-        ))  # fmt: skip
+async def abort_for(context: grpc.aio.ServicerContext[Any, Any], err: BaseException) -> None:
+    """End the call as ``err`` deserves: its status code, message and ``ErrorDetail``."""
+    await _abort_with(context, *status_for(err))
+
+
+async def _abort_with(
+    context: grpc.aio.ServicerContext[Any, Any],
+    code: grpc.StatusCode,
+    message: str,
+    detail: pb.ErrorDetail,
+) -> None:
+    packed = any_pb2.Any()
+    packed.Pack(detail)
+    status = rpc_status.to_status(
+        status_pb2.Status(code=code.value[0], message=message, details=[packed])
+    )
     with _unless_over():
-        await context.abort(code, message)
+        await context.abort(status.code, status.details, status.trailing_metadata)
 
 
 async def _write(context: grpc.aio.ServicerContext[Any, Any], item: Any) -> None:
@@ -135,7 +152,7 @@ def translate_errors(method: F) -> F:
             except _NOT_OURS:
                 raise
             except BaseException as err:
-                await _abort(context, err)
+                await abort_for(context, err)
 
         return stream  # type: ignore[return-value]
 
@@ -147,7 +164,7 @@ def translate_errors(method: F) -> F:
         except _NOT_OURS:
             raise
         except BaseException as err:
-            await _abort(context, err)
+            await abort_for(context, err)
 
     return unary  # type: ignore[return-value]
 
@@ -160,16 +177,29 @@ def _refuse_malformed(request: Any) -> None:
 
 
 def error_from_rpc(err: grpc.RpcError, who: str) -> e.MeshError:
-    """A ``MeshError`` for a failed call to ``who``, keeping the server's message."""
+    """The ``MeshError`` the server raised (same class, message, retryable flag) for a
+    failed call to ``who``; from the status code alone when it sent no detail (a call that
+    never reached a mesh service)."""
     code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
-    details = err.details() if hasattr(err, "details") else str(err)
-    metadata = err.trailing_metadata() if hasattr(err, "trailing_metadata") else None
-    trailing: dict[str, Any] = {item.key: item.value for item in metadata or ()}
-    kind = _ERRORS.get(code, e.RemoteAgentError)
-    error = kind(f"{who}: {code.name}: {details}")
-    if "mesh-retryable" in trailing:
-        error.retryable = trailing["mesh-retryable"] == "true"
-    remote_code = trailing.get("mesh-error-code")
-    if isinstance(remote_code, str):
-        error.code = remote_code
+    message = err.details() if hasattr(err, "details") else str(err)
+    detail = _detail(err)
+    if detail is None:
+        return _ERRORS.get(code, e.RemoteAgentError)(f"{who}: {code.name}: {message}")
+    kind = e.error_class(detail.reason) or _ERRORS.get(code, e.RemoteAgentError)
+    error = kind(f"{who}: {code.name}: {message}", retryable=detail.retryable)
+    error.code = detail.reason or error.code
     return error
+
+
+def _detail(err: grpc.RpcError) -> pb.ErrorDetail | None:
+    """The ErrorDetail in the call's rich status, if it carries one."""
+    try:
+        status = rpc_status.from_call(err) if isinstance(err, grpc.Call) else None
+    except ValueError:  # a status that contradicts the call's own: not to be trusted
+        return None
+    details: list[any_pb2.Any] = list(status.details) if status is not None else []
+    for packed in details:
+        detail = pb.ErrorDetail()
+        if packed.Unpack(detail):
+            return detail
+    return None
