@@ -1,4 +1,4 @@
-"""A misbehaving mesh.v1.AgentService, run as its own process by the fault tests.
+"""A misbehaving smolmesh.v1.AgentService, run as its own process by the fault tests.
 
     python -m tests.fault_server MODE CALLS_FILE
 
@@ -45,7 +45,7 @@ async def main(mode: str, calls: Path) -> None:
             note("end")
 
     handler = grpc.method_handlers_generic_handler(
-        "mesh.v1.AgentService", {"RunStream": grpc.unary_stream_rpc_method_handler(run_stream)}
+        "smolmesh.v1.AgentService", {"RunStream": grpc.unary_stream_rpc_method_handler(run_stream)}
     )
     server = grpc.aio.server()
     server.add_generic_rpc_handlers((handler,))

@@ -136,7 +136,7 @@ def test_the_seed_scenario_runs_over_mutual_tls_with_tokens(
         ((("authorization", TOKENS["ops"]),), "Describe",
          grpc.StatusCode.UNAUTHENTICATED, "a valid bearer token is required"),  # no scheme
         (bearer("ops"), "Run", grpc.StatusCode.PERMISSION_DENIED,
-         "ops may not call /mesh.v1.AgentService/Run"),
+         "ops may not call /smolmesh.v1.AgentService/Run"),
         (bearer("ops"), "RunStream", grpc.StatusCode.PERMISSION_DENIED, "ops may not call"),
     ],
 )  # fmt: skip

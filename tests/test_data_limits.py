@@ -62,7 +62,7 @@ def test_a_hammered_service_keeps_its_data_within_its_limit(
                          timeout=30)  # fmt: skip
             except grpc.RpcError as err:  # a task the replayed model does not know
                 assert err.code() != grpc.StatusCode.INTERNAL, err.details()
-            raw = channel.unary_unary("/mesh.v1.AgentService/Run")
+            raw = channel.unary_unary("/smolmesh.v1.AgentService/Run")
             with pytest.raises(grpc.RpcError):
                 raw(b"\xff\xfe garbage " * 100, timeout=30)
 

@@ -258,17 +258,17 @@ def test_random_bytes_are_invalid_arguments_or_ignored_unknown_fields(
 
 
 def test_oversized_and_malformed_messages_are_refused(math_service: Any) -> None:
-    raw_call = math_service.unary_unary("/mesh.v1.AgentService/CallTool")  # bytes in, bytes out
+    raw_call = math_service.unary_unary("/smolmesh.v1.AgentService/CallTool")  # bytes in, bytes out
     with pytest.raises(grpc.RpcError) as err:
         raw_call(b"\xff\xff\xff garbage that is not a protobuf", timeout=10)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "not a valid mesh.v1.CallToolRequest" in (err.value.details() or "")
+    assert "not a valid smolmesh.v1.CallToolRequest" in (err.value.details() or "")
     with pytest.raises(grpc.RpcError) as err:
         raw_call(pb.CallToolRequest(name="factorial", arguments_json="x" * (9 * 1024 * 1024))
                  .SerializeToString(), timeout=10)  # fmt: skip
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     # ...and the service still serves.
-    ok = math_service.unary_unary("/mesh.v1.AgentService/CallTool",
+    ok = math_service.unary_unary("/smolmesh.v1.AgentService/CallTool",
                                   request_serializer=pb.CallToolRequest.SerializeToString,
                                   response_deserializer=pb.CallToolResponse.FromString)(
         pb.CallToolRequest(name="factorial", arguments_json='{"n": 4}'), timeout=10)  # fmt: skip

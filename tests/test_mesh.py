@@ -111,10 +111,10 @@ def test_cards_tools_health_and_reflection(mesh: MeshProcesses) -> None:
     address = mesh.addresses["manager"][0]
     with grpc.insecure_channel(address) as channel:
         health = health_pb2_grpc.HealthStub(channel)
-        reply = health.Check(health_pb2.HealthCheckRequest(service="mesh.v1.AgentService"))
+        reply = health.Check(health_pb2.HealthCheckRequest(service="smolmesh.v1.AgentService"))
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
         services = ProtoReflectionDescriptorDatabase(channel).get_services()
-        assert "mesh.v1.AgentService" in services and "grpc.health.v1.Health" in services
+        assert "smolmesh.v1.AgentService" in services and "grpc.health.v1.Health" in services
 
 
 def test_call_tool(mesh: MeshProcesses) -> None:

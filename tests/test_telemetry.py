@@ -117,8 +117,8 @@ def test_one_trace_spans_the_delegation_tree(
 
     research = next(s for s in spans if s.name == "invoke_agent research_specialist")
     assert ancestors(research)[:6] == [
-        "research_specialist:/mesh.v1.AgentService/RunStream",
-        "manager:mesh.v1.AgentService/RunStream",
+        "research_specialist:/smolmesh.v1.AgentService/RunStream",
+        "manager:smolmesh.v1.AgentService/RunStream",
         "manager:execute_tool research_specialist",
         "manager:sandbox.exec",  # the call came from jailed code, through the tool bridge
         "manager:agent.step",
@@ -161,7 +161,7 @@ def test_mesh_trace_lists_and_draws_traces(tmp_path: Path, mesh_dir: Path) -> No
     assert "[manager, math_specialist, research_specialist]" in first
     tree = subprocess.run([*mesh_cli, first.split()[0][:12]], capture_output=True, text=True,
                           timeout=60).stdout.splitlines()  # fmt: skip
-    assert tree[0].startswith("/mesh.v1.AgentService/Run [manager]")
+    assert tree[0].startswith("/smolmesh.v1.AgentService/Run [manager]")
     assert tree[1].startswith("  invoke_agent manager [manager]")
     research = next(line for line in tree if "invoke_agent research_specialist" in line)
     assert research.startswith(" " * 14)  # nested under the manager's step, sandbox and tool

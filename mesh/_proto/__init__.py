@@ -1,1 +1,1 @@
-"""Generated protobuf and gRPC code for the mesh.v1 contract. Do not edit."""
+"""Generated protobuf and gRPC code for the smolmesh.v1 contract. Do not edit."""

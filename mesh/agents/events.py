@@ -3,7 +3,7 @@
 ``agent.run(task, stream=True)`` yields these; a delegated run's events are
 relayed into its parent's stream with ``depth`` + 1 and ``parent_run_id``
 set, so one stream shows the whole delegation tree. Later the gRPC layer
-converts them to ``mesh.v1`` messages at its edge.
+converts them to ``smolmesh.v1`` messages at its edge.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Conversion between domain values and ``mesh.v1`` wire messages.
+"""Conversion between domain values and ``smolmesh.v1`` wire messages.
 
 The only place that knows both worlds: servicers and the remote agent call
 these functions at their edges, and nothing deeper sees a protobuf.
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from mesh.rpc.tool_admin import ToolChange
 
 __all__ = [
+    "SERVICE_NAME",
     "agent_usage_from_proto",
     "agent_usage_to_proto",
     "answer_text",
@@ -42,6 +43,9 @@ __all__ = [
     "tool_spec_to_proto",
     "usage_to_proto",
 ]
+
+SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["AgentService"].full_name
+"""``smolmesh.v1.AgentService``: the full name of the agent service, as calls address it."""
 
 
 def to_json(value: Any) -> str:

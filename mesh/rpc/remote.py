@@ -34,7 +34,7 @@ from mesh.errors import (
     RemoteAgentError,
     RunCancelledError,
 )
-from mesh.rpc.convert import budget_to_proto, event_from_proto
+from mesh.rpc.convert import SERVICE_NAME, budget_to_proto, event_from_proto
 from mesh.rpc.security import MeshSecurity, open_channel
 from mesh.rpc.status import error_from_rpc
 from mesh.telemetry.spans import record_error, tracer
@@ -111,10 +111,10 @@ class RemoteAgent:
     def _run_once(self, task: str, parent: RunContext | None) -> Any:
         # A CLIENT span, and W3C trace context in the call's metadata, done by hand: the
         # OpenTelemetry client interceptor wraps streams in a generator that cannot be cancelled.
-        attributes = {"rpc.system": "grpc", "rpc.service": "mesh.v1.AgentService",
+        attributes = {"rpc.system": "grpc", "rpc.service": SERVICE_NAME,
                       "rpc.method": "RunStream", "server.address": self.target}  # fmt: skip
         with tracer.start_as_current_span(
-            "mesh.v1.AgentService/RunStream", kind=SpanKind.CLIENT, attributes=attributes
+            f"{SERVICE_NAME}/RunStream", kind=SpanKind.CLIENT, attributes=attributes
         ) as span:
             try:
                 return self._stream(task, parent)

@@ -1,4 +1,4 @@
-"""Serving one agent: the mesh.v1 service, health, reflection, graceful stop.
+"""Serving one agent: the smolmesh.v1 agent service, health, reflection, graceful stop.
 
 On SIGTERM or SIGINT the server reports NOT_SERVING, stops accepting calls,
 lets runs in flight finish within the grace period, then cancels them (which
@@ -21,11 +21,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from mesh._proto import agent_pb2
 from mesh.agents.base import MultiStepAgent
 from mesh.errors import ConfigError
 from mesh.host.audit import AuditLog
 from mesh.host.run_ledger import RunLedger
+from mesh.rpc.convert import SERVICE_NAME
 from mesh.rpc.handlers import add_agent_service
 from mesh.rpc.security import MESSAGE_SIZE_OPTIONS, MeshSecurity, TokenAuthInterceptor
 from mesh.rpc.server_spans import ServerSpans
@@ -35,7 +35,6 @@ from mesh.rpc.tool_admin import ToolAdmin
 __all__ = ["SERVICE_NAME", "serve"]
 
 log = logging.getLogger(__name__)
-SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
 
 
 async def serve(

@@ -1,4 +1,4 @@
-"""``AgentServicer``: the mesh.v1.AgentService of one agent, kept thin.
+"""``AgentServicer``: the smolmesh.v1.AgentService of one agent, kept thin.
 
 Each method validates, converts from the wire, calls the library, converts
 back. Agents are synchronous, so runs execute on a thread pool and their

@@ -14,11 +14,11 @@ const SEED_TASK = 'In which year was gRPC open-sourced? Remember the year in the
 const address = process.argv[2] || '127.0.0.1:50051';
 const task = process.argv[3] || SEED_TASK;
 
-const definition = protoLoader.loadSync('mesh/v1/agent.proto', {
+const definition = protoLoader.loadSync('smolmesh/v1/agent.proto', {
   includeDirs: [path.join(__dirname, '..', '..', '..', 'protos')],
   keepCase: true, longs: Number, enums: String, defaults: true, oneofs: true,
 });
-const mesh = grpc.loadPackageDefinition(definition).mesh.v1;
+const mesh = grpc.loadPackageDefinition(definition).smolmesh.v1;
 const client = new mesh.AgentService(address, grpc.credentials.createInsecure());
 const deadline = () => new Date(Date.now() + 120_000);
 
