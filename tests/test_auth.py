@@ -169,6 +169,7 @@ def test_allowed_methods_and_health_probes_work(secure_mesh: Any, secure_dir: Pa
         .card
     )
     assert card.name == "math_specialist"
+    assert card.capabilities.tokens_required and card.capabilities.tool_admin
     health = health_pb2_grpc.HealthStub(math).Check(health_pb2.HealthCheckRequest(), timeout=10)
     assert health.status == health_pb2.HealthCheckResponse.SERVING  # no token needed
 

@@ -34,6 +34,7 @@ from mesh.errors import NotFoundError
 from mesh.launcher import MeshProcesses
 from mesh.project import load_mesh_config
 from mesh.rpc.status import error_from_rpc
+from mesh.version import __version__ as mesh_version
 from tests.mesh_setup import DOWN_TASK, ROOT, SEED_TASK, SLOW_TASK, SPIN_TASK
 from tests.support import alive, busy_jails, descendants, wait_until
 
@@ -105,9 +106,16 @@ def test_cards_tools_health_and_reflection(mesh: MeshProcesses) -> None:
     memo = next(t for t in tools if t.name == "memo")
     action = next(i for i in memo.inputs if i.name == "action")
     assert (action.type, json.loads(action.enum_json)) == (
-        "string",
+        pb.VALUE_TYPE_STRING,
         ["set", "get", "list", "delete"],
     )
+    schema = json.loads(memo.input_schema_json)  # the same inputs, as JSON Schema
+    assert schema["type"] == "object" and schema["properties"]["action"]["enum"][0] == "set"
+    assert "action" in schema["required"]
+    assert card.version == mesh_version
+    capabilities = card.capabilities
+    assert capabilities.streaming and capabilities.cancellation and capabilities.run_ids
+    assert not capabilities.tool_admin and not capabilities.tokens_required  # no [auth] here
     address = mesh.addresses["manager"][0]
     with grpc.insecure_channel(address) as channel:
         health = health_pb2_grpc.HealthStub(channel)

@@ -88,7 +88,9 @@ def stub(address: str) -> Any:
 
 def runtime_changes(history: pb.ToolHistoryResponse) -> list[pb.ToolChange]:
     """The changes made at run time (the history also holds the definitions it started with)."""
-    return [c for c in history.changes if c.action in ("added", "replaced", "removed")]
+    runtime = (pb.TOOL_CHANGE_ACTION_ADDED, pb.TOOL_CHANGE_ACTION_REPLACED,
+               pb.TOOL_CHANGE_ACTION_REMOVED)  # fmt: skip
+    return [c for c in history.changes if c.action in runtime]
 
 
 def bearer(caller: str) -> tuple[tuple[str, str]]:
@@ -199,21 +201,23 @@ def test_only_an_admin_may_change_tools(admin_dir: Path, mesh_dir: Path) -> None
     ("change", "message"),
     [
         ({"address": ""}, "address must be host:port"),
-        ({"spec": pb.ToolSpec(name="final_answer", description="x", output_type="any")},
+        ({"spec": pb.ToolSpec(name="final_answer", description="x", output_type=pb.VALUE_TYPE_ANY)},
          "final_answer is built in"),
-        ({"spec": pb.ToolSpec(name="bad name", description="x", output_type="any")},
+        ({"spec": pb.ToolSpec(name="bad name", description="x", output_type=pb.VALUE_TYPE_ANY)},
          "must be a Python identifier"),
-        ({"spec": pb.ToolSpec(name="t", description="x", output_type="any", inputs=[
-            pb.ToolInput(name="a", type="weird", description="a", required=True)])},
-         "type 'weird' is not one of"),
-        ({"spec": pb.ToolSpec(name="t", description="x", output_type="any", inputs=[
-            pb.ToolInput(name="a", type="string", description="a", required=True)] * 2)},
+        ({"spec": pb.ToolSpec(name="t", description="x", output_type=pb.VALUE_TYPE_ANY, inputs=[
+            pb.ToolInput(name="a", description="a", required=True)])},  # no type
+         "type 'unspecified' is not one of"),
+        ({"spec": pb.ToolSpec(name="t", description="x", output_type=pb.VALUE_TYPE_ANY, inputs=[
+            pb.ToolInput(name="a", type=pb.VALUE_TYPE_STRING, description="a",
+                         required=True)] * 2)},
          "declared twice"),
-        ({"spec": pb.ToolSpec(name="t", description="x", output_type="any", inputs=[
-            pb.ToolInput(name="a", type="string", description="a", enum_json="[oops")])},
+        ({"spec": pb.ToolSpec(name="t", description="x", output_type=pb.VALUE_TYPE_ANY, inputs=[
+            pb.ToolInput(name="a", type=pb.VALUE_TYPE_STRING, description="a",
+                         enum_json="[oops")])},
          "invalid tool spec"),
-        ({"spec": pb.ToolSpec(name="t", description="x", output_type="any", inputs=[
-            pb.ToolInput(name="a", type="string", description="a",
+        ({"spec": pb.ToolSpec(name="t", description="x", output_type=pb.VALUE_TYPE_ANY, inputs=[
+            pb.ToolInput(name="a", type=pb.VALUE_TYPE_STRING, description="a",
                          default_json="[" * 50_000 + "]" * 50_000)])},
          "nested too deeply"),
         ({"remote_name": "no such"}, "is not an identifier"),

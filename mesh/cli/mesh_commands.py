@@ -28,7 +28,7 @@ from mesh.host.audit import default_audit_dir, read_run
 from mesh.launcher import READY_PREFIX, MeshProcesses, wait_healthy
 from mesh.models import Cassette
 from mesh.project import CONFIG_NAME, build_agent, load_mesh_config, replays
-from mesh.rpc.convert import event_from_proto
+from mesh.rpc.convert import event_from_proto, value_type_from_proto
 from mesh.rpc.dev_credentials import (
     DEFAULT_CALLERS,
     DEFAULT_HOSTS,
@@ -150,8 +150,8 @@ def agents(args: argparse.Namespace) -> int:
         print(f"{card.name} ({', '.join(agent.addresses)}): {kind} agent, model {card.model_id}")
         print(f"    {card.description}")
         for tool in card.tools:
-            inputs = ", ".join(f"{i.name}: {i.type}" for i in tool.inputs)
-            print(f"    tool {tool.name}({inputs}) -> {tool.output_type}")
+            inputs = ", ".join(f"{i.name}: {value_type_from_proto(i.type)}" for i in tool.inputs)
+            print(f"    tool {tool.name}({inputs}) -> {value_type_from_proto(tool.output_type)}")
         for managed in card.managed_agents:
             print(f"    delegates to {managed}")
     return 0

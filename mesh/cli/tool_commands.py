@@ -18,7 +18,7 @@ from mesh._proto import agent_pb2_grpc
 from mesh.config import MeshConfig
 from mesh.errors import ConfigError, NotFoundError, ToolDefinitionError
 from mesh.project import load_mesh_config
-from mesh.rpc.convert import definition_to_proto
+from mesh.rpc.convert import definition_to_proto, tool_change_action_name
 from mesh.rpc.remote import channel_target
 from mesh.rpc.security import open_channel
 from mesh.rpc.status import error_from_rpc
@@ -97,7 +97,8 @@ def tool_history(args: argparse.Namespace) -> int:
     for change in sorted(changes, key=lambda c: c.timestamp):
         if args.json:
             print(json.dumps({"timestamp": change.timestamp, "agent": change.agent,
-                              "action": change.action, "tool": change.tool,
+                              "action": tool_change_action_name(change.action),
+                              "tool": change.tool,
                               "caller": change.caller, "schema_sha256": change.schema_sha256,
                               "old_sha256": change.old_sha256, "address": change.address,
                               "diff": change.diff}))  # fmt: skip
@@ -114,7 +115,7 @@ def _row(change: pb.ToolChange) -> str:
     sha = f" sha256:{change.schema_sha256[:12]}" if change.schema_sha256 else ""
     if change.old_sha256:
         sha = f" sha256:{change.old_sha256[:12]} ->{sha or ' (gone)'}"
-    action = change.action.replace("_", " ")
+    action = tool_change_action_name(change.action).replace("_", " ")
     return (f"{when:%Y-%m-%d %H:%M:%S}Z  {change.agent}  {action} {change.tool}"
             f"{where}{sha}  by {change.caller}")  # fmt: skip
 

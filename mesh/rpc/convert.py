@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from mesh import untrusted_json
 from mesh._proto import agent_pb2 as pb
@@ -20,7 +20,8 @@ from mesh.agents.usage import AgentUsage
 from mesh.errors import ToolDefinitionError
 from mesh.models.base import TokenUsage, ToolCall
 from mesh.tools.base import Tool
-from mesh.tools.schema import InputSpec
+from mesh.tools.schema import InputSpec, json_schema
+from mesh.version import __version__
 
 if TYPE_CHECKING:
     from mesh.rpc.tool_admin import ToolChange
@@ -38,10 +39,13 @@ __all__ = [
     "event_to_proto",
     "from_json",
     "to_json",
+    "tool_change_action_name",
     "tool_change_to_proto",
     "tool_spec_from_proto",
     "tool_spec_to_proto",
     "usage_to_proto",
+    "value_type_from_proto",
+    "value_type_to_proto",
 ]
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["AgentService"].full_name
@@ -122,24 +126,42 @@ def definition_to_proto(definition: Mapping[str, Any]) -> pb.ToolSpec:
 def _spec_to_proto(
     name: str, description: str, output_type: str, inputs: Iterable[InputSpec]
 ) -> pb.ToolSpec:
+    inputs = list(inputs)
     return pb.ToolSpec(
         name=name,
         description=description,
-        output_type=output_type,
+        output_type=value_type_to_proto(output_type),
         inputs=[
             pb.ToolInput(
                 name=spec.name,
-                type=spec.type,
+                type=value_type_to_proto(spec.type),
                 description=spec.description,
                 nullable=spec.nullable,
                 required=spec.required,
                 enum_json=to_json(list(spec.enum)) if spec.enum is not None else "",
-                items=spec.items or "",
+                items=value_type_to_proto(spec.items) if spec.items else pb.VALUE_TYPE_UNSPECIFIED,
                 default_json="" if spec.required else to_json(spec.default),
             )
             for spec in inputs
         ],
+        input_schema_json=to_json(json_schema(inputs)),
     )
+
+
+def value_type_to_proto(name: str) -> pb.ValueType:
+    """``"integer"`` -> VALUE_TYPE_INTEGER; a name that is no type -> unspecified (which the
+    receiving side refuses with a clear message)."""
+    try:
+        return cast("pb.ValueType", pb.ValueType.Value(f"VALUE_TYPE_{name.upper()}"))
+    except ValueError:
+        return pb.VALUE_TYPE_UNSPECIFIED
+
+
+def value_type_from_proto(value: pb.ValueType) -> str:
+    """VALUE_TYPE_INTEGER -> ``"integer"``; unspecified (or unknown) -> ``""``."""
+    if value == pb.VALUE_TYPE_UNSPECIFIED or value not in pb.ValueType.values():
+        return ""
+    return pb.ValueType.Name(value).removeprefix("VALUE_TYPE_").lower()
 
 
 def tool_spec_from_proto(spec: pb.ToolSpec) -> dict[str, Any]:
@@ -151,23 +173,28 @@ def tool_spec_from_proto(spec: pb.ToolSpec) -> dict[str, Any]:
     for item in spec.inputs:
         if item.name in inputs:
             raise ValueError(f"input {item.name!r} is declared twice")
-        entry: dict[str, Any] = {"type": item.type, "description": item.description}
+        entry: dict[str, Any] = {
+            "type": value_type_from_proto(item.type) or "unspecified",
+            "description": item.description,
+        }
         if item.nullable:
             entry["nullable"] = True
         if item.enum_json:
             entry["enum"] = untrusted_json.loads(item.enum_json)
         if item.items:
-            entry["items"] = item.items
+            entry["items"] = value_type_from_proto(item.items) or "unspecified"
         if not item.required:
             entry["default"] = (
                 untrusted_json.loads(item.default_json) if item.default_json else None
             )
         inputs[item.name] = entry
     return {"name": spec.name, "description": spec.description, "inputs": inputs,
-            "output_type": spec.output_type}  # fmt: skip
+            "output_type": value_type_from_proto(spec.output_type) or "unspecified"}  # fmt: skip
 
 
-def card_to_proto(agent: MultiStepAgent) -> pb.AgentCard:
+def card_to_proto(
+    agent: MultiStepAgent, *, run_ids: bool, tool_admin: bool, tokens_required: bool
+) -> pb.AgentCard:
     kind = pb.AGENT_KIND_CODE if isinstance(agent, CodeAgent) else pb.AGENT_KIND_TOOL_CALLING
     return pb.AgentCard(
         name=agent.name,
@@ -176,7 +203,10 @@ def card_to_proto(agent: MultiStepAgent) -> pb.AgentCard:
         model_id=agent.model.model_id,
         tools=[tool_spec_to_proto(t) for t in agent.tools.values()],
         managed_agents=list(agent.managed_agents),
-    )
+        version=__version__,
+        capabilities=pb.Capabilities(streaming=True, cancellation=True, run_ids=run_ids,
+                                     tool_admin=tool_admin, tokens_required=tokens_required),
+    )  # fmt: skip
 
 
 def event_to_proto(event: ev.AgentEvent) -> pb.RunEvent:
@@ -292,7 +322,15 @@ def event_from_proto(message: pb.RunEvent, depth_offset: int = 0) -> ev.AgentEve
 
 def tool_change_to_proto(change: ToolChange) -> pb.ToolChange:
     return pb.ToolChange(
-        timestamp=change.timestamp, agent=change.agent, action=change.action, tool=change.tool,
+        timestamp=change.timestamp, agent=change.agent,
+        action=cast("pb.ToolChangeAction",
+                    pb.ToolChangeAction.Value(f"TOOL_CHANGE_ACTION_{change.action.upper()}")),
+        tool=change.tool,
         caller=change.caller, schema_sha256=change.schema_sha256, address=change.address,
         old_sha256=change.old_sha256, diff=change.diff,
     )  # fmt: skip
+
+
+def tool_change_action_name(action: pb.ToolChangeAction) -> str:
+    """TOOL_CHANGE_ACTION_TOOL_CONFIGURED -> ``"tool_configured"``."""
+    return pb.ToolChangeAction.Name(action).removeprefix("TOOL_CHANGE_ACTION_").lower()

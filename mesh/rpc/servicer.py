@@ -79,7 +79,13 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
 
     @translate_errors
     async def Describe(self, request: pb.DescribeRequest, context: Context) -> pb.DescribeResponse:
-        return pb.DescribeResponse(card=card_to_proto(self.agent))
+        card = card_to_proto(
+            self.agent,
+            run_ids=self.ledger is not None,
+            tool_admin=self.tool_admin is not None and self.security is not None,
+            tokens_required=self.security is not None and bool(self.security.tokens),
+        )
+        return pb.DescribeResponse(card=card)
 
     @translate_errors
     async def Run(self, request: pb.RunRequest, context: Context) -> pb.RunResponse:
