@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 
 import pytest
@@ -53,7 +54,8 @@ def test_python_code_generated_from_the_protos_calls_a_service(
 ) -> None:
     protos = ROOT / "protos"
     sources = [str(p.relative_to(protos)) for p in protos.rglob("*.proto")]
-    args = ["protoc", f"-I{protos}", f"--python_out={tmp_path}",
+    well_known = resources.files("grpc_tools") / "_proto"  # google/protobuf/*.proto
+    args = ["protoc", f"-I{protos}", f"-I{well_known}", f"--python_out={tmp_path}",
             f"--grpc_python_out={tmp_path}", *sources]  # fmt: skip
     assert protoc.main(args) == 0
     done = subprocess.run([sys.executable, "-c", CLIENT, math_service], capture_output=True,

@@ -18,7 +18,7 @@ from mesh._proto import agent_pb2_grpc
 from mesh.config import MeshConfig
 from mesh.errors import ConfigError, NotFoundError, ToolDefinitionError
 from mesh.project import load_mesh_config
-from mesh.rpc.convert import definition_to_proto, tool_change_action_name
+from mesh.rpc.convert import definition_to_proto, seconds_from_proto, tool_change_action_name
 from mesh.rpc.remote import channel_target
 from mesh.rpc.security import open_channel
 from mesh.rpc.status import error_from_rpc
@@ -94,9 +94,9 @@ def tool_history(args: argparse.Namespace) -> int:
     for name in args.agents or list(config.agents):
         with _agent(config, name, args.agent_address) as (stub, metadata):
             changes += _call(stub.ToolHistory, pb.ToolHistoryRequest(), metadata, name).changes
-    for change in sorted(changes, key=lambda c: c.timestamp):
+    for change in sorted(changes, key=lambda c: seconds_from_proto(c.time)):
         if args.json:
-            print(json.dumps({"timestamp": change.timestamp, "agent": change.agent,
+            print(json.dumps({"timestamp": seconds_from_proto(change.time), "agent": change.agent,
                               "action": tool_change_action_name(change.action),
                               "tool": change.tool,
                               "caller": change.caller, "schema_sha256": change.schema_sha256,
@@ -110,7 +110,7 @@ def tool_history(args: argparse.Namespace) -> int:
 
 
 def _row(change: pb.ToolChange) -> str:
-    when = datetime.datetime.fromtimestamp(change.timestamp, datetime.UTC)
+    when = datetime.datetime.fromtimestamp(seconds_from_proto(change.time), datetime.UTC)
     where = f" -> {change.address}" if change.address else ""
     sha = f" sha256:{change.schema_sha256[:12]}" if change.schema_sha256 else ""
     if change.old_sha256:

@@ -10,6 +10,8 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
+from google.protobuf import duration_pb2, timestamp_pb2
+
 from mesh import untrusted_json
 from mesh._proto import agent_pb2 as pb
 from mesh.agents import events as ev
@@ -35,9 +37,12 @@ __all__ = [
     "budget_to_proto",
     "card_to_proto",
     "definition_to_proto",
+    "duration_to_proto",
     "event_from_proto",
     "event_to_proto",
     "from_json",
+    "seconds_from_proto",
+    "timestamp_to_proto",
     "to_json",
     "tool_change_action_name",
     "tool_change_to_proto",
@@ -216,7 +221,7 @@ def event_to_proto(event: ev.AgentEvent) -> pb.RunEvent:
         parent_run_id=event.parent_run_id or "",
         depth=event.depth,
         step=event.step,
-        timestamp=event.timestamp,
+        time=timestamp_to_proto(event.timestamp),
     )
     match event:
         case ev.RunStarted():
@@ -228,7 +233,7 @@ def event_to_proto(event: ev.AgentEvent) -> pb.RunEvent:
                             for c in event.tool_calls],
                 usage=usage_to_proto(event.usage),
                 model_id=event.model_id,
-                duration_seconds=event.duration_s,
+                duration=duration_to_proto(event.duration_s),
             ))  # fmt: skip
         case ev.CodeAction():
             out.code_action.code = event.code
@@ -239,7 +244,7 @@ def event_to_proto(event: ev.AgentEvent) -> pb.RunEvent:
         case ev.ToolCallFinished():
             out.tool_call_finished.CopyFrom(pb.ToolCallFinished(
                 call_id=event.call_id, name=event.name, result=event.result,
-                error=event.error or "", duration_seconds=event.duration_s,
+                error=event.error or "", duration=duration_to_proto(event.duration_s),
             ))  # fmt: skip
         case ev.Observation():
             out.observation.text = event.text
@@ -251,7 +256,7 @@ def event_to_proto(event: ev.AgentEvent) -> pb.RunEvent:
             ))  # fmt: skip
         case ev.RunFinished():
             out.run_finished.CopyFrom(pb.RunFinished(
-                usage=usage_to_proto(event.usage), duration_seconds=event.duration_s,
+                usage=usage_to_proto(event.usage), duration=duration_to_proto(event.duration_s),
                 steps=event.steps, error=event.error or "",
                 usage_by_agent={name: agent_usage_to_proto(u)
                                 for name, u in event.usage_by_agent.items()},
@@ -267,7 +272,7 @@ def event_from_proto(message: pb.RunEvent, depth_offset: int = 0) -> ev.AgentEve
         "parent_run_id": message.parent_run_id or None,
         "depth": message.depth + depth_offset,
         "step": message.step,
-        "timestamp": message.timestamp,
+        "timestamp": seconds_from_proto(message.time),
     }
     kind = message.WhichOneof("kind")
     if kind == "run_started":
@@ -279,7 +284,7 @@ def event_from_proto(message: pb.RunEvent, depth_offset: int = 0) -> ev.AgentEve
             tool_calls=tuple(ToolCall(c.id, c.name, c.arguments_json) for c in m.tool_calls),
             usage=usage_from_proto(m.usage),
             model_id=m.model_id,
-            duration_s=m.duration_seconds,
+            duration_s=seconds_from_proto(m.duration),
             **common,
         )
     if kind == "code_action":
@@ -296,7 +301,7 @@ def event_from_proto(message: pb.RunEvent, depth_offset: int = 0) -> ev.AgentEve
             name=f.name,
             result=f.result,
             error=f.error or None,
-            duration_s=f.duration_seconds,
+            duration_s=seconds_from_proto(f.duration),
             **common,
         )
     if kind == "observation":
@@ -309,7 +314,7 @@ def event_from_proto(message: pb.RunEvent, depth_offset: int = 0) -> ev.AgentEve
         r = message.run_finished
         return ev.RunFinished(
             usage=usage_from_proto(r.usage),
-            duration_s=r.duration_seconds,
+            duration_s=seconds_from_proto(r.duration),
             steps=r.steps,
             error=r.error or None,
             usage_by_agent={
@@ -322,7 +327,7 @@ def event_from_proto(message: pb.RunEvent, depth_offset: int = 0) -> ev.AgentEve
 
 def tool_change_to_proto(change: ToolChange) -> pb.ToolChange:
     return pb.ToolChange(
-        timestamp=change.timestamp, agent=change.agent,
+        time=timestamp_to_proto(change.timestamp), agent=change.agent,
         action=cast("pb.ToolChangeAction",
                     pb.ToolChangeAction.Value(f"TOOL_CHANGE_ACTION_{change.action.upper()}")),
         tool=change.tool,
@@ -334,3 +339,21 @@ def tool_change_to_proto(change: ToolChange) -> pb.ToolChange:
 def tool_change_action_name(action: pb.ToolChangeAction) -> str:
     """TOOL_CHANGE_ACTION_TOOL_CONFIGURED -> ``"tool_configured"``."""
     return pb.ToolChangeAction.Name(action).removeprefix("TOOL_CHANGE_ACTION_").lower()
+
+
+def timestamp_to_proto(seconds: float) -> timestamp_pb2.Timestamp:
+    """Seconds since the Unix epoch as a Timestamp."""
+    out = timestamp_pb2.Timestamp()
+    out.FromNanoseconds(round(seconds * 1e9))
+    return out
+
+
+def duration_to_proto(seconds: float) -> duration_pb2.Duration:
+    out = duration_pb2.Duration()
+    out.FromNanoseconds(round(seconds * 1e9))
+    return out
+
+
+def seconds_from_proto(value: timestamp_pb2.Timestamp | duration_pb2.Duration) -> float:
+    """A Timestamp (seconds since the epoch) or a Duration, in seconds."""
+    return float(value.ToNanoseconds()) / 1e9

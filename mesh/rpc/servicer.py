@@ -35,6 +35,7 @@ from mesh.rpc.convert import (
     answer_text,
     budget_from_proto,
     card_to_proto,
+    duration_to_proto,
     event_to_proto,
     to_json,
     tool_change_to_proto,
@@ -325,6 +326,6 @@ def run_response(result: RunResult) -> pb.RunResponse:
         state=pb.RUN_STATE_SUCCESS if result.state == "success" else pb.RUN_STATE_MAX_STEPS,
         steps=len(result.steps),
         usage=usage_to_proto(result.usage),
-        duration_seconds=result.duration_s,
+        duration=duration_to_proto(result.duration_s),
         usage_by_agent={n: agent_usage_to_proto(u) for n, u in result.usage_by_agent.items()},
     )
