@@ -24,6 +24,7 @@ from typing import Any
 
 import grpc
 import pytest
+from grpc_status import rpc_status
 
 from mesh._proto import agent_pb2 as pb
 from mesh._proto import agent_pb2_grpc
@@ -220,25 +221,35 @@ def test_a_real_bug_is_logged_with_its_reference_and_a_hang_up_is_not(
                 gc.collect()
                 await asyncio.sleep(0.1)  # for an abandoned generator's aclose() task to log
                 hang_up = caplog.text
-                code, details = None, ""
+                code, details, detail = None, "", pb.ErrorDetail()
                 try:
                     async for _ in stream(b"bug", timeout=30):
                         pass
                 except grpc.aio.AioRpcError as err:
                     code, details = err.code(), err.details() or ""
+                    detail = _detail(err)
         finally:
             await server.stop(None)
         assert not hang_up, hang_up
         first, last = flaky.tasks[:2]
         assert first is last, "the stream was closed outside its call's task"
-        return details, code
+        return details, code, detail
 
     with caplog.at_level(logging.INFO):
-        details, code = asyncio.run(scenario())
+        details, code, detail = asyncio.run(scenario())
     assert code == grpc.StatusCode.INTERNAL
     reference = details.split("ref ", 1)[1].split(";", 1)[0]
+    assert (detail.reason, dict(detail.metadata)) == ("internal", {"reference": reference})
     (record,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert record.getMessage() == f"internal error (ref {reference})"
     assert record.exc_info is not None and "a real bug" in str(record.exc_info[1])
     assert "ValueError: a real bug" in caplog.text  # the traceback, in the server's log only
     assert "a real bug" not in details
+
+
+def _detail(err: grpc.aio.AioRpcError) -> pb.ErrorDetail:
+    """The ErrorDetail a client in any language reads from the call's rich status."""
+    status = rpc_status.from_call(err)  # type: ignore[arg-type]
+    detail = pb.ErrorDetail()
+    assert status is not None and status.details[0].Unpack(detail)
+    return detail
