@@ -9,9 +9,11 @@ BENCH_VENV := .venv-bench
 SMOLAGENTS := smolagents==1.26.0
 
 NPM_STAMP := node_modules/.installed
+CONTRACT_TAG   := contract-v1
+CONTRACT_IMAGE := protos/released/smolmesh-v1.binpb
 NODE_CLIENT := examples/clients/node
 
-.PHONY: demo test lint protos check-protos typecheck unit bench constraints clean
+.PHONY: demo test lint protos check-protos typecheck unit bench constraints clean contract-image
 
 # The main job: start the seed mesh (one process per agent), run its task, stop it.
 demo: $(STAMP)
@@ -24,6 +26,12 @@ lint: $(STAMP) $(NPM_STAMP)
 	$(BIN)/ruff format --check mesh services examples tests bench scripts
 	npx --no-install buf lint protos
 	npx --no-install buf format protos --diff --exit-code
+	npx --no-install buf breaking protos --against $(CONTRACT_IMAGE)
+
+# The released contract that `make lint` keeps compatible, rebuilt from its git tag
+# (kept in the tree so that any checkout, shallow or tagless, can check against it).
+contract-image: $(NPM_STAMP)
+	npx --no-install buf build '.git#tag=$(CONTRACT_TAG),subdir=protos' -o $(CONTRACT_IMAGE)
 
 # Regenerate mesh/_proto/ from protos/ (commit the result).
 protos: $(STAMP)

@@ -22,15 +22,13 @@ import threading
 import time
 from pathlib import Path
 
-import grpc
-
-from mesh._proto import agent_pb2 as pb
-from mesh._proto import agent_pb2_grpc
+from mesh.errors import MeshError
 from mesh.launcher import MeshProcesses
 from mesh.models.base import ChatMessage, ModelResponse, TokenUsage
 from mesh.models.replay import Cassette
 from mesh.models.replay_server import ReplayServer
 from mesh.project import load_mesh_config
+from mesh.rpc.client import AgentClient, EventStream
 
 TASK = "What is 7!?"
 CONFIG = """
@@ -69,13 +67,13 @@ def main() -> None:
         config = load_mesh_config(Path(tmp) / "mesh.toml")
         env = {"OPENAI_API_KEY": "sk-loopback-only", "XDG_DATA_HOME": tmp}
         with MeshProcesses(config, env=env, log_dir=Path(tmp) / "logs") as mesh:
-            channel = grpc.insecure_channel(mesh.addresses["math_specialist"][0])
-            stub = agent_pb2_grpc.AgentServiceStub(channel)  # type: ignore[no-untyped-call]
-            stub.Run(pb.RunRequest(task=TASK), timeout=60)  # warm: LiteLLM imported, jail pool
+            client = AgentClient(mesh.addresses["math_specialist"][0])
+            client.run(TASK, timeout_s=60)  # warm: LiteLLM imported, jail pool
             rows = []
             for how in ("Cancel RPC", "client goes away"):
-                results = [trial(stub, model, how, i, args.model_s) for i in range(args.trials)]
+                results = [trial(client, model, how, i, args.model_s) for i in range(args.trials)]
                 rows.append((how, results))
+            client.close()
     print(f"\nmodel answer time {args.model_s:.1f} s, cancel {IN_FLIGHT_S:.1f} s into the request, "
           f"{args.trials} trials each (ms after the cancel)")  # fmt: skip
     header = ("cancelled by", "request ended p50", "max", "run ended p50", "max")
@@ -89,13 +87,13 @@ def main() -> None:
 
 
 def trial(
-    stub: object, model: ReplayServer, how: str, number: int, model_s: float
+    client: AgentClient, model: ReplayServer, how: str, number: int, model_s: float
 ) -> tuple[float, float | None]:
     """(seconds from the cancel to the model request's end, to the run's end or None)."""
     run_id = f"bench-{how[0]}-{number}-{time.time_ns()}"
     before, abandoned = len(model.requests), len(model.abandoned)
-    call = stub.RunStream(pb.RunStreamRequest(task=TASK, run_id=run_id), timeout=60)  # type: ignore[attr-defined]
-    reader = threading.Thread(target=lambda: _drain(call, ends), daemon=True)
+    stream = client.run_stream(TASK, run_id=run_id, timeout_s=60)
+    reader = threading.Thread(target=lambda: _drain(stream, ends), daemon=True)
     ends: list[float] = []
     reader.start()
     while len(model.requests) == before:
@@ -104,9 +102,9 @@ def trial(
     time.sleep(IN_FLIGHT_S)
     cancelled = time.monotonic()
     if how == "Cancel RPC":
-        stub.Cancel(pb.CancelRequest(run_id=run_id), timeout=5)  # type: ignore[attr-defined]
+        client.cancel(run_id, timeout_s=5)
     else:
-        call.cancel()
+        stream.cancel()
     reader.join(30)
     while len(model.abandoned) == abandoned and time.monotonic() < arrived + model_s + 0.5:
         time.sleep(0.001)
@@ -116,11 +114,11 @@ def trial(
     return request_end - cancelled, run_end
 
 
-def _drain(call: object, ends: list[float]) -> None:
+def _drain(stream: EventStream, ends: list[float]) -> None:
     try:
-        for _ in call:  # type: ignore[attr-defined]
+        for _ in stream:
             pass
-    except grpc.RpcError:
+    except MeshError:
         pass
     ends.append(time.monotonic())
 

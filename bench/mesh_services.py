@@ -18,15 +18,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from mesh import Cassette, ToolCallingAgent
-from mesh._proto import agent_pb2 as pb
-from mesh._proto import agent_pb2_grpc
+from mesh.errors import MeshError
 from mesh.launcher import MeshProcesses
 from mesh.models import ReplayModel
 from mesh.project import load_mesh_config
+from mesh.rpc.client import AgentClient
 from mesh.rpc.remote import RemoteAgent
 
 TASK = "What is the smallest prime factor of 2015? Use the math specialist."
@@ -116,16 +113,17 @@ def rss_mb(pid: int) -> float:
 
 def latency_table(mesh: MeshProcesses) -> list[str]:
     echo_address = mesh.addresses["echo"][0]
-    channel = grpc.insecure_channel(echo_address)
-    health = health_pb2_grpc.HealthStub(channel)
-    bare = timed(lambda: health.Check(health_pb2.HealthCheckRequest()), 2000)
+    health = AgentClient(echo_address)
+    bare = timed(health.health, 2000)
     remote = RemoteAgent("echo", echo_address)
     delegated = timed(lambda: remote.run(ECHO_TASK), 1000)
     echo_cassette = Cassette.load(mesh.config.agent("echo").cassette or "")
     echo_local = ToolCallingAgent([], ReplayModel(echo_cassette), name="echo")
     local = timed(lambda: echo_local.run(ECHO_TASK), 1000)
-    manager = agent_pb2_grpc.AgentServiceStub(grpc.insecure_channel(mesh.addresses["manager"][0]))
-    scenario = timed(lambda: manager.Run(pb.RunRequest(task=TASK), timeout=30), 200)
+    manager = AgentClient(mesh.addresses["manager"][0])
+    scenario = timed(lambda: manager.run(TASK, timeout_s=30), 200)
+    for client in (health, remote, manager):
+        client.close()
     overhead = statistics.median(delegated) - statistics.median(local)
     return [
         row("bare gRPC unary call (health Check), loopback", bare),
@@ -176,17 +174,18 @@ def drive(target: str, clients: int, seconds: float) -> tuple[list[float], int, 
 
     def client() -> None:
         nonlocal errors
-        stub = agent_pb2_grpc.AgentServiceStub(grpc.insecure_channel(target))
+        manager = AgentClient(target)
         while time.monotonic() < stop_at:
             started = time.perf_counter()
             try:
-                stub.Run(pb.RunRequest(task=TASK), timeout=60)
-            except grpc.RpcError:
+                manager.run(TASK, timeout_s=60)
+            except MeshError:
                 with lock:
                     errors += 1
                 continue
             with lock:
                 latencies.append(time.perf_counter() - started)
+        manager.close()
 
     threads = [threading.Thread(target=client) for _ in range(clients)]
     began = time.monotonic()

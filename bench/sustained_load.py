@@ -10,7 +10,8 @@ taking a fixed latency, and takes 10, 100, then 500 concurrent clients, each
 sending the seed task back to back for a fixed time, then 100 again, so that
 memory at the same load can be compared before and after the peak. A client told
 RESOURCE_EXHAUSTED (a service at its run limit) waits a little and tries
-again, as a gRPC client should; that is counted apart from errors. A wrong
+again, as a gRPC client should; that is counted apart from errors. Each
+client is a thread calling through ``AgentClient``, as a mesh's own callers do. A wrong
 answer is an error. Per level: completed runs, errors, p50/p99 latency, and
 each service's RSS, open file descriptors and threads before and after. At
 the end: jails still alive under the services once idle (the warm pools),
@@ -21,25 +22,25 @@ services write goes to a temporary directory. Asserts nothing.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import random
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
-import grpc
 from mesh_services import percentiles, rss_mb
 
-from mesh._proto import agent_pb2 as pb
-from mesh._proto import agent_pb2_grpc
+from mesh.errors import BusyError, MeshError
 from mesh.launcher import MeshProcesses
 from mesh.models.replay import Cassette
 from mesh.project import load_mesh_config
+from mesh.rpc.client import AgentClient
 from mesh.rpc.dev_credentials import DevCredentials, new_token, write_dev_credentials
+from mesh.rpc.security import MeshSecurity
 
 LEVELS = (10, 100, 500, 100)  # back to 100: does memory keep growing at the same load?
 CLIENTS_PER_CHANNEL = 50
@@ -118,54 +119,58 @@ class Caller:
 
     def __init__(self, target: str, credentials: DevCredentials | None = None) -> None:
         self.target = target
-        self.credentials = credentials
-        token = credentials.tokens["client"] if credentials else None
-        self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self.security = None
+        if credentials is not None:
+            self.security = MeshSecurity(tls_cert=credentials.cert, tls_key=credentials.key,
+                                         tls_ca=credentials.ca,
+                                         client_token=credentials.tokens["client"])  # fmt: skip
 
-    def channel(self) -> grpc.aio.Channel:
-        if self.credentials is None:
-            return grpc.aio.insecure_channel(self.target)
-        tls = grpc.ssl_channel_credentials(self.credentials.ca.read_bytes(),
-                                           self.credentials.key.read_bytes(),
-                                           self.credentials.cert.read_bytes())  # fmt: skip
-        return grpc.aio.secure_channel(self.target, tls)
+    def client(self) -> AgentClient:
+        return AgentClient(self.target, security=self.security)
 
 
-async def drive(caller: Caller, clients: int, seconds: float) -> tuple[list[float], int, int]:
+def drive(caller: Caller, clients: int, seconds: float) -> tuple[list[float], int, int]:
     """Latencies of completed runs, errors, and busy answers that were retried."""
-    channels = [caller.channel() for _ in range(max(1, clients // CLIENTS_PER_CHANNEL))]
-    stubs = [agent_pb2_grpc.AgentServiceStub(c) for c in channels]  # type: ignore[no-untyped-call]
+    channels = [caller.client() for _ in range(max(1, clients // CLIENTS_PER_CHANNEL))]
     latencies: list[float] = []
     errors = busy = 0
+    lock = threading.Lock()
     stop_at = time.monotonic() + seconds
 
-    async def client(n: int) -> None:
+    def client(n: int) -> None:
         nonlocal errors, busy
-        stub = stubs[n % len(stubs)]
+        manager = channels[n % len(channels)]
         while time.monotonic() < stop_at:
             started = time.perf_counter()
             while True:
                 try:
-                    reply = await stub.Run(pb.RunRequest(task=SEED.task), timeout=120,
-                                           metadata=caller.metadata)  # fmt: skip
-                except grpc.aio.AioRpcError as err:
-                    if err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    reply = manager.run(SEED.task, timeout_s=120)
+                except BusyError:
+                    with lock:
                         busy += 1
-                        await asyncio.sleep(random.uniform(0.02, 0.1))
-                        continue
-                    errors += 1
-                    print(f"  error: {err.code().name}: {err.details()}", file=sys.stderr)
+                    time.sleep(random.uniform(0.02, 0.1))
+                    continue
+                except MeshError as err:
+                    with lock:
+                        errors += 1
+                    print(f"  error: {err.code}: {err.message}", file=sys.stderr)
                     break
                 if not reply.answer_text.startswith(ANSWER):
-                    errors += 1
+                    with lock:
+                        errors += 1
                     print(f"  wrong answer: {reply.answer_text[:200]}", file=sys.stderr)
                     break
-                latencies.append(time.perf_counter() - started)
+                with lock:
+                    latencies.append(time.perf_counter() - started)
                 break
 
-    await asyncio.gather(*(client(n) for n in range(clients)))
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     for channel in channels:
-        await channel.close()
+        channel.close()
     return latencies, errors, busy
 
 
@@ -193,11 +198,11 @@ def main() -> None:
         with MeshProcesses(config, env=env, log_dir=Path(tmp) / "logs") as mesh:
             pids = {s.agent: s.process.pid for s in mesh.services}
             caller = Caller(mesh.addresses["manager"][0], credentials)
-            asyncio.run(drive(caller, 4, 2.0))  # warm up: pools filled, code paths loaded
+            drive(caller, 4, 2.0)  # warm up: pools filled, code paths loaded
             for clients in LEVELS:
                 before = snapshot(pids)
                 began = time.monotonic()
-                latencies, errors, busy = asyncio.run(drive(caller, clients, seconds))
+                latencies, errors, busy = drive(caller, clients, seconds)
                 elapsed = time.monotonic() - began
                 time.sleep(SETTLE_S)  # finished runs' jails are reaped in the background
                 after = snapshot(pids)

@@ -12,7 +12,9 @@ overrides ``data_limit_mb``.
     task = "..."                 # what `mesh run` asks when given no task
     replay = "auto"              # auto: replay cassettes when no model key is set
     replay_latency_ms = 0        # make each replayed model call take this long (benchmarks)
-    data_limit_mb = 50           # what each service keeps on disk (audit, traces, run ledger)
+    data_limit_mb = 50           # what each service keeps on disk (audit, traces, runs, sessions)
+    run_retention_hours = 24     # how long a finished run stays findable (GetRun, WatchRun)
+    run_memory_mb = 64           # and within how much memory (the oldest runs go first)
 
     [models]
     default = "openai/gpt-4o-mini"
@@ -65,7 +67,8 @@ KINDS = ("code", "tool-calling")
 REPLAY_MODES = ("auto", "always", "never")
 MAX_INSTRUCTIONS_CHARS = 100_000
 MAX_MODEL_PARAMS = 32
-MESH_KEYS = {"entry", "replay", "task", "replay_latency_ms", "data_limit_mb"}
+MESH_KEYS = {"entry", "replay", "task", "replay_latency_ms", "data_limit_mb",
+             "run_retention_hours", "run_memory_mb"}  # fmt: skip
 MODELS_KEYS = {"default", "api_base"}
 AGENT_KEYS = {
     "kind", "description", "address", "tools", "managed_agents", "model", "api_base",
@@ -141,7 +144,11 @@ class MeshConfig:
     """TLS and token settings of the whole mesh ([auth]); None: plaintext, no tokens."""
     api_base: str = ""
     data_limit_mb: int = DEFAULT_DATA_LIMIT_MB
-    """The most each service process keeps on disk: audit log, trace file, run ledger."""
+    """The most each service process keeps on disk: audit log, trace file, run ledger,
+    sessions."""
+    run_retention_hours: float = 24.0
+    run_memory_mb: int = 64
+    """How long, and within how much memory, finished runs stay findable."""
 
     @property
     def root(self) -> Path:
@@ -212,6 +219,11 @@ def load_config(path: str | Path, tool_names: frozenset[str] | None = None) -> M
         raise ConfigError(f"mesh.replay: must be one of {', '.join(REPLAY_MODES)}, got {replay!r}")
     data_limit_mb = get(mesh, "data_limit_mb", int, "mesh", DEFAULT_DATA_LIMIT_MB)
     positive(data_limit_mb, "mesh.data_limit_mb")
+    run_retention_hours = get(mesh, "run_retention_hours", (int, float), "mesh", 24.0)
+    if run_retention_hours <= 0:
+        raise ConfigError(f"mesh.run_retention_hours: must be positive, got {run_retention_hours}")
+    run_memory_mb = get(mesh, "run_memory_mb", int, "mesh", 64)
+    positive(run_memory_mb, "mesh.run_memory_mb")
     config = MeshConfig(
         path=path,
         agents=agents,
@@ -220,6 +232,8 @@ def load_config(path: str | Path, tool_names: frozenset[str] | None = None) -> M
         task=get(mesh, "task", str, "mesh", ""),
         replay_latency_ms=get(mesh, "replay_latency_ms", int, "mesh", 0),
         data_limit_mb=DataLimit.resolve(data_limit_mb).megabytes,  # $MESH_DATA_LIMIT_MB wins
+        run_retention_hours=float(run_retention_hours),
+        run_memory_mb=run_memory_mb,
         default_model=os.environ.get("MESH_MODEL")
         or get(models, "default", str, "models", "openai/gpt-4o-mini"),
         api_base=os.environ.get("MESH_API_BASE") or get(models, "api_base", str, "models", ""),

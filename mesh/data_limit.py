@@ -1,9 +1,10 @@
 """What one service process may keep on disk, and how that is split.
 
 Callers decide how much a service writes (tasks, run ids, tool arguments all
-end up in its audit log, trace file and run ledger), so the whole has one
-bound, set by ``[mesh] data_limit_mb`` or ``$MESH_DATA_LIMIT_MB``: half for
-the audit log, a quarter for the trace file, a quarter for the run ledger.
+end up in its audit log, trace file, run ledger and conversations), so the
+whole has one bound, set by ``[mesh] data_limit_mb`` or
+``$MESH_DATA_LIMIT_MB``: two fifths for the audit log, a fifth each for the
+trace file, the run ledger and the sessions (conversations).
 """
 
 from __future__ import annotations
@@ -41,12 +42,16 @@ class DataLimit:
 
     @property
     def audit_bytes(self) -> int:
-        return self.megabytes * 1024 * 1024 // 2
+        return self.megabytes * 1024 * 1024 * 2 // 5
 
     @property
     def trace_bytes(self) -> int:
-        return self.megabytes * 1024 * 1024 // 4
+        return self.megabytes * 1024 * 1024 // 5
 
     @property
     def ledger_bytes(self) -> int:
-        return self.megabytes * 1024 * 1024 // 4
+        return self.megabytes * 1024 * 1024 // 5
+
+    @property
+    def sessions_bytes(self) -> int:
+        return self.megabytes * 1024 * 1024 // 5

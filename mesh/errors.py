@@ -17,6 +17,7 @@ them without parsing messages::
     │   ├── ModelOutputError         the model answered something unusable
     │   └── CassetteError            a replay cassette has no answer for a request
     ├── ExecutorError                the code executor itself broke (not the code)
+    ├── CodeError                    the model's code failed: it raised, or broke a sandbox limit
     ├── AgentError
     │   ├── MaxStepsError            no final answer within max_steps
     │   ├── RunCancelledError        the run was cancelled
@@ -29,6 +30,7 @@ them without parsing messages::
         ├── PermissionDeniedError    the caller may not do that
         │   └── UnauthenticatedError no valid credentials
         ├── BusyError                the agent is at its limit of concurrent runs
+        ├── SessionBusyError         another run of the same session is going
         ├── AgentUnavailableError    the agent cannot be reached (retryable)
         └── RemoteAgentError         the remote agent failed otherwise
 
@@ -39,6 +41,9 @@ when the run cannot go on.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
 __all__ = [
     "AgentError",
     "AgentUnavailableError",
@@ -46,8 +51,10 @@ __all__ = [
     "BudgetExceededError",
     "BusyError",
     "CassetteError",
+    "CodeError",
     "ConfigError",
     "DeadlineExceededError",
+    "ErrorInfo",
     "ExecutorError",
     "InvalidRequestError",
     "MaxStepsError",
@@ -60,6 +67,7 @@ __all__ = [
     "PermissionDeniedError",
     "RemoteAgentError",
     "RunCancelledError",
+    "SessionBusyError",
     "ToolArgumentError",
     "ToolDefinitionError",
     "ToolError",
@@ -127,6 +135,13 @@ class ExecutorError(MeshError):
     code = "executor_error"
 
 
+class CodeError(MeshError):
+    """What a snippet of model-written code did wrong, reported to the model (never raised
+    out of a run): an exception, a syntax error, or a limit of the sandbox it broke."""
+
+    code = "code_error"
+
+
 class AgentError(MeshError):
     code = "agent_error"
 
@@ -176,6 +191,13 @@ class BusyError(MeshRequestError):
     retryable = True
 
 
+class SessionBusyError(MeshRequestError):
+    """Runs of one session take turns. Not retryable as such: wait for the run going on
+    (its id is in the message) to end, then send the next turn."""
+
+    code = "session_busy"
+
+
 class AgentUnavailableError(MeshRequestError):
     code = "agent_unavailable"
     retryable = True
@@ -183,6 +205,36 @@ class AgentUnavailableError(MeshRequestError):
 
 class RemoteAgentError(MeshRequestError):
     code = "remote_agent_error"
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    """An error as data: what events and run records carry, and what crosses the wire,
+    so that any client can tell a retryable failure from a final one by its reason."""
+
+    reason: str
+    message: str
+    retryable: bool = False
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, err: BaseException) -> ErrorInfo:
+        """``err`` as data; an exception that is not a MeshError is a bug: ``internal``.
+        A MeshError raised from another (a delegation that failed, seen as a failed tool
+        call) names that one's code in ``metadata["cause"]``."""
+        if isinstance(err, MeshError):
+            cause = err.__cause__
+            metadata = {"cause": cause.code} if isinstance(cause, MeshError) else {}
+            return cls(err.code, err.message, err.retryable, metadata)
+        return cls("internal", f"{type(err).__name__}: {err}")
+
+    def to_exception(self) -> MeshError:
+        """The error again, as the class its reason names (MeshError when none does)."""
+        kind = error_class(self.reason) or MeshError
+        return kind(self.message, retryable=self.retryable)
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.message}"
 
 
 def error_class(code: str) -> type[MeshError] | None:

@@ -22,12 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from mesh.config import MeshConfig
 from mesh.errors import AgentUnavailableError
-from mesh.rpc.security import MeshSecurity, open_channel
+from mesh.rpc.client import AgentClient
+from mesh.rpc.security import MeshSecurity
 
 __all__ = ["MeshProcesses", "ServiceProcess", "wait_healthy"]
 
@@ -153,19 +151,5 @@ def wait_healthy(
     address: str, timeout_s: float = 30.0, security: MeshSecurity | None = None
 ) -> None:
     """Block until ``address`` reports SERVING on grpc.health.v1."""
-    deadline = time.monotonic() + timeout_s
-    with open_channel(address, security) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while True:
-            try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(service=""),
-                                   timeout=max(0.1, deadline - time.monotonic()),
-                                   wait_for_ready=True)  # fmt: skip
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError as err:
-                if time.monotonic() >= deadline:
-                    raise AgentUnavailableError(f"{address} is not healthy: {err}") from err
-            if time.monotonic() >= deadline:
-                raise AgentUnavailableError(f"{address} did not become healthy")
-            time.sleep(0.05)
+    with AgentClient(address, security=security) as client:
+        client.wait_healthy(timeout_s)

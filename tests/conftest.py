@@ -21,6 +21,7 @@ import pytest
 
 from tests.installed import installed, wheel  # noqa: F401  (smolmesh installed from a wheel)
 from tests.mesh_setup import mesh_dir  # noqa: F401  (a session fixture shared by mesh tests)
+from tests.runs_setup import runs_model, runs_service  # noqa: F401  (shared: slow runs)
 
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex
@@ -137,4 +138,5 @@ def no_api_keys(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     monkeypatch.setenv("MESH_AUDIT_DIR", str(tmp_path / "audit"))
     monkeypatch.setenv("MESH_TOOL_LOG_DIR", str(tmp_path / "tool-changes"))
     monkeypatch.setenv("MESH_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("MESH_SESSIONS_DIR", str(tmp_path / "sessions"))
     warnings.filterwarnings("ignore", message="UnsafeLocalExecutor", category=RuntimeWarning)

@@ -4,7 +4,8 @@ Stated once, checked by the tests that cancel, time out or kill runs at any
 moment: every run that starts finishes exactly once, every tool call that
 starts finishes exactly once, after its start, and nothing finishes that did
 not start. A run that was cancelled or failed says so (its RunFinished
-carries the error), and so does each tool call it cut short.
+carries the error), and so does each tool call it cut short. Every error is
+structured: a reason, a message, whether a retry may succeed.
 """
 
 from __future__ import annotations
@@ -16,20 +17,30 @@ from mesh.agents.events import (
     AgentEvent,
     RunFinished,
     RunStarted,
+    StepFailed,
     ToolCallFinished,
     ToolCallStarted,
 )
+from mesh.errors import ErrorInfo
 
 __all__ = ["audit_problems", "stream_problems"]
 
 
 def stream_problems(events: Iterable[AgentEvent]) -> list[str]:
     """What breaks the invariants in a run's events (relayed ones included); [] if none."""
-    return _problems(
+    events = list(events)
+    problems = _problems(
         (type(e).__name__, e.run_id, getattr(e, "call_id", ""))
         for e in events
         if isinstance(e, RunStarted | RunFinished | ToolCallStarted | ToolCallFinished)
     )
+    for event in events:
+        if isinstance(event, RunFinished | ToolCallFinished | StepFailed):
+            kind, error = type(event).__name__, event.error
+            structured = isinstance(error, ErrorInfo) and bool(error.reason)
+            if not structured and (error is not None or kind == "StepFailed"):
+                problems.append(f"{kind} of {event.run_id}: error {error!r}")
+    return problems
 
 
 def audit_problems(entries: Iterable[Mapping[str, Any]]) -> list[str]:
@@ -45,7 +56,24 @@ def audit_problems(entries: Iterable[Mapping[str, Any]]) -> list[str]:
             entry["error"] is None
         ):
             problems.append(f"tool call {entry['call_id']}: success does not match its error")
+        kind, error = entry.get("event"), entry.get("error")
+        unset = error is None and kind != "StepFailed"  # a step fails, or is not reported
+        if kind in ("RunFinished", "ToolCallFinished", "StepFailed") and not (
+            unset or _structured(error)
+        ):
+            problems.append(f"{kind} of {entry['run_id']}: error {error!r}")
     return problems
+
+
+def _structured(error: Any) -> bool:
+    """An error as the audit log writes it: {reason, message, retryable}."""
+    return (
+        isinstance(error, dict)
+        and set(error) == {"reason", "message", "retryable"}
+        and isinstance(error["reason"], str)
+        and bool(error["reason"])
+        and isinstance(error["retryable"], bool)
+    )
 
 
 def _problems(records: Iterable[tuple[str, str, str]]) -> list[str]:

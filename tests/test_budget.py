@@ -70,6 +70,6 @@ def test_budgets_cross_the_mesh(mesh_dir: Path, tmp_path: Path) -> None:
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     # Manager: 1554 tokens, then the research specialist (limit 1446 left) spent 2076.
     assert "manager is out of budget: max_tokens=3000, 3630 used" in err.value.details()
-    failed = [e.step_failed.error for e in events if e.WhichOneof("kind") == "step_failed"]
+    failed = [e.step_failed.error.message for e in events if e.WhichOneof("kind") == "step_failed"]
     assert any("research_specialist is out of budget: max_tokens=1446, 2076 used" in f
                for f in failed)  # fmt: skip

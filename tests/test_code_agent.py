@@ -182,8 +182,10 @@ def test_stream_reports_step_failures_and_run_errors() -> None:
     with pytest.raises(MaxStepsError):
         for event in a.run("t", stream=True):
             events.append(event)
-    assert any(isinstance(e, StepFailed) and "no code block" in e.error for e in events)
-    assert isinstance(events[-1], RunFinished) and "max_steps_exceeded" in (events[-1].error or "")
+    assert any(isinstance(e, StepFailed) and e.error.reason == "model_output_error"
+               and "no code block" in e.error.message for e in events)  # fmt: skip
+    assert isinstance(events[-1], RunFinished) and events[-1].error is not None
+    assert events[-1].error.reason == "max_steps_exceeded"
 
 
 def test_closing_the_stream_cancels_the_run() -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from mesh.errors import ConfigError
 from mesh.project import BUILTIN_TOOLS, load_mesh_config
-from mesh.rpc.remote import channel_target
+from mesh.rpc.client import channel_target
 from tests.mesh_setup import SEED_CONFIG
 
 GOOD = """

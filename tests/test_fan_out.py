@@ -126,7 +126,8 @@ def test_cancelling_the_run_cancels_every_call_in_flight() -> None:
     names = sorted(e.name for e in ended if e.name != "final_answer")
     assert names == ["run_parallel", "wait_for_cancel", "wait_for_cancel"]
     finished = events[-1]
-    assert isinstance(finished, RunFinished) and "cancel" in (finished.error or "")
+    assert isinstance(finished, RunFinished) and finished.error is not None
+    assert finished.error.reason == "run_cancelled"
 
 
 def test_an_answer_off_schema_goes_back_once_then_fits() -> None:
@@ -195,7 +196,8 @@ def test_a_fan_out_shares_the_budget_instead_of_multiplying_it() -> None:
     events = list(manager.run("Fan out.", stream=True))
     children = [e for e in events if isinstance(e, RunFinished) and e.depth == 1]
     assert len(children) == 4
-    assert all("helper is out of budget: max_model_calls=" in (e.error or "") for e in children)
+    assert all(e.error is not None and e.error.reason == "budget_exceeded" for e in children)
+    assert all("helper is out of budget: max_model_calls=" in str(e.error) for e in children)
     assert sum(e.usage_by_agent["helper"].model_calls for e in children) <= 8
     finished = events[-1]
     assert isinstance(finished, RunFinished) and finished.error is None

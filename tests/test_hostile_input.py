@@ -9,6 +9,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import message_factory
 from google.protobuf.descriptor import FieldDescriptor
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -192,7 +193,7 @@ def messages(descriptor: Any) -> Any:
         else:
             value = SCALARS[field.type]
         fields[field.name] = st.lists(value, max_size=3) if field.is_repeated else value
-    message = getattr(pb, descriptor.name)
+    message = message_factory.GetMessageClass(descriptor)  # well-known types too
     return st.fixed_dictionaries({}, optional=fields).map(lambda kw: message(**kw))
 
 

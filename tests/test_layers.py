@@ -28,8 +28,6 @@ LAYERS: list[set[str]] = [
     {"cli", "__main__", "__init__", "templates"},
 ]  # fmt: skip
 GENERATED = "_proto"
-PROTO_PENDING = {"mesh.cli.mesh_commands", "mesh.cli.tool_commands"}
-"""Still on generated code, until the CLI uses the typed client (issue 17); must only shrink."""
 
 
 def layer_of(unit: str) -> int:
@@ -82,7 +80,7 @@ def test_only_the_rpc_layer_imports_generated_code() -> None:
     outside = {name for name, path in modules().items()
                if unit_of(name) not in ("rpc", GENERATED)
                and any(unit_of(i) == GENERATED for i in imported_modules(path))}  # fmt: skip
-    assert outside == PROTO_PENDING
+    assert outside == set()
 
 
 def test_every_unit_has_a_layer() -> None:

@@ -422,7 +422,9 @@ def test_an_agent_uses_mcp_tools(server: tuple[MCPClient, dict[str, Tool], Path]
     )
     events = list(agent.run("Add.", stream=True))
     finished = [e for e in events if isinstance(e, ToolCallFinished)]
-    assert finished[0].error and "argument 'a': expected integer" in finished[0].error
+    assert finished[0].error is not None
+    assert finished[0].error.reason == "tool_invalid_arguments"
+    assert "argument 'a': expected integer" in finished[0].error.message
     assert finished[1].result == "{'sum': 42}"
     assert int(tools["calls"]()) == int(before) + 1  # the bad call never went out
 

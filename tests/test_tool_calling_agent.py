@@ -9,6 +9,7 @@ import pytest
 
 from mesh import ChatMessage, ModelResponse, ToolCall, ToolCallingAgent, factorial, tool
 from mesh.agents import AgentEvent, RunFinished, StepFailed, ToolCallFinished
+from mesh.errors import ErrorInfo
 from mesh.models import TokenUsage
 from tests.support import calls, scripted
 
@@ -68,14 +69,18 @@ def test_bad_calls_become_tool_errors_the_model_reads() -> None:
     events = list(agent.run("5!", stream=True))
     assert agent.memory.steps[-1].final_answer == 120  # type: ignore[union-attr]
     errors = [e.error for e in events if isinstance(e, ToolCallFinished) and e.error]
-    assert "not valid JSON" in errors[0]
-    assert "argument 'n': expected integer, got string" in errors[1]
+    assert [e.reason for e in errors] == ["model_output_error", "tool_invalid_arguments",
+                                          "tool_not_found", "tool_invalid_arguments"]  # fmt: skip
+    assert "not valid JSON" in errors[0].message
+    assert "argument 'n': expected integer, got string" in errors[1].message
     assert (
-        "there is no tool named 'fctorial'. Available tools: factorial, final_answer" in errors[2]
+        "there is no tool named 'fctorial'. Available tools: factorial, final_answer"
+        in errors[2].message
     )
-    assert "unknown argument 'extra'" in errors[3]
+    assert "unknown argument 'extra'" in errors[3].message
     failed = [e for e in events if isinstance(e, StepFailed)]
-    assert len(failed) == 1 and "you did not call any tool" in failed[0].error
+    assert len(failed) == 1 and "you did not call any tool" in failed[0].error.message
+    assert failed[0].error.reason == "model_output_error"
     # The model saw each error as the content of the tool message for its call.
     inputs = agent.memory.steps[-1].model_input  # type: ignore[union-attr]
     tool_texts = [m.content or "" for m in inputs if m.role == "tool"]
@@ -155,4 +160,4 @@ def test_a_run_ended_by_a_bug_is_recorded_as_failed() -> None:
     with pytest.raises(RuntimeError):
         events.extend(ToolCallingAgent([], model).run("t", stream=True))
     finished = [e for e in events if isinstance(e, RunFinished)]
-    assert finished[0].error == "internal: RuntimeError: a bug in a model wrapper"
+    assert finished[0].error == ErrorInfo("internal", "RuntimeError: a bug in a model wrapper")

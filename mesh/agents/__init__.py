@@ -3,6 +3,7 @@
 from mesh.agents.base import MultiStepAgent, RunResult
 from mesh.agents.code_agent import CodeAgent
 from mesh.agents.context import RunContext
+from mesh.agents.conversation import Turn
 from mesh.agents.events import (
     AgentEvent,
     CodeAction,
@@ -40,4 +41,5 @@ __all__ = [
     "ToolCallRecord",
     "ToolCallStarted",
     "ToolCallingAgent",
+    "Turn",
 ]

@@ -21,6 +21,7 @@ from typing import Any, Literal, overload
 from mesh.agents.answer_schema import AnswerSchema
 from mesh.agents.budget import Budget
 from mesh.agents.context import EventSink, RunContext, active_run
+from mesh.agents.conversation import Turn, answer_text, keep_recent
 from mesh.agents.events import (
     AgentEvent,
     FinalAnswer,
@@ -38,6 +39,7 @@ from mesh.agents.tool_runner import ToolRunner
 from mesh.agents.usage import AgentUsage, merge_usage
 from mesh.errors import (
     ConfigError,
+    ErrorInfo,
     InvalidRequestError,
     MaxStepsError,
     MeshError,
@@ -76,6 +78,8 @@ class RunResult:
     duration_s: float
     usage_by_agent: dict[str, AgentUsage] = field(default_factory=dict)
     """This run's usage and that of every agent it delegated to, however deep."""
+    turn: Turn | None = field(default=None, repr=False)
+    """The run as a turn of its conversation: what a later run continues from."""
 
 
 @dataclass
@@ -93,6 +97,10 @@ class MultiStepAgent(ABC):
     template_name: str = ""
     offers_run_parallel: bool = False
     """Whether steps get ``run_parallel`` (code agents: their tool calls are sequential)."""
+    max_history_turns: int = 20
+    max_history_chars: int = 200_000
+    """What a run reads of its conversation: the newest turns within both bounds, the older
+    dropped whole (see ``conversation``); a turn is clipped to ``max_history_chars``."""
 
     def __init__(
         self,
@@ -157,6 +165,8 @@ class MultiStepAgent(ABC):
         max_steps: int | None = ...,
         return_full_result: Literal[False] = ...,
         context: RunContext | None = ...,
+        reset: bool = ...,
+        history: Sequence[Turn] | None = ...,
     ) -> Any: ...
     @overload
     def run(
@@ -167,6 +177,8 @@ class MultiStepAgent(ABC):
         max_steps: int | None = ...,
         return_full_result: Literal[True],
         context: RunContext | None = ...,
+        reset: bool = ...,
+        history: Sequence[Turn] | None = ...,
     ) -> RunResult: ...
     @overload
     def run(
@@ -177,6 +189,8 @@ class MultiStepAgent(ABC):
         max_steps: int | None = ...,
         return_full_result: bool = ...,
         context: RunContext | None = ...,
+        reset: bool = ...,
+        history: Sequence[Turn] | None = ...,
     ) -> Iterator[AgentEvent]: ...
 
     def run(
@@ -187,6 +201,8 @@ class MultiStepAgent(ABC):
         max_steps: int | None = None,
         return_full_result: bool = False,
         context: RunContext | None = None,
+        reset: bool = True,
+        history: Sequence[Turn] | None = None,
     ) -> Any:
         """Solve ``task``; the final answer, a ``RunResult``, or (stream) an event iterator.
 
@@ -194,13 +210,33 @@ class MultiStepAgent(ABC):
         events join the parent's stream and the parent's cancellation stops it.
         A server passes its own ``context`` (run id, deadline, remote parent)
         so that it can cancel the run.
+
+        ``reset=False`` continues the conversation of this agent's last run: the model reads
+        its earlier tasks, their steps and answers (a run that failed adds no turn).
+        ``history`` gives the earlier turns instead: how a server continues a conversation it
+        keeps, as the agent object is shared by its runs. A run an agent delegates to starts
+        afresh: a managed agent never reads its caller's conversation.
         """
         if not isinstance(task, str) or not task.strip():
             raise InvalidRequestError("task must be a non-empty string")
+        turns = self._earlier_turns(reset, history)
         if stream:
-            return self._stream(task, max_steps, context)
-        result = self._run_in(context or self._new_context(sink=None), task, max_steps)
+            return self._stream(task, max_steps, context, turns)
+        result = self._run_in(context or self._new_context(sink=None), task, max_steps, turns)
         return result if return_full_result else result.output
+
+    def _earlier_turns(self, reset: bool, history: Sequence[Turn] | None) -> list[Turn]:
+        """The turns a run continues from, within ``max_history_turns/chars``."""
+        if history is not None:
+            if not reset:
+                raise InvalidRequestError("give history, or reset=False, not both")
+            turns = list(history)
+        elif reset or self.memory is None:
+            turns = []
+        else:  # the last run's conversation, and the last run if it ended with an answer
+            last = self.memory
+            turns = [*last.history, *([last.turn] if last.turn is not None else [])]
+        return keep_recent(turns, self.max_history_turns, self.max_history_chars)
 
     def _new_context(self, sink: EventSink | None) -> RunContext:
         parent = active_run()
@@ -210,7 +246,11 @@ class MultiStepAgent(ABC):
         return child
 
     def _stream(
-        self, task: str, max_steps: int | None, context: RunContext | None
+        self,
+        task: str,
+        max_steps: int | None,
+        context: RunContext | None,
+        history: Sequence[Turn] = (),
     ) -> Iterator[AgentEvent]:
         events: queue.Queue[AgentEvent | None] = queue.Queue()
         ctx = context or self._new_context(sink=events.put)
@@ -219,7 +259,7 @@ class MultiStepAgent(ABC):
 
         def work() -> None:
             try:
-                self._run_in(ctx, task, max_steps)
+                self._run_in(ctx, task, max_steps, history)
             except BaseException as err:
                 failure.append(err)
             finally:
@@ -241,37 +281,40 @@ class MultiStepAgent(ABC):
         if failure:
             raise failure[0]
 
-    def _run_in(self, ctx: RunContext, task: str, max_steps: int | None) -> RunResult:
+    def _run_in(
+        self, ctx: RunContext, task: str, max_steps: int | None, history: Sequence[Turn] = ()
+    ) -> RunResult:
         with agent_span(self.name, ctx.run_id, ctx.parent_run_id) as span:
             try:
-                return self._run_steps(ctx, task, max_steps)
+                return self._run_steps(ctx, task, max_steps, history)
             except MeshError as err:
-                record_error(span, f"{err.code}: {err.message}")
+                record_error(span, ErrorInfo.of(err))
                 raise
 
-    def _run_steps(self, ctx: RunContext, task: str, max_steps: int | None) -> RunResult:
+    def _run_steps(
+        self, ctx: RunContext, task: str, max_steps: int | None, history: Sequence[Turn] = ()
+    ) -> RunResult:
         token = current_scope.set(ctx)
         started = time.monotonic()
-        state = RunState(ctx=ctx, memory=AgentMemory(system_prompt="", task=task))
+        memory = AgentMemory(system_prompt="", task=task, history=list(history))
+        state = RunState(ctx=ctx, memory=memory)
         self.memory = state.memory
         if self.budget is not None:
             ctx.budget = self.budget.tighter(ctx.budget)
         ctx.spent = lambda: _total(state)
         ctx.report(RunStarted, task=task)
-        error: str | None = None
+        error: ErrorInfo | None = None
         try:
             self._open_run(state)
             output, end_state = self._loop(state, max_steps or self.max_steps)
-        except MeshError as err:
-            error = f"{err.code}: {err.message}"
-            raise
-        except BaseException as err:  # a bug: the record must not say the run went well
-            error = f"internal: {type(err).__name__}: {err}"
+        except BaseException as err:  # a bug too: the record must not say the run went well
+            error = ErrorInfo.of(err)
             raise
         finally:
             self._close_run(state)
             by_agent = self._finish(state, time.monotonic() - started, error)
             current_scope.reset(token)
+        state.memory.turn = self._turn(state, output, end_state)
         return RunResult(
             output=output,
             state=end_state,
@@ -280,10 +323,11 @@ class MultiStepAgent(ABC):
             usage=state.memory.usage,
             duration_s=time.monotonic() - started,
             usage_by_agent=by_agent,
+            turn=state.memory.turn,
         )
 
     def _finish(
-        self, state: RunState, duration_s: float, error: str | None
+        self, state: RunState, duration_s: float, error: ErrorInfo | None
     ) -> dict[str, AgentUsage]:
         """Report the end of the run, with usage rolled up, and pass it to the parent run."""
         by_agent = merge_usage([{self.name: state.memory.agent_usage}, state.ctx.usage_below()])
@@ -316,15 +360,16 @@ class MultiStepAgent(ABC):
         if state.rejected_answers:
             raise error
         state.rejected_answers += 1
-        step.is_final, step.final_answer, step.error = False, None, error.message
-        state.ctx.report(StepFailed, step.step_number, error=error.message)
+        step.is_final, step.final_answer = False, None
+        step.fail(ErrorInfo.of(error))
+        state.ctx.report(StepFailed, step.step_number, error=_step_error(step))
         return False
 
     def _step(self, state: RunState, number: int) -> ActionStep:
         with step_span(self.name, number) as span:
             step = self._take_step(state, number)
             if step.error is not None:
-                record_error(span, step.error)
+                record_error(span, _step_error(step))
             return step
 
     def _take_step(self, state: RunState, number: int) -> ActionStep:
@@ -337,10 +382,10 @@ class MultiStepAgent(ABC):
             try:
                 self._act(state, step, response, ToolRunner(state.ctx, step, toolbox))
             except ModelOutputError as err:
-                step.error = err.message
+                step.fail(ErrorInfo.of(err))
         step.end_time = time.time()
         if step.error is not None:
-            state.ctx.report(StepFailed, number, error=step.error)
+            state.ctx.report(StepFailed, number, error=_step_error(step))
         elif step.observation is not None:
             state.ctx.report(Observation, number, text=step.observation)
         return step
@@ -360,11 +405,11 @@ class MultiStepAgent(ABC):
             try:
                 response = self.model.generate(step.model_input, tools=tools, stop=stop)
             except ModelOutputError as err:
-                record_error(span, err.message)
-                step.error = err.message
+                step.fail(ErrorInfo.of(err))
+                record_error(span, _step_error(step))
                 return None
             except MeshError as err:
-                record_error(span, err.message)
+                record_error(span, ErrorInfo.of(err))
                 raise
             record_response(span, response, step.model_input)
         step.cost_usd = cost_usd(response.model_id or self.model.model_id, response.usage)
@@ -402,16 +447,17 @@ class MultiStepAgent(ABC):
             try:
                 response = self._generate(state, step)
             except ModelError as err:
-                step.error = err.message
+                step.fail(ErrorInfo.of(err))
                 response = None
             step.end_time = time.time()
             text = (response.message.content or "").strip() if response is not None else ""
             if not text:
                 why = f": asking for one failed: {step.error}" if step.error else ""
-                record_error(span, f"no final answer after max_steps{why}")
-                raise MaxStepsError(
+                error = MaxStepsError(
                     f"{self.name} reached max_steps={max_steps} without a final answer{why}"
                 )
+                record_error(span, ErrorInfo.of(error))
+                raise error
             step.is_final, step.final_answer = True, text
             return text
 
@@ -447,14 +493,24 @@ class MultiStepAgent(ABC):
 
     def _messages(self, state: RunState, toolbox: dict[str, Tool]) -> list[ChatMessage]:
         state.memory.system_prompt = self.system_prompt(toolbox)
-        messages = [
-            ChatMessage(role="system", content=state.memory.system_prompt),
-            ChatMessage(role="user", content=state.memory.task),
-        ]
+        messages = [ChatMessage(role="system", content=state.memory.system_prompt)]
+        for turn in state.memory.history:  # the conversation so far, oldest first
+            messages.extend(turn.to_messages())
+        messages.append(ChatMessage(role="user", content=state.memory.task))
         for step in state.memory.steps:
             if step.model_output is not None or step.error is not None:
                 messages.extend(self._step_messages(step))
         return messages
+
+    def _turn(self, state: RunState, output: Any, end_state: str) -> Turn:
+        """The run as a turn: its steps as the model read them, then its answer (after
+        max_steps, the last step is the answer itself, so it is not repeated)."""
+        steps = state.memory.steps[:-1] if end_state == "max_steps" else state.memory.steps
+        messages = [m for step in steps if step.model_output is not None or step.error is not None
+                    for m in self._step_messages(step)]  # fmt: skip
+        answer = answer_text(output)
+        turn = Turn(state.memory.task, answer, tuple(messages), len(state.memory.steps))
+        return turn.clipped(self.max_history_chars)
 
     def _error_message(self, step: ActionStep) -> ChatMessage:
         return ChatMessage(role="user", content=f"Error:\n{step.error}\n{RETRY_HINT}")
@@ -488,6 +544,11 @@ class MultiStepAgent(ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} tools={list(self.tools)}>"
+
+
+def _step_error(step: ActionStep) -> ErrorInfo:
+    """A failed step's error as data (a generic one if an agent kind set only its text)."""
+    return step.error_info or ErrorInfo(MeshError.code, step.error or "")
 
 
 def _total(state: RunState) -> AgentUsage:

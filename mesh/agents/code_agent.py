@@ -16,7 +16,7 @@ from mesh.agents.events import CodeAction
 from mesh.agents.memory import ActionStep
 from mesh.agents.parsing import extract_code
 from mesh.agents.tool_runner import ToolRunner
-from mesh.errors import ConfigError
+from mesh.errors import CodeError, ConfigError, ErrorInfo
 from mesh.models.base import ChatMessage, Model, ModelResponse
 from mesh.sandbox.base import ExecutionResult, Executor
 from mesh.sandbox.config import SandboxConfig
@@ -107,12 +107,12 @@ class CodeAgent(MultiStepAgent):
         with sandbox_span(type(executor).__name__, step.code) as span:
             result = executor.run(step.code, tools)
             if result.error is not None:
-                record_error(span, result.error)
+                record_error(span, ErrorInfo.of(CodeError(result.error)))
         if result.is_final:
             step.is_final, step.final_answer = True, result.final_answer
         observation = format_observation(result)
-        if result.error is not None:
-            step.error = observation
+        if result.error is not None:  # the model reads all of it: what ran, then what failed
+            step.fail(ErrorInfo.of(CodeError(observation)))
         elif observation or not result.is_final:
             step.observation = observation or "The code ran and printed nothing."
 

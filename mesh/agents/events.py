@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mesh.agents.usage import AgentUsage
+from mesh.errors import ErrorInfo
 from mesh.models.base import ChatMessage, TokenUsage, ToolCall
 
 __all__ = [
@@ -78,7 +79,8 @@ class ToolCallFinished(AgentEvent):
     call_id: str
     name: str
     result: str
-    error: str | None = None
+    error: ErrorInfo | None = None
+    """Why the call failed (None if it did not); ``result`` holds what the model read."""
     duration_s: float = 0.0
 
 
@@ -89,9 +91,10 @@ class Observation(AgentEvent):
 
 @dataclass(frozen=True, kw_only=True)
 class StepFailed(AgentEvent):
-    """An error the model will see as an observation; the run goes on."""
+    """An error the model will see as an observation; the run goes on. ``error.message``
+    is what the model reads."""
 
-    error: str
+    error: ErrorInfo
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -104,6 +107,7 @@ class RunFinished(AgentEvent):
     usage: TokenUsage
     duration_s: float
     steps: int
-    error: str | None = None
+    error: ErrorInfo | None = None
+    """Why the run failed; None if it gave an answer."""
     usage_by_agent: dict[str, AgentUsage] = field(default_factory=dict)
     """This run's usage and that of every run beneath it, by agent."""

@@ -1,4 +1,4 @@
-"""What a run remembers: its task and each step, in full.
+"""What a run remembers: its task, the conversation before it, and each step, in full.
 
 Each step keeps the exact model input and output, the code or tool calls,
 observations, errors, timings and token usage: enough to rebuild the
@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from mesh.agents.conversation import Turn
 from mesh.agents.usage import AgentUsage
-from mesh.errors import MeshError
+from mesh.errors import ErrorInfo, MeshError
 from mesh.models.base import ChatMessage, TokenUsage
 
 __all__ = ["ActionStep", "AgentMemory", "ToolCallRecord"]
@@ -31,6 +32,16 @@ class ToolCallRecord:
     def observation(self) -> str:
         return f"Error: {self.error}" if self.error is not None else _text(self.result)
 
+    @property
+    def error_info(self) -> ErrorInfo | None:
+        """The error as data, for events; ``error`` is the text the model reads. A call
+        ended by something other than a MeshError (a bug) is ``internal``."""
+        if self.error is None:
+            return None
+        if self.exception is not None:
+            return ErrorInfo.of(self.exception)
+        return ErrorInfo("internal", self.error)
+
 
 @dataclass
 class ActionStep:
@@ -45,6 +56,9 @@ class ActionStep:
     tool_calls: list[ToolCallRecord] = field(default_factory=list)
     observation: str | None = None
     error: str | None = None
+    """What the model reads about the step's failure (set with ``fail``)."""
+    error_info: ErrorInfo | None = None
+    """The same failure as data, for events and spans."""
     is_final: bool = False
     final_answer: Any = None
 
@@ -52,12 +66,21 @@ class ActionStep:
     def duration_s(self) -> float:
         return 0.0 if self.end_time is None else self.end_time - self.start_time
 
+    def fail(self, error: ErrorInfo) -> None:
+        """The step failed with ``error``; the model reads its message."""
+        self.error, self.error_info = error.message, error
+
 
 @dataclass
 class AgentMemory:
     system_prompt: str
     task: str
     steps: list[ActionStep] = field(default_factory=list)
+    history: list[Turn] = field(default_factory=list)
+    """The earlier turns of the conversation the model read before the task (see
+    ``conversation``)."""
+    turn: Turn | None = None
+    """This run as a turn, once it ended with an answer: what a later run continues from."""
 
     @property
     def usage(self) -> TokenUsage:

@@ -66,8 +66,8 @@ class ToolRunner:
                 "mesh.tool.result_size": len(record.observation),
                 "mesh.tool.success": record.error is None,
             })  # fmt: skip
-            if record.error is not None:
-                record_error(span, record.error)
+            if (error := record.error_info) is not None:
+                record_error(span, error)
             return record
 
     def _invoke(
@@ -133,7 +133,7 @@ class ToolRunner:
                 call_id=record.call_id,
                 name=record.name,
                 result=clip(record.observation, MAX_EVENT_RESULT_CHARS),
-                error=record.error,
+                error=record.error_info,
                 duration_s=record.duration_s,
             )
 

@@ -20,6 +20,7 @@ from mesh.agents.events import (
     ToolCallFinished,
     ToolCallStarted,
 )
+from mesh.errors import ErrorInfo
 from mesh.models.base import TokenUsage
 
 __all__ = ["Unfinished"]
@@ -42,7 +43,7 @@ class Unfinished:
             case ToolCallFinished():
                 self._calls.pop((event.run_id, event.call_id), None)
 
-    def finish(self, error: str) -> list[AgentEvent]:
+    def finish(self, error: ErrorInfo) -> list[AgentEvent]:
         """The events that end everything still open with ``error``: the tool calls, then
         the runs, innermost first. Each is returned once: tracking starts afresh."""
         now = time.time()

@@ -72,7 +72,7 @@ class EventPrinter:
                     f"  observation: {self._line(line)}" for line in event.text.splitlines()[:20]
                 ]
             case StepFailed():
-                return [f"  ! {self._line(line)}" for line in event.error.splitlines()[:20]]
+                return [f"  ! {self._line(line)}" for line in str(event.error).splitlines()[:20]]
             case FinalAnswer():
                 return [f"{who} final answer: {self._line(str(event.answer))}"]
             case RunFinished():

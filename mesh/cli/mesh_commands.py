@@ -13,10 +13,6 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import grpc
-
-from mesh._proto import agent_pb2 as pb
-from mesh._proto import agent_pb2_grpc
 from mesh.agents.events import FinalAnswer
 from mesh.cli.console import EventPrinter, say
 from mesh.cli.record import recorder
@@ -25,20 +21,17 @@ from mesh.config import MeshConfig
 from mesh.errors import AgentUnavailableError, ConfigError, MeshError, NotFoundError
 from mesh.host.allocator import limit_retained_memory
 from mesh.host.audit import default_audit_dir, read_run
-from mesh.launcher import READY_PREFIX, MeshProcesses, wait_healthy
+from mesh.launcher import READY_PREFIX, MeshProcesses
 from mesh.models import Cassette
 from mesh.project import CONFIG_NAME, build_agent, load_mesh_config, replays
-from mesh.rpc.convert import event_from_proto, value_type_from_proto
+from mesh.rpc.client import AgentClient, channel_target
 from mesh.rpc.dev_credentials import (
     DEFAULT_CALLERS,
     DEFAULT_HOSTS,
     new_token,
     write_dev_credentials,
 )
-from mesh.rpc.remote import RemoteAgent, channel_target
-from mesh.rpc.security import open_channel
 from mesh.rpc.serving import serve as serve_agent
-from mesh.rpc.status import error_from_rpc
 from mesh.telemetry import default_trace_dir
 from mesh.telemetry.trace_file import iter_spans
 from mesh.telemetry.trace_view import list_traces, render_tree
@@ -66,7 +59,9 @@ def serve(args: argparse.Namespace) -> int:
 
         serve_agent(agent, address, max_concurrent_runs=agent_config.max_concurrent_runs,
                     security=config.security, health_address=args.health_address,
-                    on_ready=ready, data_limit_mb=config.data_limit_mb)  # fmt: skip
+                    on_ready=ready, data_limit_mb=config.data_limit_mb,
+                    run_retention_s=config.run_retention_hours * 3600,
+                    run_memory_mb=config.run_memory_mb)  # fmt: skip
     return 0
 
 
@@ -97,39 +92,35 @@ def run(args: argparse.Namespace) -> int:
     (then a config is optional: an agent served from Python has none)."""
     config = _config_for(args)
     entry = config.agent(config.entry) if config is not None else None
-    name = entry.name if entry is not None else "the agent"
-    target = channel_target(args.address or list(entry.addresses if entry else ()))
+    address = args.address or list(entry.addresses if entry else ())
     task = args.task or (config.task if config is not None else "")
     if not task:
         raise ConfigError("give a task (the config names no default task in [mesh] task)")
     security = config.security if config is not None else None
-    metadata = security.call_metadata() if security else ()
-    if getattr(args, "wait", 0.0) > 0:
-        wait_healthy(target, args.wait, security)
-    with open_channel(target, security) as channel:
-        stub = agent_pb2_grpc.AgentServiceStub(channel)  # type: ignore[no-untyped-call]
-        if not getattr(args, "live", False):
-            _announce_replay(stub, name, target, task, config, metadata)
-        call = stub.RunStream(pb.RunStreamRequest(task=task, agent=entry.name if entry else ""),
-                              timeout=args.timeout, metadata=metadata)  # fmt: skip
+    label = "" if entry else f"the agent at {channel_target(address)}"
+    with AgentClient(address, agent=entry.name if entry else "", security=security,
+                     label=label) as client:  # fmt: skip
+        if getattr(args, "wait", 0.0) > 0:
+            client.wait_healthy(args.wait)
         printer = None if args.quiet else EventPrinter()
         answer: Any = None
         try:
-            for response in call:
-                for message in response.events:
-                    event = event_from_proto(message)
-                    if event is None:
-                        continue
-                    if printer is not None:
-                        printer(event)
-                    if isinstance(event, FinalAnswer) and event.depth == 0:
-                        answer = event.answer
-        except KeyboardInterrupt:
-            call.cancel()
-            say("cancelled: the run and every run it delegated were stopped")
-            return 130
-        except grpc.RpcError as err:
-            raise _explain(error_from_rpc(err, f"{name} at {target}")) from err
+            if not getattr(args, "live", False):
+                _announce_replay(client, task, config)
+            with client.run_stream(task, timeout_s=args.timeout) as stream:
+                try:
+                    for event in stream:
+                        if printer is not None:
+                            printer(event)
+                        if isinstance(event, FinalAnswer) and event.depth == 0:
+                            answer = event.answer
+                except KeyboardInterrupt:
+                    stream.cancel()
+                    say("cancelled: the run and every run it delegated were stopped")
+                    return 130
+        except MeshError as err:
+            _explain(err)
+            raise
     if args.quiet:
         print(answer)
     return 0
@@ -138,20 +129,18 @@ def run(args: argparse.Namespace) -> int:
 def agents(args: argparse.Namespace) -> int:
     config = load_mesh_config(args.config)
     for name, agent in config.agents.items():
-        remote = RemoteAgent(name, list(agent.addresses), security=config.security)
         try:
-            card = remote.describe(timeout_s=2.0)
+            with AgentClient(list(agent.addresses), agent=name, security=config.security) as client:
+                card = client.describe(timeout_s=2.0)
         except MeshError as err:
             print(f"{name} ({', '.join(agent.addresses)}): not reachable ({err.code})")
             continue
-        finally:
-            remote.close()
-        kind = pb.AgentKind.Name(card.kind).removeprefix("AGENT_KIND_").lower().replace("_", "-")
-        print(f"{card.name} ({', '.join(agent.addresses)}): {kind} agent, model {card.model_id}")
+        print(f"{card.name} ({', '.join(agent.addresses)}): {card.kind} agent, "
+              f"model {card.model_id}")  # fmt: skip
         print(f"    {card.description}")
         for tool in card.tools:
-            inputs = ", ".join(f"{i.name}: {value_type_from_proto(i.type)}" for i in tool.inputs)
-            print(f"    tool {tool.name}({inputs}) -> {value_type_from_proto(tool.output_type)}")
+            inputs = ", ".join(f"{n}: {i['type']}" for n, i in tool["inputs"].items())
+            print(f"    tool {tool['name']}({inputs}) -> {tool['output_type']}")
         for managed in card.managed_agents:
             print(f"    delegates to {managed}")
     return 0
@@ -206,13 +195,8 @@ def _config_for(args: argparse.Namespace) -> MeshConfig | None:
     return load_mesh_config(args.config)
 
 
-def _announce_replay(
-    stub: Any, name: str, target: str, task: str, config: MeshConfig | None, metadata: Any
-) -> None:
-    try:
-        card = stub.Describe(pb.DescribeRequest(), timeout=5, metadata=metadata).card
-    except grpc.RpcError as err:
-        raise _explain(error_from_rpc(err, f"{name} at {target}")) from err
+def _announce_replay(client: AgentClient, task: str, config: MeshConfig | None) -> None:
+    card = client.describe(timeout_s=5)
     if card.model_id.startswith("replay"):
         say("No model key is set, so the mesh REPLAYS recorded model outputs (cassettes); the "
             "tools, sandbox and RPCs run for real. Set OPENAI_API_KEY (or [models] in the "

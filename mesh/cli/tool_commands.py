@@ -6,22 +6,14 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import grpc
-
-from mesh._proto import agent_pb2 as pb
-from mesh._proto import agent_pb2_grpc
 from mesh.config import MeshConfig
 from mesh.errors import ConfigError, NotFoundError, ToolDefinitionError
 from mesh.project import load_mesh_config
-from mesh.rpc.convert import definition_to_proto, seconds_from_proto, tool_change_action_name
-from mesh.rpc.remote import channel_target
-from mesh.rpc.security import open_channel
-from mesh.rpc.status import error_from_rpc
+from mesh.rpc.client import AgentClient
+from mesh.rpc.tool_admin import ToolChange
 
 __all__ = ["add_history_options", "add_tool", "add_tool_commands", "remove_tool", "tool_history"]
 
@@ -68,37 +60,38 @@ def add_history_options(history: argparse.ArgumentParser) -> None:
 def add_tool(args: argparse.Namespace) -> int:
     config = load_mesh_config(args.config)
     remote_name = args.remote_name or args.name
-    spec = _spec_from_file(args.schema) if args.schema else _spec_from(config, args.address,
-                                                                        remote_name)  # fmt: skip
-    spec.name = args.name
-    request = pb.AddToolRequest(spec=spec, address=args.address, replace=args.replace,
-                                remote_name=remote_name)  # fmt: skip
-    with _agent(config, args.agent, args.agent_address) as (stub, metadata):
-        change = _call(stub.AddTool, request, metadata, args.agent).change
+    definition = (_definition_from_file(args.schema) if args.schema
+                  else _definition_from(config, args.address, remote_name))  # fmt: skip
+    definition = {**definition, "name": args.name}
+    with _agent(config, args.agent, args.agent_address) as client:
+        try:
+            change = client.add_tool(definition, args.address, remote_name=remote_name,
+                                     replace=args.replace, timeout_s=10.0)  # fmt: skip
+        except ToolDefinitionError as err:
+            where = f"--schema {args.schema}" if args.schema else f"{args.address}: {remote_name}"
+            raise ConfigError(f"{where}: {err.message}") from err
     print(_row(change))
     return 0
 
 
 def remove_tool(args: argparse.Namespace) -> int:
     config = load_mesh_config(args.config)
-    with _agent(config, args.agent, args.agent_address) as (stub, metadata):
-        change = _call(stub.RemoveTool, pb.RemoveToolRequest(name=args.name), metadata,
-                       args.agent).change  # fmt: skip
+    with _agent(config, args.agent, args.agent_address) as client:
+        change = client.remove_tool(args.name, timeout_s=10.0)
     print(_row(change))
     return 0
 
 
 def tool_history(args: argparse.Namespace) -> int:
     config = load_mesh_config(args.config)
-    changes: list[pb.ToolChange] = []
+    changes: list[ToolChange] = []
     for name in args.agents or list(config.agents):
-        with _agent(config, name, args.agent_address) as (stub, metadata):
-            changes += _call(stub.ToolHistory, pb.ToolHistoryRequest(), metadata, name).changes
-    for change in sorted(changes, key=lambda c: seconds_from_proto(c.time)):
+        with _agent(config, name, args.agent_address) as client:
+            changes += client.tool_history(timeout_s=10.0)
+    for change in sorted(changes, key=lambda c: c.timestamp):
         if args.json:
-            print(json.dumps({"timestamp": seconds_from_proto(change.time), "agent": change.agent,
-                              "action": tool_change_action_name(change.action),
-                              "tool": change.tool,
+            print(json.dumps({"timestamp": change.timestamp, "agent": change.agent,
+                              "action": change.action, "tool": change.tool,
                               "caller": change.caller, "schema_sha256": change.schema_sha256,
                               "old_sha256": change.old_sha256, "address": change.address,
                               "diff": change.diff}))  # fmt: skip
@@ -109,53 +102,40 @@ def tool_history(args: argparse.Namespace) -> int:
     return 0
 
 
-def _row(change: pb.ToolChange) -> str:
-    when = datetime.datetime.fromtimestamp(seconds_from_proto(change.time), datetime.UTC)
+def _row(change: ToolChange) -> str:
+    when = datetime.datetime.fromtimestamp(change.timestamp, datetime.UTC)
     where = f" -> {change.address}" if change.address else ""
     sha = f" sha256:{change.schema_sha256[:12]}" if change.schema_sha256 else ""
     if change.old_sha256:
         sha = f" sha256:{change.old_sha256[:12]} ->{sha or ' (gone)'}"
-    action = tool_change_action_name(change.action).replace("_", " ")
+    action = change.action.replace("_", " ")
     return (f"{when:%Y-%m-%d %H:%M:%S}Z  {change.agent}  {action} {change.tool}"
             f"{where}{sha}  by {change.caller}")  # fmt: skip
 
 
-def _agent(config: MeshConfig, name: str, address: str | None) -> Any:
-    """A connection to the agent ``name`` (at ``address`` if given, else where the config says)."""
-    return _connect(config, channel_target(address or list(config.agent(name).addresses)))
+def _agent(config: MeshConfig, name: str, address: str | None) -> AgentClient:
+    """A client of the agent ``name`` (at ``address`` if given, else where the config says)."""
+    addresses = address or list(config.agent(name).addresses)
+    return AgentClient(addresses, security=config.security, label=name)
 
 
-@contextmanager
-def _connect(config: MeshConfig, target: str) -> Iterator[tuple[Any, tuple[tuple[str, str], ...]]]:
-    metadata = config.security.call_metadata() if config.security else ()
-    with open_channel(target, config.security) as channel:
-        yield agent_pb2_grpc.AgentServiceStub(channel), metadata  # type: ignore[no-untyped-call]
-
-
-def _call(method: Any, request: Any, metadata: Any, who: str) -> Any:
-    try:
-        return method(request, timeout=10.0, metadata=metadata)
-    except grpc.RpcError as err:
-        raise error_from_rpc(err, who) from err
-
-
-def _spec_from(config: MeshConfig, address: str, name: str) -> pb.ToolSpec:
-    """The tool's spec as the service running it declares it."""
-    with _connect(config, channel_target(address)) as (stub, metadata):
-        tools = _call(stub.ListTools, pb.ListToolsRequest(), metadata, address).tools
-    for spec in tools:
-        if spec.name == name:
-            found = pb.ToolSpec()
-            found.CopyFrom(spec)
-            return found
-    known = ", ".join(t.name for t in tools) or "none"
+def _definition_from(config: MeshConfig, address: str, name: str) -> dict[str, Any]:
+    """The tool's definition as the service running it declares it."""
+    with AgentClient(address, security=config.security, label=address) as client:
+        tools = client.list_tools(timeout_s=10.0)
+    for definition in tools:
+        if definition["name"] == name:
+            return definition
+    known = ", ".join(t["name"] for t in tools) or "none"
     raise NotFoundError(f"{address} has no tool {name!r} (it has {known}); give --schema")
 
 
-def _spec_from_file(path: str) -> pb.ToolSpec:
+def _definition_from_file(path: str) -> dict[str, Any]:
     try:
-        return definition_to_proto(json.loads(Path(path).read_text(encoding="utf-8")))
-    except ToolDefinitionError as err:
-        raise ConfigError(f"--schema {path}: {err.message}") from err
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        definition = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
         raise ConfigError(f"--schema {path}: {err!r}") from err
+    if not isinstance(definition, dict):
+        raise ConfigError(f"--schema {path}: expected a JSON object (description, inputs, "
+                          "output_type)")  # fmt: skip
+    return definition

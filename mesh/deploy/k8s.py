@@ -47,6 +47,7 @@ DATA_ENV = {  # as deploy/docker/Dockerfile sets them, repeated so that any imag
     "MESH_AUDIT_DIR": f"{DATA_DIR}/audit",
     "MESH_TOOL_LOG_DIR": f"{DATA_DIR}/tool-changes",
     "MESH_RUNS_DIR": f"{DATA_DIR}/runs",
+    "MESH_SESSIONS_DIR": f"{DATA_DIR}/sessions",
 }
 HEALTH_PORT = 8081
 USER_ID = 10001  # the image's unprivileged user

@@ -3,7 +3,8 @@
 One line per event of the service's own runs: the run's start and end, each
 model call (model, prompt, output, tokens, latency), each tool call
 (arguments, result, latency, success), and each step error (sandbox limits
-included), with agent, run, parent run, step and timestamps. Prompt and
+included), with agent, run, parent run, step and timestamps. An error (a tool
+call's, a step's, a run's) is an object: reason, message, retryable. Prompt and
 output text follow the content setting and are redacted; an entry is clipped
 to ``MAX_RECORD_BYTES``. The file rotates within a budget (a share of the
 service's data limit) that also covers what earlier processes of the service
@@ -27,6 +28,7 @@ from typing import Any
 
 from mesh.agents import events as ev
 from mesh.append_only import MAX_RECORD_BYTES, json_line, parse_record, read_lines, string_field
+from mesh.errors import ErrorInfo
 from mesh.paths import data_path
 from mesh.rotating_file import RotatingFile
 from mesh.telemetry.redact import redact, shape
@@ -110,23 +112,32 @@ def _entry(event: ev.AgentEvent) -> dict[str, Any]:
             )
         case ev.ToolCallFinished():
             entry.update(tool=event.name, call_id=event.call_id, result=shape(event.result),
-                         error=event.error, success=event.error is None,
+                         error=_error(event.error), success=event.error is None,
                          latency_s=event.duration_s)  # fmt: skip
         case ev.Observation():
             entry["observation"] = shape(event.text)
         case ev.StepFailed():
-            entry["error"] = shape(event.error)
+            entry["error"] = _error(event.error, shaped=True)
         case ev.FinalAnswer():
             entry["answer"] = shape(event.answer if isinstance(event.answer, str)
                                     else json.dumps(event.answer, default=str))  # fmt: skip
         case ev.RunFinished():
             entry.update(
-                error=event.error,
+                error=_error(event.error),
                 steps=event.steps,
                 duration_s=event.duration_s,
                 usage_by_agent={n: asdict(u) for n, u in event.usage_by_agent.items()},
             )
     return entry
+
+
+def _error(error: ErrorInfo | None, *, shaped: bool = False) -> dict[str, Any] | None:
+    """An error as an entry holds it, None for none. A step's error quotes the model's
+    code and what it printed: its message follows the content setting (``shaped``)."""
+    if error is None:
+        return None
+    message = shape(error.message) if shaped else error.message
+    return {"reason": error.reason, "message": message, "retryable": error.retryable}
 
 
 def read_run(directory: Path, run_id: str) -> list[dict[str, Any]]:

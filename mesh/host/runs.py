@@ -1,13 +1,11 @@
-"""The runs a server is serving: for Cancel, the concurrency limit, and shutdown."""
+"""The runs a server is running: for Cancel, the concurrency limit, and shutdown."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from mesh.agents.context import RunContext
-from mesh.errors import AlreadyExistsError, BusyError, NotFoundError
+from mesh.errors import AlreadyExistsError, BusyError
 
 __all__ = ["ActiveRuns"]
 
@@ -18,9 +16,8 @@ class ActiveRuns:
         self._runs: dict[str, RunContext] = {}
         self._lock = threading.Lock()
 
-    @contextmanager
-    def register(self, ctx: RunContext) -> Iterator[RunContext]:
-        """Hold a slot for ``ctx`` while the run lasts; refuse beyond the limit."""
+    def add(self, ctx: RunContext) -> None:
+        """Hold a slot for ``ctx`` until ``remove``; refuse beyond the limit."""
         with self._lock:
             if ctx.run_id in self._runs:
                 raise AlreadyExistsError(f"run id {ctx.run_id!r} is already running")
@@ -29,24 +26,29 @@ class ActiveRuns:
                     f"{ctx.agent} is running {self.limit} tasks, its limit; retry later"
                 )
             self._runs[ctx.run_id] = ctx
-        try:
-            yield ctx
-        finally:
-            with self._lock:
-                self._runs.pop(ctx.run_id, None)
 
-    def cancel(self, run_id: str) -> None:
+    def remove(self, run_id: str) -> None:
+        with self._lock:
+            self._runs.pop(run_id, None)
+
+    def cancel(self, run_id: str) -> bool:
+        """Cancel the run if it is going; whether it was."""
         with self._lock:
             ctx = self._runs.get(run_id)
         if ctx is None:
-            raise NotFoundError(f"no run {run_id!r} is running here")
+            return False
         ctx.cancel()
+        return True
 
     def cancel_all(self) -> None:
         with self._lock:
             runs = list(self._runs.values())
         for ctx in runs:
             ctx.cancel()
+
+    def __contains__(self, run_id: object) -> bool:
+        with self._lock:
+            return run_id in self._runs
 
     def __len__(self) -> int:
         with self._lock:

@@ -19,7 +19,7 @@ from mesh.agents.base import MultiStepAgent
 from mesh.agents.budget import Budget
 from mesh.agents.code_agent import CodeAgent
 from mesh.agents.usage import AgentUsage
-from mesh.errors import ToolDefinitionError
+from mesh.errors import ErrorInfo, ToolDefinitionError
 from mesh.models.base import TokenUsage, ToolCall
 from mesh.tools.base import Tool
 from mesh.tools.schema import InputSpec, json_schema
@@ -38,6 +38,8 @@ __all__ = [
     "card_to_proto",
     "definition_to_proto",
     "duration_to_proto",
+    "error_from_proto",
+    "error_to_proto",
     "event_from_proto",
     "event_to_proto",
     "from_json",
@@ -45,6 +47,7 @@ __all__ = [
     "timestamp_to_proto",
     "to_json",
     "tool_change_action_name",
+    "tool_change_from_proto",
     "tool_change_to_proto",
     "tool_spec_from_proto",
     "tool_spec_to_proto",
@@ -92,6 +95,15 @@ def agent_usage_from_proto(usage: pb.AgentUsage) -> AgentUsage:
         cost_usd=usage.cost_usd if usage.cost_known else None,
         model_calls=usage.model_calls,
     )
+
+
+def error_to_proto(error: ErrorInfo) -> pb.ErrorDetail:
+    return pb.ErrorDetail(reason=error.reason, retryable=error.retryable,
+                          metadata=dict(error.metadata), message=error.message)  # fmt: skip
+
+
+def error_from_proto(detail: pb.ErrorDetail) -> ErrorInfo:
+    return ErrorInfo(detail.reason, detail.message, detail.retryable, dict(detail.metadata))
 
 
 def budget_to_proto(budget: Budget) -> pb.Budget:
@@ -244,12 +256,14 @@ def event_to_proto(event: ev.AgentEvent) -> pb.RunEvent:
         case ev.ToolCallFinished():
             out.tool_call_finished.CopyFrom(pb.ToolCallFinished(
                 call_id=event.call_id, name=event.name, result=event.result,
-                error=event.error or "", duration=duration_to_proto(event.duration_s),
+                duration=duration_to_proto(event.duration_s),
             ))  # fmt: skip
+            if event.error is not None:
+                out.tool_call_finished.error.CopyFrom(error_to_proto(event.error))
         case ev.Observation():
             out.observation.text = event.text
         case ev.StepFailed():
-            out.step_failed.error = event.error
+            out.step_failed.error.CopyFrom(error_to_proto(event.error))
         case ev.FinalAnswer():
             out.final_answer.CopyFrom(pb.FinalAnswer(
                 answer_json=to_json(event.answer), answer_text=answer_text(event.answer)
@@ -257,10 +271,12 @@ def event_to_proto(event: ev.AgentEvent) -> pb.RunEvent:
         case ev.RunFinished():
             out.run_finished.CopyFrom(pb.RunFinished(
                 usage=usage_to_proto(event.usage), duration=duration_to_proto(event.duration_s),
-                steps=event.steps, error=event.error or "",
+                steps=event.steps,
                 usage_by_agent={name: agent_usage_to_proto(u)
                                 for name, u in event.usage_by_agent.items()},
             ))  # fmt: skip
+            if event.error is not None:
+                out.run_finished.error.CopyFrom(error_to_proto(event.error))
     return out
 
 
@@ -300,14 +316,14 @@ def event_from_proto(message: pb.RunEvent, depth_offset: int = 0) -> ev.AgentEve
             call_id=f.call_id,
             name=f.name,
             result=f.result,
-            error=f.error or None,
+            error=error_from_proto(f.error) if f.HasField("error") else None,
             duration_s=seconds_from_proto(f.duration),
             **common,
         )
     if kind == "observation":
         return ev.Observation(text=message.observation.text, **common)
     if kind == "step_failed":
-        return ev.StepFailed(error=message.step_failed.error, **common)
+        return ev.StepFailed(error=error_from_proto(message.step_failed.error), **common)
     if kind == "final_answer":
         return ev.FinalAnswer(answer=from_json(message.final_answer.answer_json), **common)
     if kind == "run_finished":
@@ -316,7 +332,7 @@ def event_from_proto(message: pb.RunEvent, depth_offset: int = 0) -> ev.AgentEve
             usage=usage_from_proto(r.usage),
             duration_s=seconds_from_proto(r.duration),
             steps=r.steps,
-            error=r.error or None,
+            error=error_from_proto(r.error) if r.HasField("error") else None,
             usage_by_agent={
                 name: agent_usage_from_proto(u) for name, u in r.usage_by_agent.items()
             },
@@ -339,6 +355,20 @@ def tool_change_to_proto(change: ToolChange) -> pb.ToolChange:
 def tool_change_action_name(action: pb.ToolChangeAction) -> str:
     """TOOL_CHANGE_ACTION_TOOL_CONFIGURED -> ``"tool_configured"``."""
     return pb.ToolChangeAction.Name(action).removeprefix("TOOL_CHANGE_ACTION_").lower()
+
+
+def tool_change_from_proto(change: pb.ToolChange) -> ToolChange:
+    """A change as a client reads it (without the remote tool's definition, which stays in
+    the service's log)."""
+    from mesh.rpc.tool_admin import ToolChange  # tool_admin -> remote_tool -> this module
+
+    known = change.action in pb.ToolChangeAction.values()
+    return ToolChange(
+        timestamp=seconds_from_proto(change.time), agent=change.agent,
+        action=tool_change_action_name(change.action) if known else "unspecified",
+        tool=change.tool, caller=change.caller, schema_sha256=change.schema_sha256,
+        address=change.address, old_sha256=change.old_sha256, diff=change.diff,
+    )  # fmt: skip
 
 
 def timestamp_to_proto(seconds: float) -> timestamp_pb2.Timestamp:

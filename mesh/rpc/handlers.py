@@ -5,28 +5,22 @@ request, and bytes that are not the request message then fail inside gRPC as
 UNKNOWN, before any of our code runs. Registering the handlers here lets such
 a request reach the servicer as a ``MalformedRequest``, which
 ``translate_errors`` refuses with INVALID_ARGUMENT like any other bad request.
+Every handler is wrapped in ``translate_errors`` here, once: a servicer
+method raises, and the caller gets the status and ErrorDetail it deserves.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError, Message
 
 from mesh._proto import agent_pb2 as pb
+from mesh.rpc.status import MalformedRequest, translate_errors
 
-__all__ = ["MalformedRequest", "add_agent_service"]
-
-
-@dataclass(frozen=True)
-class MalformedRequest:
-    """What a request that did not decode becomes."""
-
-    message_type: str
-    error: str
+__all__ = ["add_agent_service"]
 
 
 def add_agent_service(servicer: Any, server: grpc.aio.Server) -> None:
@@ -38,7 +32,7 @@ def add_agent_service(servicer: Any, server: grpc.aio.Server) -> None:
         make = (grpc.unary_stream_rpc_method_handler if method.server_streaming
                 else grpc.unary_unary_rpc_method_handler)  # fmt: skip
         handlers[method.name] = make(
-            getattr(servicer, method.name),
+            translate_errors(getattr(servicer, method.name)),
             request_deserializer=_lenient(request),
             response_serializer=response.SerializeToString,
         )

@@ -9,37 +9,44 @@ was unreachable); once it has, only if the agent is declared idempotent
 (``idempotent=True``: running it twice does no harm), since its server may
 have died mid-run. Several
 addresses (or a DNS name with several records) are balanced round robin.
+
+Every attempt of a call sends the same run id, chosen up front, so that the
+service's run ledger knows a retry from a new run. A retry the service
+refuses because that id already ran (the first attempt's run started after
+all) rejoins that run with WatchRun where the service can show it, relaying
+only the events not relayed yet; where it cannot (its service died, or it
+keeps no run records), an idempotent agent's run starts again under a new id.
 """
 
 from __future__ import annotations
 
-import ipaddress
+import contextlib
+import threading
 import time
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
-import grpc
-from opentelemetry import propagate
-from opentelemetry.trace import SpanKind
-
-from mesh._proto import agent_pb2 as pb
-from mesh._proto import agent_pb2_grpc
 from mesh.agents.context import RunContext, active_run
-from mesh.agents.events import FinalAnswer, RunFinished
+from mesh.agents.events import AgentEvent, FinalAnswer, RunFinished
 from mesh.agents.unfinished import Unfinished
 from mesh.errors import (
     AgentUnavailableError,
+    AlreadyExistsError,
     DeadlineExceededError,
+    ErrorInfo,
     MeshError,
+    NotFoundError,
     RemoteAgentError,
     RunCancelledError,
 )
-from mesh.rpc.convert import SERVICE_NAME, budget_to_proto, event_from_proto
-from mesh.rpc.security import MeshSecurity, open_channel
-from mesh.rpc.status import error_from_rpc
-from mesh.telemetry.spans import record_error, tracer
+from mesh.rpc.client import AgentCard, AgentClient, EventStream
+from mesh.rpc.security import MeshSecurity
 
-__all__ = ["RemoteAgent", "channel_target"]
+__all__ = ["RemoteAgent"]
+
+_GONE = object()
+"""What ``_rejoin`` returns when the run cannot be followed."""
 
 
 class RemoteAgent:
@@ -57,7 +64,6 @@ class RemoteAgent:
     ) -> None:
         self.name = name
         self.description = description
-        self.target = channel_target(addresses)
         self.timeout_s = timeout_s
         self.retries = retries
         self.retry_delay_s = retry_delay_s
@@ -67,35 +73,37 @@ class RemoteAgent:
         """Calls retried because the remote run never started (always safe)."""
         self.retried_started = 0
         """Calls retried after their run started and its server went away (idempotent only)."""
-        self._metadata = security.call_metadata() if security is not None else ()
-        self._channel = open_channel(self.target, security, options=[
-            ("grpc.lb_policy_name", "round_robin"),
-            ("grpc.enable_retries", 0),  # retries are ours: only before a run starts
-        ])  # fmt: skip
-        self._stub = agent_pb2_grpc.AgentServiceStub(self._channel)  # type: ignore[no-untyped-call]
+        self.client = AgentClient(addresses, agent=name, security=security)
+        self.target = self.client.target
 
-    def describe(self, timeout_s: float = 5.0) -> pb.AgentCard:
-        try:
-            response: pb.DescribeResponse = self._stub.Describe(
-                pb.DescribeRequest(), timeout=timeout_s, metadata=self._metadata
-            )
-        except grpc.RpcError as err:
-            raise error_from_rpc(err, f"{self.name} at {self.target}") from err
-        return response.card
+    def describe(self, timeout_s: float = 5.0) -> AgentCard:
+        return self.client.describe(timeout_s=timeout_s)
 
     def run(self, task: str) -> Any:
         """Run ``task`` remotely and return the final answer (see the module docstring)."""
-        parent = active_run()
+        delegation = _Delegation(active_run())
+        try:
+            return self._run(task, delegation)
+        except MeshError as err:
+            delegation.abandon(err)  # the runs and calls the stream started end with it
+            raise
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _run(self, task: str, delegation: _Delegation) -> Any:
+        parent = delegation.parent
         for attempt in range(self.retries + 1):
             started = False
             try:
-                return self._run_once(task, parent)
+                return self._attempt(task, delegation, retry=attempt > 0)
             except _NotStarted as failure:
                 error = failure.error
             except AgentUnavailableError as err:  # the run started, then its server went away
                 if not self.idempotent:
                     raise
                 error, started = err, True
+            delegation.broken = error
             if attempt == self.retries or (parent is not None and parent.cancelled):
                 raise error
             if started:
@@ -105,80 +113,93 @@ class RemoteAgent:
             time.sleep(self.retry_delay_s * 2**attempt)
         raise AssertionError("unreachable")
 
-    def close(self) -> None:
-        self._channel.close()
-
-    def _run_once(self, task: str, parent: RunContext | None) -> Any:
-        # A CLIENT span, and W3C trace context in the call's metadata, done by hand: the
-        # OpenTelemetry client interceptor wraps streams in a generator that cannot be cancelled.
-        attributes = {"rpc.system": "grpc", "rpc.service": SERVICE_NAME,
-                      "rpc.method": "RunStream", "server.address": self.target}  # fmt: skip
-        with tracer.start_as_current_span(
-            f"{SERVICE_NAME}/RunStream", kind=SpanKind.CLIENT, attributes=attributes
-        ) as span:
-            try:
-                return self._stream(task, parent)
-            except MeshError as err:
-                record_error(span, err.message)
-                raise
-
-    def _stream(self, task: str, parent: RunContext | None) -> Any:
-        timeout = self._timeout(parent)
-        request = pb.RunStreamRequest(
-            task=task, agent=self.name, parent_run_id=parent.run_id if parent else ""
-        )
-        remaining = parent.remaining_budget() if parent is not None else None
-        if remaining is not None:
-            request.budget.CopyFrom(budget_to_proto(remaining))
-        carrier: dict[str, str] = {}
-        propagate.inject(carrier)
-        metadata = (*tuple(carrier.items()), *self._metadata)
-        call = self._stub.RunStream(request, timeout=timeout, metadata=metadata)
-        forget = parent.on_cancel(call.cancel) if parent is not None else lambda: None
-        unfinished = Unfinished()
+    def _attempt(self, task: str, delegation: _Delegation, *, retry: bool) -> Any:
         try:
-            return self._relay(call, parent, unfinished)
-        except MeshError as err:
-            if parent is not None:  # the runs and calls the stream started end with it
-                for event in unfinished.finish(f"{err.code}: {err.message}"):
-                    parent.emit(event)
-            raise
+            return self._follow(delegation, self._start(task, delegation), fresh=True)
+        except _Claimed as claimed:
+            if not retry:
+                raise claimed.error from claimed
+        # The run id ran before: the run of an earlier attempt started after all.
+        answer = self._rejoin(delegation)
+        if answer is not _GONE:
+            return answer
+        if not self.idempotent:  # it started, and may have done work: not sent again
+            raise delegation.broken or AgentUnavailableError(f"{self.name} went away")
+        delegation.abandon(delegation.broken)
+        delegation.run_id = uuid.uuid4().hex
+        return self._follow(delegation, self._start(task, delegation), fresh=True)
+
+    def _start(self, task: str, delegation: _Delegation) -> EventStream:
+        parent = delegation.parent
+        return self.client.run_stream(
+            task, run_id=delegation.run_id, parent_run_id=parent.run_id if parent else "",
+            budget=parent.remaining_budget() if parent is not None else None,
+            timeout_s=self._timeout(parent), depth_offset=delegation.depth, scope=parent,
+        )  # fmt: skip
+
+    def _rejoin(self, delegation: _Delegation) -> Any:
+        """Follow the run ``delegation.run_id`` started to its end, relaying what was not
+        relayed yet; ``_GONE`` if this service cannot show it."""
+        parent, run_id = delegation.parent, delegation.run_id
+        if not self.describe().capabilities.run_records:  # no WatchRun there
+            return _GONE
+        stream = self.client.watch_run(run_id, 0, timeout_s=self._timeout(parent),
+                                       depth_offset=delegation.depth, scope=parent)  # fmt: skip
+        # Ending a watch leaves its run going: a cancel must reach the run itself.
+        forget = parent.on_cancel(lambda: self._cancel_soon(run_id)) if parent else _nothing
+        try:
+            return self._follow(delegation, stream, fresh=False)
+        except NotFoundError:
+            if stream.started:
+                raise
+            return _GONE  # its service died: the run went with it
         finally:
             forget()
 
-    def _relay(self, call: Any, parent: RunContext | None, unfinished: Unfinished) -> Any:
-        """The remote run's events into the parent's stream; its final answer."""
-        depth = parent.depth + 1 if parent is not None else 0
+    def _follow(self, delegation: _Delegation, stream: EventStream, *, fresh: bool) -> Any:
+        """Relay the stream's events into the parent's stream; the run's final answer.
+        ``fresh``: the stream is a new run (not a rejoined one)."""
+        parent, depth = delegation.parent, delegation.depth
         answer: Any = None
-        started = finished = False
-        try:
-            for response in call:
-                started = True
-                for message in response.events:
-                    event = event_from_proto(message, depth_offset=depth)
-                    if event is None:
-                        continue
-                    unfinished.track(event)
-                    if parent is not None:
-                        parent.emit(event)
-                    if isinstance(event, FinalAnswer) and message.depth == 0:
+        finished = False
+        leftovers = fresh  # a new run: what a broken attempt left open ends when it starts
+        with stream:
+            try:
+                for index, event in stream.indexed():
+                    if leftovers:
+                        delegation.abandon(delegation.broken)
+                        leftovers = False
+                    if not fresh and index <= delegation.seen:
+                        continue  # relayed before the stream broke
+                    delegation.relay(index, event)
+                    if isinstance(event, FinalAnswer) and event.depth == depth:
                         answer = event.answer
-                    if isinstance(event, RunFinished) and message.depth == 0:
+                    if isinstance(event, RunFinished) and event.depth == depth:
                         finished = True
                         if parent is not None:
                             parent.add_usage_below(event.usage_by_agent)
-        except grpc.RpcError as err:
-            if parent is not None and parent.cancelled:
-                raise RunCancelledError(f"the call to {self.name} was cancelled") from err
-            error = error_from_rpc(err, f"{self.name} at {self.target}")
-            if not started and isinstance(error, AgentUnavailableError):
-                raise _NotStarted(error) from err
-            raise error from err
+            except MeshError as err:
+                if parent is not None and parent.cancelled:
+                    raise RunCancelledError(f"the call to {self.name} was cancelled") from err
+                if not stream.started and isinstance(err, AgentUnavailableError):
+                    raise _NotStarted(err) from err
+                if not stream.started and isinstance(err, AlreadyExistsError):
+                    raise _Claimed(err) from err
+                raise
         if not finished:
             raise RemoteAgentError(
                 f"{self.name} at {self.target} ended its stream before the run finished"
             )
         return answer
+
+    def _cancel_soon(self, run_id: str) -> None:
+        """Cancel the remote run, without holding up the cancelling thread."""
+
+        def cancel() -> None:
+            with contextlib.suppress(MeshError):  # it ended, or its service is gone
+                self.client.cancel(run_id, timeout_s=5.0)
+
+        threading.Thread(target=cancel, name=f"cancel-{run_id}", daemon=True).start()
 
     def _timeout(self, parent: RunContext | None) -> float | None:
         remaining = parent.remaining() if parent is not None else None
@@ -192,6 +213,35 @@ class RemoteAgent:
         return f"<RemoteAgent {self.name!r} at {self.target}>"
 
 
+class _Delegation:
+    """One call of a remote agent, across its attempts: the run id they send, and what has
+    been relayed into the caller's stream."""
+
+    def __init__(self, parent: RunContext | None) -> None:
+        self.parent = parent
+        self.depth = parent.depth + 1 if parent is not None else 0
+        self.run_id = uuid.uuid4().hex
+        self.unfinished = Unfinished()
+        self.seen = -1
+        """The highest record index relayed (a rejoin skips up to it)."""
+        self.broken: MeshError | None = None
+        """What ended the last attempt, when one failed."""
+
+    def relay(self, index: int, event: AgentEvent) -> None:
+        self.seen = max(self.seen, index)
+        self.unfinished.track(event)
+        if self.parent is not None:
+            self.parent.emit(event)
+
+    def abandon(self, err: MeshError | None) -> None:
+        """End with ``err`` the runs and tool calls relayed and not finished; what comes
+        next is a new run."""
+        if self.parent is not None and err is not None:
+            for event in self.unfinished.finish(ErrorInfo.of(err)):
+                self.parent.emit(event)
+        self.seen = -1
+
+
 class _NotStarted(Exception):
     """The remote run never started, so trying again is safe."""
 
@@ -199,24 +249,12 @@ class _NotStarted(Exception):
         self.error = error
 
 
-def channel_target(addresses: str | Sequence[str]) -> str:
-    """A gRPC target for one address, a DNS name with several records, or a list of IPs."""
-    if isinstance(addresses, str):
-        addresses = [a.strip() for a in addresses.split(",") if a.strip()]
-    if not addresses:
-        raise ValueError("no address given")
-    if len(addresses) == 1:
-        host = addresses[0].rsplit(":", 1)[0].strip("[]")
-        return addresses[0] if _is_ip(host) else f"dns:///{addresses[0]}"
-    if not all(_is_ip(a.rsplit(":", 1)[0].strip("[]")) for a in addresses):
-        raise ValueError(f"a list of replicas must be IP:port addresses, got {list(addresses)}")
-    scheme = "ipv6" if ":" in addresses[0].rsplit(":", 1)[0] else "ipv4"
-    return f"{scheme}:{','.join(addresses)}"
+class _Claimed(Exception):
+    """The run id was refused: it had already started a run."""
+
+    def __init__(self, error: AlreadyExistsError) -> None:
+        self.error = error
 
 
-def _is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
+def _nothing() -> None:
+    pass

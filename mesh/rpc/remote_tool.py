@@ -10,20 +10,18 @@ model can read, never as an error that ends the run.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import grpc
-from opentelemetry import propagate
-
-from mesh._proto import agent_pb2 as pb
-from mesh._proto import agent_pb2_grpc
-from mesh.errors import InvalidRequestError, NotFoundError, ToolDefinitionError, ToolExecutionError
-from mesh.rpc.convert import from_json, to_json, tool_spec_from_proto
-from mesh.rpc.remote import channel_target
-from mesh.rpc.security import MeshSecurity, open_channel
-from mesh.rpc.status import error_from_rpc
+from mesh.errors import (
+    InvalidRequestError,
+    MeshError,
+    NotFoundError,
+    ToolDefinitionError,
+    ToolExecutionError,
+)
+from mesh.rpc.client import AgentClient
+from mesh.rpc.security import MeshSecurity
 from mesh.run_scope import current_scope
 from mesh.tools.base import Tool
 
@@ -49,9 +47,8 @@ class RemoteTool(Tool):
         self.remote_name = remote_name or self.name
         self.timeout_s = timeout_s
         super().__init__()  # checks the definition
-        self._metadata = security.call_metadata() if security is not None else ()
-        self._channel = open_channel(address, security)
-        self._stub = agent_pb2_grpc.AgentServiceStub(self._channel)  # type: ignore[no-untyped-call]
+        self._client = AgentClient(address, security=security,
+                                   label=f"{self.name} (remote tool at {address})")  # fmt: skip
 
     def definition(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description,
@@ -62,31 +59,16 @@ class RemoteTool(Tool):
         run = current_scope.get()
         remaining = run.remaining() if run is not None else None
         timeout = self.timeout_s if remaining is None else max(0.0, min(remaining, self.timeout_s))
-        carrier: dict[str, str] = {}
-        propagate.inject(carrier)  # the remote tool's server span joins this trace
-        request = pb.CallToolRequest(name=self.remote_name, arguments_json=to_json(arguments))
-        call = self._stub.CallTool.future(
-            request, timeout=timeout, metadata=(*carrier.items(), *self._metadata)
-        )
-        forget = run.on_cancel(call.cancel) if run is not None else lambda: None
         try:
-            response: pb.CallToolResponse = call.result()
-        except grpc.FutureCancelledError as err:
-            if run is not None:
+            return self._client.call_tool(self.remote_name, arguments, timeout_s=timeout,
+                                          scope=run)  # fmt: skip
+        except MeshError as err:
+            if run is not None and run.cancelled:
                 run.raise_if_cancelled()  # the run's own outcome, not the tool's failure
-            raise ToolExecutionError(f"{self.name}: the call was cancelled") from err
-        except grpc.RpcError as err:
-            error = error_from_rpc(err, f"{self.name} (remote tool at {self.address})")
-            raise ToolExecutionError(error.message) from err
-        finally:
-            forget()
-        try:
-            return from_json(response.result_json)
-        except json.JSONDecodeError as err:
-            raise ToolExecutionError(f"{self.name}: the remote answered invalid JSON") from err
+            raise ToolExecutionError(err.message) from err
 
     def close(self) -> None:
-        self._channel.close()
+        self._client.close()
 
 
 def fetch_remote_tools(
@@ -100,25 +82,18 @@ def fetch_remote_tools(
 
     Their schemas are the service's own (``ListTools``), so the caller never restates them.
     """
-    target = channel_target(address)
-    with open_channel(target, security) as channel:
-        stub = agent_pb2_grpc.AgentServiceStub(channel)  # type: ignore[no-untyped-call]
-        metadata = security.call_metadata() if security is not None else ()
-        try:
-            listed = stub.ListTools(pb.ListToolsRequest(), timeout=min(timeout_s, 30.0),
-                                    metadata=metadata, wait_for_ready=True).tools  # fmt: skip
-        except grpc.RpcError as err:
-            raise error_from_rpc(err, f"tool service at {address}") from err
-    specs = {spec.name: spec for spec in listed}
-    missing = [name for name in names if name not in specs]
+    with AgentClient(address, security=security, label=f"tool service at {address}") as client:
+        listed = client.list_tools(timeout_s=min(timeout_s, 30.0), wait_for_ready=True)
+    definitions = {definition["name"]: definition for definition in listed}
+    missing = [name for name in names if name not in definitions]
     if missing:
         raise NotFoundError(f"{address} has no tool(s) {missing} (it has "
-                            f"{', '.join(specs) or 'none'})")  # fmt: skip
+                            f"{', '.join(definitions) or 'none'})")  # fmt: skip
     tools = []
-    for name in names or list(specs):
+    for name in names or list(definitions):
         try:
-            definition = tool_spec_from_proto(specs[name])
-            tools.append(RemoteTool(definition, target, timeout_s=timeout_s, security=security))
+            tools.append(RemoteTool(definitions[name], address, timeout_s=timeout_s,
+                                    security=security))  # fmt: skip
         except (ToolDefinitionError, ValueError) as err:
             detail = err.message if isinstance(err, ToolDefinitionError) else str(err)
             raise InvalidRequestError(f"{address}: tool {name!r} has an unusable schema: "

@@ -21,10 +21,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from mesh.agents.base import MultiStepAgent
+from mesh._proto import agent_pb2 as pb
 from mesh.errors import ConfigError
-from mesh.host.audit import AuditLog
-from mesh.host.run_ledger import RunLedger
+from mesh.host.served_agent import ServedAgent
 from mesh.rpc.convert import SERVICE_NAME
 from mesh.rpc.handlers import add_agent_service
 from mesh.rpc.security import MESSAGE_SIZE_OPTIONS, MeshSecurity, TokenAuthInterceptor
@@ -38,19 +37,17 @@ log = logging.getLogger(__name__)
 
 
 async def serve(
-    agent: MultiStepAgent,
+    served: ServedAgent[pb.RunEvent],
     address: str,
     *,
-    max_concurrent_runs: int = 16,
     grace_s: float = 10.0,
     on_ready: Callable[[int], None] | None = None,
-    audit: AuditLog | None = None,
     security: MeshSecurity | None = None,
     tool_admin: ToolAdmin | None = None,
-    ledger: RunLedger | None = None,
     health_address: str | None = None,
 ) -> None:
-    """Serve ``agent`` at ``address`` ("host:port"; port 0 picks a free one) until signalled."""
+    """Serve ``served`` at ``address`` ("host:port"; port 0 picks a free one) until
+    signalled."""
     interceptors: list[grpc.aio.ServerInterceptor] = [ServerSpans(SERVICE_NAME)]
     if security is not None and security.tokens:
         interceptors.insert(0, TokenAuthInterceptor(security))  # refuse before any work
@@ -58,8 +55,7 @@ async def serve(
         *MESSAGE_SIZE_OPTIONS,
         ("grpc.so_reuseport", 0),
     ])  # fmt: skip
-    servicer = AgentServicer(agent, max_concurrent_runs, audit, tool_admin, security, ledger)
-    add_agent_service(servicer, server)
+    add_agent_service(AgentServicer(served, tool_admin, security), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -83,13 +79,13 @@ async def serve(
     await stop.wait()
 
     log.info(
-        "%s: stopping (grace %.0f s, %d run(s) in flight)", agent.name, grace_s, len(servicer.runs)
+        "%s: stopping (grace %.0f s, %d run(s) in flight)", served.name, grace_s, len(served.runs)
     )
     await health_servicer.enter_graceful_shutdown()
     stopping = asyncio.ensure_future(server.stop(grace_s))
     await asyncio.sleep(0)  # let stop() close the listener before runs are cancelled
     await asyncio.wait([stopping], timeout=grace_s)
-    servicer.shutdown()
+    served.shutdown()
     await stopping
     if probes is not None:
         await probes.stop(0)

@@ -22,11 +22,12 @@ process is signalled (SIGTERM or SIGINT), after a graceful drain::
 
 Callers decide how much a service writes, so what it keeps on disk has one
 bound, its data limit (``[mesh] data_limit_mb``, ``$MESH_DATA_LIMIT_MB``):
-half for the audit log, a quarter for the trace file, a quarter for the run
-ledger (``DataLimit``). The logs' shares also hold what earlier processes of
-the service left behind, so restarts do not add up. What stays outside: the
-memo, shared by the agents (it has its own cap, and refuses rather than
-forgets), and the change log (written by admins and at start-up only).
+two fifths for the audit log, a fifth each for the trace file, the run
+ledger and the sessions (``DataLimit``). The logs' shares also hold what
+earlier processes of the service left behind, so restarts do not add up.
+What stays outside: the memo, shared by the agents (it has its own cap, and
+refuses rather than forgets), and the change log (written by admins and at
+start-up only).
 """
 
 from __future__ import annotations
@@ -40,9 +41,13 @@ from mesh.data_limit import DataLimit
 from mesh.host.allocator import limit_retained_memory
 from mesh.host.audit import AuditLog
 from mesh.host.run_ledger import RunLedger, default_run_ledger_path
+from mesh.host.run_store import DEFAULT_RUN_MEMORY_BYTES, DEFAULT_RUN_RETENTION_S, RunStore
+from mesh.host.served_agent import ServedAgent
+from mesh.host.sessions import SessionStore, default_sessions_path
 from mesh.rpc.definition_log import record_definition
 from mesh.rpc.security import MeshSecurity
 from mesh.rpc.server import serve as serve_async
+from mesh.rpc.servicer import ProtoCodec
 from mesh.rpc.tool_admin import ToolAdmin, ToolChangeLog, default_tool_log_dir
 from mesh.telemetry import setup_tracing
 
@@ -60,10 +65,14 @@ def serve(
     health_address: str | None = None,
     on_ready: Callable[[int], None] | None = None,
     data_limit_mb: int | None = None,
+    run_retention_s: float = DEFAULT_RUN_RETENTION_S,
+    run_memory_mb: int = DEFAULT_RUN_MEMORY_BYTES // 2**20,
 ) -> None:
     """Serve ``agent`` at ``address`` (port 0: a free one, given to ``on_ready``) until
     SIGTERM or SIGINT; runs in flight get a grace period, then are cancelled.
-    ``data_limit_mb``: what it keeps on disk (None: ``$MESH_DATA_LIMIT_MB``, else 50)."""
+    ``data_limit_mb``: what it keeps on disk (None: ``$MESH_DATA_LIMIT_MB``, else 50).
+    Finished runs' records and events stay findable for ``run_retention_s``, within
+    ``run_memory_mb`` of memory (the oldest go first)."""
     limit_retained_memory()  # before the server's threads allocate (see allocator)
     limit = DataLimit.resolve() if data_limit_mb is None else DataLimit(data_limit_mb)
     provider = setup_tracing(agent.name, budget_bytes=limit.trace_bytes)
@@ -76,10 +85,22 @@ def serve(
         tool_admin = ToolAdmin(agent, changes, security)
         if replayed := tool_admin.restore():
             log.info("%s: %d tool change(s) replayed from %s", agent.name, replayed, changes.path)
-        ledger = RunLedger(default_run_ledger_path(agent.name), max_bytes=limit.ledger_bytes)
-        asyncio.run(serve_async(agent, address, max_concurrent_runs=max_concurrent_runs,
-                                on_ready=on_ready, audit=audit_log, security=security,
-                                tool_admin=tool_admin, ledger=ledger,
-                                health_address=health_address))  # fmt: skip
+        served = ServedAgent(
+            agent, ProtoCodec(), max_concurrent_runs=max_concurrent_runs, audit=audit_log,
+            ledger=RunLedger(default_run_ledger_path(agent.name), max_bytes=limit.ledger_bytes),
+            store=RunStore(retention_s=run_retention_s, max_bytes=run_memory_mb * 2**20),
+            sessions=SessionStore(default_sessions_path(agent.name),
+                                  max_bytes=limit.sessions_bytes),
+        )  # fmt: skip
+        asyncio.run(
+            serve_async(
+                served,
+                address,
+                on_ready=on_ready,
+                security=security,
+                tool_admin=tool_admin,
+                health_address=health_address,
+            )
+        )
     finally:
         provider.shutdown()  # flush spans; bounded by the exporters' short timeouts

@@ -1,12 +1,13 @@
 """Errors <-> gRPC status codes, in one place.
 
-Servers: ``@translate_errors`` on every servicer method turns a ``MeshError``
-into its status code with the error's message, plus an ``ErrorDetail``
-(reason, retryable, metadata) in the rich status for clients that want the
-precise kind. Anything unexpected becomes INTERNAL with a generic message and a
-reference; the traceback goes to the server log, never to the client. A call
-that is over (its client went away, its deadline passed, the server stopped)
-ends quietly: nobody is left to tell, and nothing about it is a bug.
+Servers: ``translate_errors``, applied to every handler where they are
+registered, turns a ``MeshError`` into its status code with the error's message,
+plus an ``ErrorDetail`` (reason, retryable, metadata, message) in the rich
+status for clients that want the precise kind. Anything unexpected becomes
+INTERNAL with a generic message and a reference; the traceback goes to the
+server log, never to the client. A call that is over (its client went away, its
+deadline passed, the server stopped) ends quietly: nobody is left to tell, and
+nothing about it is a bug.
 
 Clients: ``error_from_rpc`` turns a failed call back into a ``MeshError``.
 """
@@ -20,6 +21,7 @@ import inspect
 import logging
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
@@ -29,10 +31,9 @@ from grpc_status import rpc_status
 
 from mesh import errors as e
 from mesh._proto import agent_pb2 as pb
-from mesh.rpc.handlers import MalformedRequest
 from mesh.text import clip
 
-__all__ = ["abort_for", "error_from_rpc", "status_for", "translate_errors"]
+__all__ = ["MalformedRequest", "abort_for", "error_from_rpc", "status_for", "translate_errors"]
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +49,13 @@ _STATUS: list[tuple[type[e.MeshError], grpc.StatusCode]] = [
     (e.DeadlineExceededError, grpc.StatusCode.DEADLINE_EXCEEDED),
     (e.RunCancelledError, grpc.StatusCode.CANCELLED),
     (e.BusyError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (e.SessionBusyError, grpc.StatusCode.FAILED_PRECONDITION),
     (e.MaxStepsError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (e.BudgetExceededError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (e.AgentUnavailableError, grpc.StatusCode.UNAVAILABLE),
     (e.ExecutorError, grpc.StatusCode.UNAVAILABLE),
     (e.ToolExecutionError, grpc.StatusCode.ABORTED),
+    (e.CodeError, grpc.StatusCode.ABORTED),
     (e.ModelCallError, grpc.StatusCode.UNAVAILABLE),
     (e.MeshError, grpc.StatusCode.FAILED_PRECONDITION),
 ]
@@ -70,6 +73,16 @@ _ERRORS: dict[grpc.StatusCode, type[e.MeshError]] = {
 }
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class MalformedRequest:
+    """What a request that did not decode becomes (see ``handlers``): refused here."""
+
+    message_type: str
+    error: str
+
+
 MAX_STATUS_MESSAGE_CHARS = 1000
 """A status message is a header: one that repeats a huge request would overflow the
 metadata limit and hide the real status."""
@@ -83,12 +96,14 @@ def status_for(err: BaseException) -> tuple[grpc.StatusCode, str, pb.ErrorDetail
         code = next(status for kind, status in _STATUS if isinstance(err, kind))
         if isinstance(err, e.ModelCallError) and not err.retryable:
             code = grpc.StatusCode.FAILED_PRECONDITION
-        detail = pb.ErrorDetail(reason=err.code, retryable=err.retryable)
-        return code, clip(err.message, MAX_STATUS_MESSAGE_CHARS), detail
+        message = clip(err.message, MAX_STATUS_MESSAGE_CHARS)
+        detail = pb.ErrorDetail(reason=err.code, retryable=err.retryable, message=message)
+        return code, message, detail
     reference = uuid.uuid4().hex[:12]
     log.error("internal error (ref %s)", reference, exc_info=err)
-    detail = pb.ErrorDetail(reason="internal", metadata={"reference": reference})
-    return grpc.StatusCode.INTERNAL, f"internal error (ref {reference}; see the server log)", detail
+    message = f"internal error (ref {reference}; see the server log)"
+    detail = pb.ErrorDetail(reason="internal", metadata={"reference": reference}, message=message)
+    return grpc.StatusCode.INTERNAL, message, detail
 
 
 async def abort_for(context: grpc.aio.ServicerContext[Any, Any], err: BaseException) -> None:
@@ -131,7 +146,8 @@ def _unless_over() -> Iterator[None]:
 
 
 def translate_errors(method: F) -> F:
-    """Wrap a unary or server-streaming aio servicer method.
+    """Wrap a unary or server-streaming aio handler (a method, or a bound one: the request
+    and context come last), so that whatever it raises ends the call with its status.
 
     A server-streaming method (an async generator) becomes a coroutine that writes each item
     with ``context.write``. Given the generator itself, gRPC drops it unclosed when the call
@@ -143,10 +159,11 @@ def translate_errors(method: F) -> F:
     if inspect.isasyncgenfunction(method):
 
         @functools.wraps(method)
-        async def stream(self: Any, request: Any, context: Any) -> None:
+        async def stream(*args: Any) -> None:
+            request, context = args[-2:]
             try:
                 _refuse_malformed(request)
-                async with contextlib.aclosing(method(self, request, context)) as items:
+                async with contextlib.aclosing(method(*args)) as items:
                     async for item in items:
                         await _write(context, item)
             except _NOT_OURS:
@@ -157,10 +174,11 @@ def translate_errors(method: F) -> F:
         return stream  # type: ignore[return-value]
 
     @functools.wraps(method)
-    async def unary(self: Any, request: Any, context: Any) -> Any:
+    async def unary(*args: Any) -> Any:
+        request, context = args[-2:]
         try:
             _refuse_malformed(request)
-            return await method(self, request, context)
+            return await method(*args)
         except _NOT_OURS:
             raise
         except BaseException as err:

@@ -16,6 +16,7 @@ from typing import Any
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
+from mesh.errors import ErrorInfo
 from mesh.models.base import ChatMessage, ModelResponse
 from mesh.telemetry.redact import content_mode, shape
 
@@ -103,8 +104,11 @@ def sandbox_span(executor: str, code: str) -> Iterator[Span]:
         yield span
 
 
-def record_error(span: Span, message: str, **attributes: Any) -> None:
-    span.set_status(Status(StatusCode.ERROR, message[:500]))
+def record_error(span: Span, error: str | ErrorInfo, **attributes: Any) -> None:
+    """Mark ``span`` failed: "reason: message" as its status, the reason as ``error.type``."""
+    if isinstance(error, ErrorInfo):
+        attributes = {"error.type": error.reason, **attributes}
+    span.set_status(Status(StatusCode.ERROR, str(error)[:500]))
     if attributes:
         span.set_attributes(attributes)
 

@@ -22,6 +22,9 @@ const mesh = grpc.loadPackageDefinition(definition).smolmesh.v1;
 const client = new mesh.AgentService(address, grpc.credentials.createInsecure());
 const deadline = () => new Date(Date.now() + 120_000);
 
+// An ErrorDetail (unset: null) as one line.
+const why = (error) => `${error.reason}: ${error.message}`;
+
 function describe(event) {
   const e = event[event.kind];
   switch (event.kind) {
@@ -29,11 +32,11 @@ function describe(event) {
     case 'model_output': return `step ${event.step}: model (${e.usage.input_tokens} in / ${e.usage.output_tokens} out tokens)`;
     case 'code_action': return `code: ${e.code.split('\n')[0]}${e.code.includes('\n') ? ' ...' : ''}`;
     case 'tool_call_started': return `-> ${e.name}(${e.arguments_json})`;
-    case 'tool_call_finished': return `<- ${e.name}: ${e.error || e.result}`;
+    case 'tool_call_finished': return `<- ${e.name}: ${e.error ? 'error: ' + why(e.error) : e.result}`;
     case 'observation': return `observation: ${e.text.replace(/\n/g, ' ')}`;
-    case 'step_failed': return `error: ${e.error}`;
+    case 'step_failed': return `error: ${why(e.error)}`;
     case 'final_answer': return `final answer: ${e.answer_text}`;
-    case 'run_finished': return `finished: ${e.steps} steps, ${e.usage.input_tokens} + ${e.usage.output_tokens} tokens${e.error ? ', error: ' + e.error : ''}`;
+    case 'run_finished': return `finished: ${e.steps} steps, ${e.usage.input_tokens} + ${e.usage.output_tokens} tokens${e.error ? ', error: ' + why(e.error) : ''}`;
     default: return event.kind;
   }
 }

@@ -1,0 +1,371 @@
+"""``ServedAgent``: one agent as a service keeps it, below any wire format.
+
+It owns what serving an agent involves: the runs going on (a slot each, for
+Cancel and the concurrency limit), the record and event log of every run
+(``RunStore``), the run ledger (callers' run ids as idempotency keys), the
+conversations (``SessionStore``), the audit sink, and the bridge from the
+agent's threads to the service's event loop. The RPC layer adapts requests
+to it and its answers to the wire; it never sees a protobuf message (a
+``WireCodec`` given by that layer turns events into what the store keeps).
+
+A run is launched the same way whoever asked: it gets a record (queued,
+then running, then how it ended), its events go to the audit log and the
+run's log, and it runs on its own thread until it ends, whether or not
+anyone is still listening. A caller that owns the run (Run, RunStream)
+cancels it when it goes away; one started with StartRun lives on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import AsyncIterator, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+    AsyncExitStack,
+    asynccontextmanager,
+)
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+from mesh.agents.base import MultiStepAgent, RunResult
+from mesh.agents.budget import Budget
+from mesh.agents.context import RunContext
+from mesh.agents.conversation import Turn
+from mesh.agents.events import AgentEvent
+from mesh.agents.tool_runner import call_directly
+from mesh.errors import (
+    AlreadyExistsError,
+    DeadlineExceededError,
+    ErrorInfo,
+    InvalidRequestError,
+    NotFoundError,
+    RunCancelledError,
+)
+from mesh.host.audit import AuditLog
+from mesh.host.run_ledger import RunLedger, describe_error
+from mesh.host.run_record import RunRecord, RunStatus
+from mesh.host.run_store import RunStore
+from mesh.host.runs import ActiveRuns
+from mesh.host.sessions import SessionStore
+from mesh.text import clip
+from mesh.tools.base import Tool
+from mesh.tools.final_answer import FINAL_ANSWER
+
+__all__ = ["Launched", "RunOrder", "ServedAgent", "WireCodec"]
+
+E = TypeVar("E")
+E_co = TypeVar("E_co", covariant=True)
+T = TypeVar("T")
+MAX_TASK_CHARS = 100_000
+
+
+class WireCodec(Protocol[E_co]):
+    """How the RPC layer wants events kept, and a unary run's response recorded."""
+
+    def event(self, event: AgentEvent) -> tuple[E_co, int, bool]:
+        """The event as kept, its size in bytes, and whether it is structural (always kept)."""
+        ...
+
+    def response(self, result: RunResult) -> bytes:
+        """A unary run's response, for the ledger to answer a retry with."""
+        ...
+
+
+@dataclass(frozen=True)
+class RunOrder:
+    """What a caller asks for; ids are already checked as identifiers."""
+
+    task: str
+    max_steps: int | None = None
+    run_id: str = ""
+    """The caller's id, an idempotency key; empty: the service makes one up."""
+    parent_run_id: str = ""
+    session_id: str = ""
+    budget: Budget | None = None
+    deadline: float | None = None
+    """time.monotonic() after which the run stops."""
+
+
+@dataclass
+class Launched:
+    """A run just started: its record, its context and its outcome to come."""
+
+    record: RunRecord
+    context: RunContext
+    outcome: asyncio.Future[RunResult]
+
+    def cancel_unless_over(self) -> None:
+        if not self.outcome.done():
+            self.context.cancel()
+
+
+class ServedAgent(Generic[E]):
+    def __init__(
+        self,
+        agent: MultiStepAgent,
+        codec: WireCodec[E],
+        *,
+        max_concurrent_runs: int = 16,
+        audit: AuditLog | None = None,
+        ledger: RunLedger | None = None,
+        store: RunStore[E] | None = None,
+        sessions: SessionStore | None = None,
+    ) -> None:
+        self.agent = agent
+        self.codec = codec
+        self.audit = audit
+        self.ledger = ledger
+        self.store: RunStore[E] = store if store is not None else RunStore()
+        self.sessions = sessions
+        self.runs = ActiveRuns(max_concurrent_runs)
+        self._threads = ThreadPoolExecutor(
+            max_workers=max_concurrent_runs + 4, thread_name_prefix=f"{agent.name}-run"
+        )
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def name(self) -> str:
+        return self.agent.name
+
+    # ------------------------------------------------------------------ runs
+
+    async def start(self, order: RunOrder) -> tuple[RunRecord, bool]:
+        """Start a run that lives on without its caller; the record, and whether the
+        caller's run id had started it before (then it is that run, whatever its state)."""
+        if order.run_id and (known := self.store.find(order.run_id)) is not None:
+            if known.task != order.task:
+                raise AlreadyExistsError(f"run id {order.run_id!r} was used for another task; "
+                                         "use a new run id")  # fmt: skip
+            return known, True
+        launched = await self.launch(order)
+        return launched.record, False
+
+    async def run(self, order: RunOrder) -> RunResult | bytes:
+        """A run owned by the caller: cancelled if the caller stops waiting. The recorded
+        response instead, for a retry of a finished unary run (see ``run_ledger``)."""
+        launched = await self._launch(order, unary=True)
+        if isinstance(launched, bytes):
+            return launched
+        try:
+            return await asyncio.shield(launched.outcome)
+        finally:
+            launched.cancel_unless_over()
+
+    async def launch(self, order: RunOrder) -> Launched:
+        """Start a run (a caller's run id is claimed in the ledger first: AlreadyExistsError
+        if it ran before)."""
+        launched = await self._launch(order, unary=False)
+        assert isinstance(launched, Launched)  # only a unary retry is answered from the ledger
+        return launched
+
+    async def _launch(self, order: RunOrder, *, unary: bool) -> Launched | bytes:
+        self._check(order)
+        ctx = RunContext(agent=self.name, remote_parent_id=order.parent_run_id or None,
+                         deadline=order.deadline, budget=order.budget)  # fmt: skip
+        if order.run_id:
+            ctx.run_id = order.run_id
+        async with AsyncExitStack() as undo:
+            self.runs.add(ctx)
+            undo.callback(self.runs.remove, ctx.run_id)
+            if order.session_id and self.sessions is not None:
+                claim = self.sessions.claim(order.session_id, run_id=ctx.run_id)
+                await undo.enter_async_context(_off_loop(claim))
+            if order.run_id and self.ledger is not None:
+                recorded = await asyncio.to_thread(self.ledger.start, order.run_id, order.task,
+                                                   unary=unary)  # fmt: skip
+                if recorded is not None:
+                    return recorded  # a retry: it is not run again
+            record = self.store.create(RunRecord(
+                run_id=ctx.run_id, agent=self.name, task=order.task,
+                session_id=order.session_id, parent_run_id=order.parent_run_id))  # fmt: skip
+            cleanup = undo.pop_all()
+        outcome: asyncio.Future[RunResult] = asyncio.get_running_loop().create_future()
+        outcome.add_done_callback(_retrieved)  # nobody may be waiting (StartRun)
+        task = asyncio.create_task(self._execute(order, ctx, outcome, cleanup, unary=unary))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return Launched(record, ctx, outcome)
+
+    def get(self, run_id: str) -> RunRecord:
+        return self.store.get(run_id)
+
+    def watch(self, run_id: str, start_index: int = 0) -> AsyncIterator[list[tuple[int, E]]]:
+        return self.store.watch(run_id, start_index)
+
+    def cancel(self, run_id: str) -> tuple[bool, RunStatus]:
+        """Cancel a run; whether it was still going, and its state."""
+        record = self.store.find(run_id)
+        if record is not None and record.status.is_over:
+            return False, record.status  # its thread may still be unwinding: nothing to stop
+        if self.runs.cancel(run_id):
+            return True, record.status if record is not None else RunStatus.QUEUED
+        if record is None:
+            raise NotFoundError(f"no run {clip(run_id, 40)!r} is kept here (unknown, or "
+                                "forgotten)")  # fmt: skip
+        return False, record.status
+
+    def shutdown(self) -> None:
+        """Cancel every run still going (their jails die with them)."""
+        self.runs.cancel_all()
+        self._threads.shutdown(wait=False, cancel_futures=True)
+
+    # ----------------------------------------------------------------- tools
+
+    def tools(self) -> dict[str, Tool]:
+        return {name: t for name, t in self.agent.tools.items() if name != FINAL_ANSWER}
+
+    async def call_tool(
+        self, name: str, arguments: Mapping[str, Any], deadline: float | None
+    ) -> Any:
+        """One tool call from outside any run, audited and traced like a step's."""
+        tools = self.tools()
+        if name not in tools:
+            raise NotFoundError(f"{self.name} has no tool {clip(name, 80)!r} "
+                                f"(it has {', '.join(tools)})")  # fmt: skip
+        ctx = RunContext(agent=self.name, deadline=deadline)
+        ctx.run_id = f"call-{ctx.run_id}"
+        ctx.sink = self._audit
+        record = await self._in_thread(ctx, lambda: call_directly(ctx, tools, name, arguments))
+        if record.exception is not None:
+            raise record.exception
+        return record.result
+
+    # -------------------------------------------------------------- internals
+
+    def _check(self, order: RunOrder) -> None:
+        if not order.task.strip():
+            raise InvalidRequestError("task must be a non-empty string")
+        if len(order.task) > MAX_TASK_CHARS:
+            raise InvalidRequestError(f"task is longer than {MAX_TASK_CHARS} characters")
+        if order.max_steps is not None and order.max_steps < 0:
+            raise InvalidRequestError("max_steps must be >= 0")
+
+    async def _execute(
+        self,
+        order: RunOrder,
+        ctx: RunContext,
+        outcome: asyncio.Future[RunResult],
+        held: AsyncExitStack,
+        *,
+        unary: bool,
+    ) -> None:
+        """Run it to its end, then record how it ended everywhere it is kept. What the run
+        held (its slot, its session) is let go before its record says it ended, so that a
+        client that sees the end can start the next run, or the next turn, at once."""
+        loop = asyncio.get_running_loop()
+        result: RunResult | None = None
+        error: BaseException | None = None
+        async with held:
+            try:
+                history = await self._history(order)
+                ctx.sink = self._sink(loop, ctx.run_id)
+
+                def work() -> RunResult:
+                    loop.call_soon_threadsafe(self.store.start, ctx.run_id)
+                    return self.agent.run(order.task, max_steps=order.max_steps,
+                                          return_full_result=True, context=ctx,
+                                          history=history)  # fmt: skip
+
+                result = await self._in_thread(ctx, work)
+                await self._remember(order, ctx.run_id, result)
+            except BaseException as err:  # recorded, then handed to the caller
+                error = err
+        self._record_end(ctx.run_id, result, error)
+        if order.run_id and self.ledger is not None:
+            response = self.codec.response(result) if result is not None and unary else None
+            problem = describe_error(error) if error is not None else None
+            await _unstoppable(asyncio.to_thread(self.ledger.finish, order.run_id,
+                                                 error=problem, response=response))  # fmt: skip
+        if result is not None:
+            outcome.set_result(result)
+            return
+        assert error is not None
+        outcome.set_exception(error)
+        if not isinstance(error, Exception):
+            raise error
+
+    async def _history(self, order: RunOrder) -> list[Turn]:
+        if not order.session_id or self.sessions is None:
+            return []
+        return await asyncio.to_thread(self.sessions.load, order.session_id)
+
+    async def _remember(self, order: RunOrder, run_id: str, result: RunResult) -> None:
+        """The run's turn, into its session (kept even if the caller stops waiting)."""
+        if result.turn is not None and order.session_id and self.sessions is not None:
+            append = self.sessions.append
+            await _unstoppable(asyncio.to_thread(append, order.session_id, run_id, result.turn))
+
+    def _record_end(
+        self, run_id: str, result: RunResult | None, error: BaseException | None
+    ) -> None:
+        if result is not None:
+            status = RunStatus.SUCCEEDED if result.state == "success" else RunStatus.MAX_STEPS
+            self.store.finish(run_id, status=status, answer=result.output,
+                              steps=len(result.steps), usage=result.usage,
+                              usage_by_agent=result.usage_by_agent)  # fmt: skip
+            return
+        assert error is not None
+        if isinstance(error, Exception):
+            info = ErrorInfo.of(error)
+        else:  # the service is stopping
+            info = ErrorInfo("run_cancelled", "the service stopped the run")
+        stopped = isinstance(error, RunCancelledError | DeadlineExceededError
+                             | asyncio.CancelledError)  # fmt: skip
+        status = RunStatus.CANCELLED if stopped else RunStatus.FAILED
+        self.store.finish(run_id, error=info, status=status)
+
+    def _sink(self, loop: asyncio.AbstractEventLoop, run_id: str) -> Callable[[AgentEvent], None]:
+        """Each event to the audit log (in the run's thread), and into the run's log on
+        the loop, converted by the codec before it crosses (off the loop)."""
+
+        def sink(event: AgentEvent) -> None:
+            self._audit(event)
+            item, size, essential = self.codec.event(event)
+            loop.call_soon_threadsafe(self._append, run_id, item, size, essential)
+
+        return sink
+
+    def _append(self, run_id: str, item: E, size: int, essential: bool) -> None:
+        self.store.append(run_id, item, size=size, essential=essential)
+
+    def _audit(self, event: AgentEvent) -> None:
+        if self.audit is not None:
+            self.audit.record(event)
+
+    async def _in_thread(self, ctx: RunContext, work: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            # The run's spans belong under the call's server span: carry the context across.
+            return await loop.run_in_executor(self._threads, contextvars.copy_context().run, work)
+        finally:
+            ctx.cancel()  # no-op once the run is over; stops it if its owner went away
+
+
+async def _unstoppable(write: Any) -> None:
+    """A record's write runs to its end even if the task awaiting it is cancelled."""
+    await asyncio.shield(write)
+
+
+def _off_loop(blocking: AbstractContextManager[T]) -> AbstractAsyncContextManager[T]:
+    """A context manager that waits for the disk (SQLite), entered and left off the loop."""
+
+    @asynccontextmanager
+    async def entered() -> AsyncIterator[T]:
+        value = await asyncio.to_thread(blocking.__enter__)
+        try:
+            yield value
+        except BaseException as err:
+            if not await asyncio.to_thread(blocking.__exit__, type(err), err, err.__traceback__):
+                raise
+        else:
+            await asyncio.to_thread(blocking.__exit__, None, None, None)
+
+    return entered()
+
+
+def _retrieved(outcome: asyncio.Future[RunResult]) -> None:
+    if not outcome.cancelled():
+        outcome.exception()  # else asyncio logs "exception was never retrieved"
