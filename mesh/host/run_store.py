@@ -45,8 +45,8 @@ RECORD_BYTES = 1024
 @dataclass
 class _Run(Generic[E]):
     record: RunRecord
-    events: dict[int, E] = field(default_factory=dict)
-    """By index; an index missing below ``record.event_count`` is an event not kept."""
+    events: list[E | None] = field(default_factory=list)
+    """By index; None for an event not kept. Items are never None themselves."""
     event_bytes: int = 0
     sequence: int = 0
     """Creation order: ListRuns pages by it."""
@@ -76,6 +76,7 @@ class RunStore(Generic[E]):
         self.max_run_bytes = max_bytes // 4
         self._clock = clock
         self._runs: OrderedDict[str, _Run[E]] = OrderedDict()  # oldest first
+        self._ended: OrderedDict[str, float] = OrderedDict()  # finished runs, first ended first
         self._bytes = 0
         self._sequence = 0
 
@@ -105,10 +106,11 @@ class RunStore(Generic[E]):
         index = run.record.event_count
         run.record.event_count += 1
         if essential or run.event_bytes + size <= self.max_run_bytes:
-            run.events[index] = event
+            run.events.append(event)
             run.event_bytes += size
             self._bytes += size
         else:
+            run.events.append(None)
             run.record.events_truncated = True
         run.wake()
         return index
@@ -119,6 +121,7 @@ class RunStore(Generic[E]):
         run.record = replace(run.record, ended=self._clock(), **outcome)  # type: ignore[arg-type]
         if not run.record.status.is_over:
             raise ValueError(f"finish needs a final status, got {run.record.status}")
+        self._ended[run_id] = run.record.ended or 0.0
         run.wake()
         self._keep_within_budget()
 
@@ -160,10 +163,8 @@ class RunStore(Generic[E]):
         run = self._run(run_id)
         index = start_index
         while True:
-            batch = [
-                (i, run.events[i]) for i in range(index, run.record.event_count) if i in run.events
-            ]
-            index = max(index, run.record.event_count)
+            batch = [(i, e) for i, e in enumerate(run.events[index:], index) if e is not None]
+            index = max(index, len(run.events))
             if batch:
                 yield batch
                 continue  # more may have come while the batch was being sent
@@ -190,26 +191,19 @@ class RunStore(Generic[E]):
 
     def _forget_expired(self) -> None:
         horizon = self._clock() - self.retention_s
-        for run_id in [i for i, r in self._runs.items() if _ended_before(r.record, horizon)]:
-            self._forget(run_id)
+        while self._ended and next(iter(self._ended.values())) < horizon:
+            self._forget(next(iter(self._ended)))
 
     def _keep_within_budget(self) -> None:
         self._forget_expired()
-        if self._bytes <= self.max_bytes:
-            return
-        for run_id in [i for i, r in self._runs.items() if r.record.status.is_over]:
-            if self._bytes <= self.max_bytes:
-                return
-            self._forget(run_id)
+        while self._bytes > self.max_bytes and self._ended:
+            self._forget(next(iter(self._ended)))  # a running run is never forgotten
 
     def _forget(self, run_id: str) -> None:
         run = self._runs.pop(run_id)
+        self._ended.pop(run_id, None)
         self._bytes -= run.size
         run.wake()
-
-
-def _ended_before(record: RunRecord, horizon: float) -> bool:
-    return record.ended is not None and record.ended < horizon
 
 
 def _token(page_sequence: int) -> str:

@@ -274,17 +274,16 @@ class ServedAgent(Generic[E]):
             except BaseException as err:  # recorded, then handed to the caller
                 error = err
         self._record_end(ctx.run_id, result, error)
+        if not unary:  # a streamed run's caller need not wait for the ledger
+            _settle(outcome, result, error)
         if order.run_id and self.ledger is not None:
             response = self.codec.response(result) if result is not None and unary else None
             problem = describe_error(error) if error is not None else None
             await _unstoppable(asyncio.to_thread(self.ledger.finish, order.run_id,
                                                  error=problem, response=response))  # fmt: skip
-        if result is not None:
-            outcome.set_result(result)
-            return
-        assert error is not None
-        outcome.set_exception(error)
-        if not isinstance(error, Exception):
+        if unary:  # a retry after the answer must find it recorded
+            _settle(outcome, result, error)
+        if error is not None and not isinstance(error, Exception):
             raise error
 
     async def _history(self, order: RunOrder) -> list[Turn]:
@@ -364,6 +363,16 @@ def _off_loop(blocking: AbstractContextManager[T]) -> AbstractAsyncContextManage
             await asyncio.to_thread(blocking.__exit__, None, None, None)
 
     return entered()
+
+
+def _settle(
+    outcome: asyncio.Future[RunResult], result: RunResult | None, error: BaseException | None
+) -> None:
+    if result is not None:
+        outcome.set_result(result)
+    else:
+        assert error is not None
+        outcome.set_exception(error)
 
 
 def _retrieved(outcome: asyncio.Future[RunResult]) -> None:
