@@ -10,8 +10,10 @@ from mesh.agents import (
     MultiStepAgent,
     RunResult,
     ToolCallingAgent,
+    Turn,
 )
-from mesh.errors import MeshError
+from mesh.errors import ErrorInfo, MeshError
+from mesh.host.run_record import RunFilter, RunRecord, RunStatus
 from mesh.mcp import MCPServerParameters, mcp_tools
 from mesh.models import (
     Cassette,
@@ -26,6 +28,7 @@ from mesh.models import (
     ToolCall,
 )
 from mesh.project import ResolvedAgent
+from mesh.rpc.client import AgentClient
 from mesh.rpc.remote import RemoteAgent
 from mesh.rpc.serving import serve
 from mesh.sandbox import NsjailExecutor, SandboxConfig, UnsafeLocalExecutor
@@ -42,11 +45,13 @@ from mesh.tools import (
 from mesh.version import __version__
 
 __all__ = [
+    "AgentClient",
     "AgentEvent",
     "Cassette",
     "ChatMessage",
     "CodeAgent",
     "DuckDuckGoTool",
+    "ErrorInfo",
     "FinalAnswerTool",
     "LiteLLMModel",
     "MCPServerParameters",
@@ -63,12 +68,16 @@ __all__ = [
     "ReplayModel",
     "ReplayServer",
     "ResolvedAgent",
+    "RunFilter",
+    "RunRecord",
     "RunResult",
+    "RunStatus",
     "SandboxConfig",
     "TokenUsage",
     "Tool",
     "ToolCall",
     "ToolCallingAgent",
+    "Turn",
     "UnsafeLocalExecutor",
     "__version__",
     "celsius_to_fahrenheit",
