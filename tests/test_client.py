@@ -19,6 +19,7 @@ from mesh.errors import (
     AlreadyExistsError,
     BusyError,
     DeadlineExceededError,
+    ErrorInfo,
     InvalidRequestError,
     MeshError,
     NotFoundError,
@@ -393,3 +394,17 @@ def test_a_run_that_cannot_be_rejoined_runs_again_under_a_new_id() -> None:
     assert lost.run_id == first and lost.error is not None
     assert lost.error.reason == "agent_unavailable"
     assert stream_problems(received) == []
+
+
+def test_a_rejoined_run_that_failed_raises_its_error_not_a_missing_answer() -> None:
+    def cancelled_run(run_id: str) -> Scripted:
+        events = child_run(run_id)
+        *start, (index, end) = [e for e in events if not isinstance(e[1], FinalAnswer)]
+        failed = dataclasses.replace(
+            end, error=ErrorInfo("run_cancelled", "cancelled by its caller")
+        )
+        return Scripted([*start, (index, failed)])  # a watch ends normally, however it ended
+
+    service = ScriptedService([broken, claimed], watch=cancelled_run)
+    with pytest.raises(RunCancelledError, match="cancelled by its caller"):
+        delegate(service)

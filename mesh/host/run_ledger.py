@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from pathlib import Path
 
 from mesh.errors import AlreadyExistsError, MeshError
 from mesh.paths import data_path
-from mesh.sqlite_usage import used_bytes
+from mesh.sqlite_usage import open_bounded, used_bytes
 from mesh.text import clip
 
 __all__ = ["LedgerEntry", "RunLedger", "default_run_ledger_path", "task_sha256"]
@@ -94,16 +93,9 @@ class RunLedger:
         self.path = path
         self.max_bytes = max_bytes
         self.max_response_bytes = max_bytes // 16
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, timeout=10, check_same_thread=False)
+        self._db = open_bounded(path, max_bytes)
         with self._lock, self._db:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            page = self._db.execute("PRAGMA page_size").fetchone()[0]
-            # The log is checkpointed, and cut back, at a quarter of the budget.
-            self._db.execute(f"PRAGMA wal_autocheckpoint={max(8, max_bytes // 4 // page)}")
-            self._db.execute(f"PRAGMA journal_size_limit={max_bytes // 4}")
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS runs (run_id TEXT PRIMARY KEY,"
                 " task_sha256 TEXT NOT NULL, started REAL NOT NULL, finished REAL, error TEXT,"

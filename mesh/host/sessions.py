@@ -26,7 +26,6 @@ import builtins
 import json
 import logging
 import os
-import sqlite3
 import threading
 import time
 import uuid
@@ -39,7 +38,7 @@ from typing import Any
 from mesh.agents.conversation import Turn
 from mesh.errors import ConfigError, InvalidRequestError, NotFoundError, SessionBusyError
 from mesh.paths import data_path
-from mesh.sqlite_usage import used_bytes
+from mesh.sqlite_usage import open_bounded, used_bytes
 from mesh.text import clip
 
 __all__ = ["SessionInfo", "SessionStore", "SessionTurn", "default_sessions_path"]
@@ -98,16 +97,9 @@ class SessionStore:
         """A turn's JSON in characters; in bytes (UTF-8) at most a quarter of a session's."""
         self._token = uuid.uuid4().hex
         """Marks this store's claims: another store of this process may share the file."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, timeout=10, check_same_thread=False)
+        self._db = open_bounded(path, max_bytes)
         with self._lock, self._db:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            page = self._db.execute("PRAGMA page_size").fetchone()[0]
-            # The log is checkpointed, and cut back, at a quarter of the budget.
-            self._db.execute(f"PRAGMA wal_autocheckpoint={max(8, max_bytes // 4 // page)}")
-            self._db.execute(f"PRAGMA journal_size_limit={max_bytes // 4}")
             self._db.executescript(_SCHEMA)
             old = (time.time() - retention_s,)
             self._db.execute(f"DELETE FROM turns WHERE session_id IN ({_UPDATED_BEFORE})", old)

@@ -161,7 +161,7 @@ class RemoteAgent:
         ``fresh``: the stream is a new run (not a rejoined one)."""
         parent, depth = delegation.parent, delegation.depth
         answer: Any = None
-        finished = False
+        finished, failure = False, None
         leftovers = fresh  # a new run: what a broken attempt left open ends when it starts
         with stream:
             try:
@@ -175,7 +175,7 @@ class RemoteAgent:
                     if isinstance(event, FinalAnswer) and event.depth == depth:
                         answer = event.answer
                     if isinstance(event, RunFinished) and event.depth == depth:
-                        finished = True
+                        finished, failure = True, event.error
                         if parent is not None:
                             parent.add_usage_below(event.usage_by_agent)
             except MeshError as err:
@@ -190,6 +190,8 @@ class RemoteAgent:
             raise RemoteAgentError(
                 f"{self.name} at {self.target} ended its stream before the run finished"
             )
+        if failure is not None:  # a watched run ends its stream normally, however it ended
+            raise failure.to_exception()
         return answer
 
     def _cancel_soon(self, run_id: str) -> None:
