@@ -17,6 +17,7 @@ from mesh.agents.events import AgentEvent, CodeAction, FinalAnswer, RunFinished,
 from mesh.errors import (
     AgentUnavailableError,
     AlreadyExistsError,
+    BudgetExceededError,
     BusyError,
     DeadlineExceededError,
     ErrorInfo,
@@ -400,11 +401,22 @@ def test_a_rejoined_run_that_failed_raises_its_error_not_a_missing_answer() -> N
     def cancelled_run(run_id: str) -> Scripted:
         events = child_run(run_id)
         *start, (index, end) = [e for e in events if not isinstance(e[1], FinalAnswer)]
-        failed = dataclasses.replace(
-            end, error=ErrorInfo("run_cancelled", "cancelled by its caller")
-        )
+        failed = dataclasses.replace(end, error=ErrorInfo("budget_exceeded", "out of tokens"))
         return Scripted([*start, (index, failed)])  # a watch ends normally, however it ended
 
     service = ScriptedService([broken, claimed], watch=cancelled_run)
-    with pytest.raises(RunCancelledError, match="cancelled by its caller"):
+    with pytest.raises(BudgetExceededError, match="out of tokens"):
         delegate(service)
+
+
+def test_a_rejoined_run_its_service_cancelled_when_the_stream_broke_runs_again() -> None:
+    def cancelled_run(run_id: str) -> Scripted:
+        *start, (index, end) = [e for e in child_run(run_id) if not isinstance(e[1], FinalAnswer)]
+        gone = ErrorInfo("run_cancelled", "the caller went away")  # the broken stream, not us
+        return Scripted([*start, (index, dataclasses.replace(end, error=gone))])
+
+    service = ScriptedService([broken, claimed, lambda run_id: Scripted(child_run(run_id))],
+                              watch=cancelled_run)  # fmt: skip
+    answer, _, received = delegate(service)
+    assert answer == 5 and len(set(service.sent)) == 2  # run again, under a new id
+    assert stream_problems(received) == []

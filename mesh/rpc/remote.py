@@ -153,6 +153,10 @@ class RemoteAgent:
             if stream.started:
                 raise
             return _GONE  # its service died: the run went with it
+        except RunCancelledError:
+            if parent is not None and parent.cancelled:
+                raise
+            return _GONE  # its service cancelled it when the broken stream went away
         finally:
             forget()
 
