@@ -11,13 +11,20 @@ import grpc
 
 from mesh._proto import agent_pb2 as pb
 from mesh._proto import agent_pb2_grpc
+from mesh.agents import CodeAgent
 from mesh.agents.events import ModelOutput, RunStarted, ToolCallStarted
-from mesh.host.audit import AuditLog, read_run
+from mesh.host.audit import AuditLog, full_prompts, read_run
 from mesh.launcher import MeshProcesses
-from mesh.models import ChatMessage, TokenUsage
+from mesh.models import Cassette, ChatMessage, ModelResponse, ReplayModel, TokenUsage
 from mesh.project import load_mesh_config
 from mesh.telemetry.redact import redact, shape
 from tests.mesh_setup import SEED_TASK
+from tests.support import code
+
+
+def read_run_ids(directory: Path) -> set[str]:
+    return {json.loads(line)["run_id"] for p in directory.iterdir() for line in p.open()}
+
 
 SECRET = "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789"
 
@@ -37,7 +44,7 @@ def test_prompts_in_the_audit_log_are_redacted_and_the_file_rotates(tmp_path: Pa
     log = AuditLog(tmp_path / "agent.jsonl", max_bytes=1000, backups=2)
     prompt = (ChatMessage("system", "be useful"), ChatMessage("user", f"my key is {SECRET}"))
     for step in range(1, 21):  # about 400 bytes each: several rotations, two backups kept
-        log.record(ModelOutput(agent="a", run_id="r1", step=step, text=f"answer {step}",
+        log.record(ModelOutput(agent="a", run_id=f"r{step}", step=1, text=f"answer {step}",
                                usage=TokenUsage(10, 2), model_id="m", prompt=prompt))  # fmt: skip
     log.record(RunStarted(agent="a", run_id="child", parent_run_id="x", depth=1, task="t"))
     files = sorted(p.name for p in tmp_path.iterdir())
@@ -45,6 +52,30 @@ def test_prompts_in_the_audit_log_are_redacted_and_the_file_rotates(tmp_path: Pa
     text = "".join(p.read_text() for p in tmp_path.iterdir())
     assert SECRET not in text and "my key is [REDACTED]" in text
     assert '"run_id": "child"' not in text  # a delegated run is audited where it ran
+
+
+def test_a_model_call_records_only_the_new_messages_and_every_prompt_can_be_rebuilt(
+    tmp_path: Path,
+) -> None:
+    log = AuditLog(tmp_path / "agent.jsonl")
+    agent = CodeAgent([], ReplayModel(Cassette.from_responses(
+        [ModelResponse(ChatMessage("assistant", code(f"print({n})")), TokenUsage(10, 2))
+         for n in range(11)] + [ModelResponse(ChatMessage("assistant", code("final_answer(1)")),
+                                              TokenUsage(10, 2))], task="Count.")),
+        name="counter")  # fmt: skip
+    seen = []
+    for event in agent.run("Count.", stream=True):
+        log.record(event)
+        if isinstance(event, ModelOutput):
+            seen.append([{"role": m.role, "content": shape(m.content)} for m in event.prompt])
+    entries = read_run(tmp_path, next(iter(read_run_ids(tmp_path))))
+    calls = [e for e in entries if e["event"] == "ModelOutput"]
+    assert len(calls) == 12
+    assert calls[0]["prompt_kept"] == 0 and len(calls[0]["prompt"]) == 2  # system, task
+    assert all(c["prompt_kept"] >= 2 and len(c["prompt"]) <= 2 for c in calls[1:])
+    assert list(full_prompts(entries)) == seen  # what the model read, call by call
+    sizes = [len(json.dumps(c)) for c in calls[1:]]
+    assert max(sizes) < 2 * min(sizes)  # the tenth call costs what the first did
 
 
 def test_an_entry_too_long_for_the_file_is_clipped_and_still_found(tmp_path: Path) -> None:

@@ -1,14 +1,18 @@
 """The audit log: an append-only JSONL record of every run a service served.
 
 One line per event of the service's own runs: the run's start and end, each
-model call (model, prompt, output, tokens, latency), each tool call
+model call (model, the prompt's new messages, output, tokens, latency), each tool call
 (arguments, result, latency, success), and each step error (sandbox limits
 included), with agent, run, parent run, step and timestamps. An error (a tool
 call's, a step's, a run's) is an object: reason, message, retryable. Prompt and
 output text follow the content setting and are redacted; an entry is clipped
-to ``MAX_RECORD_BYTES``. The file rotates within a budget (a share of the
-service's data limit) that also covers what earlier processes of the service
-left (``RotatingFile``).
+to ``MAX_RECORD_BYTES``. A model call's prompt repeats the run's earlier
+messages, so an entry holds only the messages that are new since the run's
+previous call (``prompt``) and how many it kept from that call's prompt
+(``prompt_kept``): the log grows with a run's steps, not their square, and
+``full_prompts`` rebuilds every prompt from a run's entries. The file rotates
+within a budget (a share of the service's data limit) that also covers what
+earlier processes of the service left (``RotatingFile``).
 
 ``mesh audit RUN_ID`` reads a run and the runs beneath it across every
 service's file, streaming: delegations may sit in any file in any order, so
@@ -21,7 +25,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -33,7 +38,7 @@ from mesh.paths import data_path
 from mesh.rotating_file import RotatingFile
 from mesh.telemetry.redact import redact, shape
 
-__all__ = ["AuditLog", "default_audit_dir", "read_run"]
+__all__ = ["AuditLog", "default_audit_dir", "full_prompts", "read_run"]
 
 MAX_AUDIT_BYTES = 50 * 1024 * 1024
 AUDIT_BACKUPS = 5
@@ -58,6 +63,9 @@ class AuditLog:
         self.path = path
         self._file = RotatingFile(path, max_bytes=max_bytes, backups=backups, family=family)
         self._max_line = min(MAX_RECORD_BYTES, max_bytes)
+        self._prompts: dict[str, list[dict[str, Any]]] = {}
+        """Each running run's last prompt as recorded: the next call records what is new."""
+        self._lock = threading.Lock()
 
     @classmethod
     def for_service(cls, name: str, budget_bytes: int) -> AuditLog:
@@ -70,12 +78,43 @@ class AuditLog:
         """Append ``event`` if it belongs to a run of this service (depth 0 here)."""
         if event.depth != 0:
             return  # a delegated run: the service that ran it audits it
-        line = json_line(_entry(event), self._max_line, ensure_ascii=False)
+        entry = _entry(event)
+        if isinstance(event, ev.ModelOutput):
+            self._only_new_messages(entry)
+        elif isinstance(event, ev.RunFinished):
+            with self._lock:
+                self._prompts.pop(event.run_id, None)
+        line = json_line(entry, self._max_line, ensure_ascii=False)
         # A run's end is what its caller is answered with: make the whole record durable.
         self._file.append([line], sync=isinstance(event, ev.RunFinished))
 
     def close(self) -> None:
         self._file.close()
+
+    def _only_new_messages(self, entry: dict[str, Any]) -> None:
+        prompt: list[dict[str, Any]] = entry["prompt"]
+        with self._lock:
+            before = self._prompts.get(entry["run_id"], [])
+            self._prompts[entry["run_id"]] = prompt
+        kept = 0
+        for old, new in zip(before, prompt, strict=False):
+            if old != new:  # e.g. a system prompt rebuilt after a tool change: sent again
+                break
+            kept += 1
+        entry.update(prompt_kept=kept, prompt=prompt[kept:])
+
+
+def full_prompts(entries: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    """Each model call's whole prompt, in the order of ``entries`` (a run's, oldest first,
+    as ``read_run`` gives them): its run's previous prompt up to ``prompt_kept``, then its
+    own new messages."""
+    last: dict[str, list[dict[str, Any]]] = {}
+    for entry in entries:
+        if entry.get("event") == "ModelOutput":
+            run = entry["run_id"]
+            prompt = last.get(run, [])[: entry.get("prompt_kept", 0)] + entry["prompt"]
+            last[run] = prompt
+            yield prompt
 
 
 def _entry(event: ev.AgentEvent) -> dict[str, Any]:
