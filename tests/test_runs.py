@@ -180,3 +180,19 @@ def _session_service(model: ReplayServer, directory: Path) -> AbstractContextMan
 
 def _client(mesh: MeshProcesses) -> AgentClient:
     return AgentClient(mesh.addresses["math_specialist"][0], agent="math_specialist")
+
+
+def test_concurrent_starts_with_one_run_id_start_one_run(client: AgentClient) -> None:
+    def start(run_id: str, into: list[tuple[str, bool]]) -> None:
+        record, again = client.start_run(SHORT_TASK, run_id=run_id)
+        into.append((record.run_id, again))
+
+    for trial in range(5):
+        run_id, results = f"twice-{trial}", []
+        threads = [threading.Thread(target=start, args=(run_id, results)) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert sorted(results) == [(run_id, False), (run_id, True), (run_id, True)]
+        wait_until(lambda r=run_id: client.get_run(r).status is RunStatus.SUCCEEDED)

@@ -125,6 +125,8 @@ class ServedAgent(Generic[E]):
             max_workers=max_concurrent_runs + 4, thread_name_prefix=f"{agent.name}-run"
         )
         self._tasks: set[asyncio.Task[None]] = set()
+        self._starting: dict[str, asyncio.Future[RunRecord]] = {}
+        """StartRun calls under way, by run id: a concurrent one with the same id joins."""
 
     @property
     def name(self) -> str:
@@ -135,13 +137,35 @@ class ServedAgent(Generic[E]):
     async def start(self, order: RunOrder) -> tuple[RunRecord, bool]:
         """Start a run that lives on without its caller; the record, and whether the
         caller's run id had started it before (then it is that run, whatever its state)."""
-        if order.run_id and (known := self.store.find(order.run_id)) is not None:
-            if known.task != order.task:
-                raise AlreadyExistsError(f"run id {order.run_id!r} was used for another task; "
-                                         "use a new run id")  # fmt: skip
+        if order.run_id in self._starting:  # the same id, being started by a concurrent call
+            joined = await asyncio.shield(self._starting[order.run_id])
+            if joined.task != order.task:
+                raise AlreadyExistsError(f"run id {order.run_id!r} was used for another "
+                                         "task; use a new run id")  # fmt: skip
+            return joined, True
+        if (known := self._started_before(order)) is not None:
             return known, True
-        launched = await self.launch(order)
+        starting = asyncio.get_running_loop().create_future()
+        starting.add_done_callback(_retrieved)
+        if order.run_id:
+            self._starting[order.run_id] = starting
+        try:
+            launched = await self.launch(order)
+            starting.set_result(launched.record)
+        except BaseException as err:
+            starting.set_exception(err)
+            raise
+        finally:
+            self._starting.pop(order.run_id, None)
         return launched.record, False
+
+    def _started_before(self, order: RunOrder) -> RunRecord | None:
+        """The run ``order``'s run id started, if this service keeps it."""
+        known = self.store.find(order.run_id) if order.run_id else None
+        if known is not None and known.task != order.task:
+            raise AlreadyExistsError(f"run id {order.run_id!r} was used for another task; "
+                                     "use a new run id")  # fmt: skip
+        return known
 
     async def run(self, order: RunOrder) -> RunResult | bytes:
         """A run owned by the caller: cancelled if the caller stops waiting. The recorded
@@ -375,6 +399,6 @@ def _settle(
         outcome.set_exception(error)
 
 
-def _retrieved(outcome: asyncio.Future[RunResult]) -> None:
+def _retrieved(outcome: asyncio.Future[Any]) -> None:
     if not outcome.cancelled():
         outcome.exception()  # else asyncio logs "exception was never retrieved"
