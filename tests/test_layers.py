@@ -40,9 +40,12 @@ def unit_of(module: str) -> str:
     return parts[1] if len(parts) > 1 else "__init__"
 
 
-def imported_modules(path: Path) -> set[str]:
+def imported_modules(path: Path, *, runtime: bool = False) -> set[str]:
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    if runtime:  # leave out the ``if TYPE_CHECKING:`` blocks
+        tree.body = [n for n in tree.body if not _type_checking_only(n)]
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -51,6 +54,13 @@ def imported_modules(path: Path) -> set[str]:
             else:
                 found.add(node.module)
     return {name for name in found if name == "mesh" or name.startswith("mesh.")}
+
+
+def _type_checking_only(node: ast.stmt) -> bool:
+    return isinstance(node, ast.If) and ast.unparse(node.test) in (
+        "TYPE_CHECKING",
+        "typing.TYPE_CHECKING",
+    )
 
 
 def _is_module(name: str) -> bool:
@@ -86,3 +96,27 @@ def test_only_the_rpc_layer_imports_generated_code() -> None:
 def test_every_unit_has_a_layer() -> None:
     units = {unit_of(name) for name in modules() if name != "mesh"}
     assert units <= set().union(*LAYERS), units - set().union(*LAYERS)
+
+
+def test_no_import_cycle() -> None:
+    """Inside a layer too: a cycle hidden behind a late import is still a cycle. (Names
+    imported for type hints only, under ``if TYPE_CHECKING``, are not imports at run time.)"""
+    found = modules()
+    graph = {name: {m for m in imported_modules(path, runtime=True) if m in found} - {name}
+             for name, path in found.items()}  # fmt: skip
+    cycles: list[list[str]] = []
+    state: dict[str, str] = {}
+
+    def visit(name: str, path: list[str]) -> None:
+        state[name] = "open"
+        for imported in sorted(graph[name]):
+            if state.get(imported) == "open":
+                cycles.append([*path[path.index(imported) :], imported])
+            elif imported not in state:
+                visit(imported, [*path, imported])
+        state[name] = "done"
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+    assert [" -> ".join(c) for c in cycles] == []

@@ -22,7 +22,8 @@ from mesh.project import load_mesh_config
 from mesh.rpc.convert import definition_to_proto
 from mesh.rpc.remote_tool import RemoteTool
 from mesh.rpc.security import MeshSecurity
-from mesh.rpc.tool_admin import ToolChange, ToolChangeLog
+from mesh.rpc.tool_admin import ToolChangeLog
+from mesh.rpc.tool_change import ToolChange
 from tests.mesh_setup import SEED_SERVICES
 from tests.support import calls, scripted
 

@@ -9,20 +9,21 @@ import logging
 import signal
 import sys
 import tempfile
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from mesh.agents.events import FinalAnswer
 from mesh.cli.console import EventPrinter, say
-from mesh.cli.record import recorder
 from mesh.cli.supervise import supervise
 from mesh.config import MeshConfig
 from mesh.errors import AgentUnavailableError, ConfigError, MeshError, NotFoundError
 from mesh.host.allocator import limit_retained_memory
 from mesh.host.audit import default_audit_dir, read_run
 from mesh.launcher import READY_PREFIX, MeshProcesses
-from mesh.models import Cassette
+from mesh.models import Cassette, RecordingModel
+from mesh.models.base import Model
 from mesh.project import CONFIG_NAME, build_agent, load_mesh_config, replays
 from mesh.rpc.client import AgentClient, channel_target
 from mesh.rpc.dev_credentials import (
@@ -49,7 +50,7 @@ def serve(args: argparse.Namespace) -> int:
     logging.getLogger("mesh").setLevel(logging.INFO)
     with ExitStack() as resources:
         agent = build_agent(
-            config, args.agent, resources=resources, wrap_model=recorder(args.record)
+            config, args.agent, resources=resources, wrap_model=_recording_to(args.record)
         )
         model = "replay" if replays(config, agent_config) else agent.model.model_id
 
@@ -261,3 +262,8 @@ def _wait_for_signal(mesh: MeshProcesses) -> int:
     status = supervise(mesh, lambda: stop)
     say("Stopping the mesh ...")
     return status
+
+
+def _recording_to(path: Path | None) -> Callable[[Model], Model] | None:
+    """For ``mesh serve --record PATH``: wrap the model so every call lands in PATH."""
+    return None if path is None else lambda model: RecordingModel(model, path)

@@ -14,19 +14,18 @@ import argparse
 import json
 import os
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 from mesh.cli.console import say
+from mesh.cli.mesh_commands import on_free_ports, run
 from mesh.config import MeshConfig
 from mesh.errors import ConfigError
 from mesh.launcher import MeshProcesses
-from mesh.models import Cassette, RecordingModel
-from mesh.models.base import Model
+from mesh.models import Cassette
 from mesh.models.replay import CASSETTE_VERSION
 from mesh.project import load_mesh_config
 
-__all__ = ["add_record_command", "record_task", "recorder"]
+__all__ = ["add_record_command", "record_task"]
 
 
 def add_record_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -40,19 +39,7 @@ def add_record_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
     record.set_defaults(func=record_task)
 
 
-def recorder(path: Path | None) -> Callable[[Model], Model] | None:
-    """For ``mesh serve --record PATH``: wrap the model so every call lands in PATH."""
-    if path is None:
-        return None
-
-    def wrap(model: Model) -> Model:
-        return RecordingModel(model, path)
-
-    return wrap
-
-
 def record_task(args: argparse.Namespace) -> int:
-    from mesh.cli.mesh_commands import on_free_ports, run  # the verbs record is made of
 
     overrides = {"MESH_MODEL": args.model, "MESH_API_BASE": args.api_base}
     env = {key: value for key, value in overrides.items() if value}

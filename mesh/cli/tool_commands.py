@@ -13,7 +13,7 @@ from mesh.config import MeshConfig
 from mesh.errors import ConfigError, NotFoundError, ToolDefinitionError
 from mesh.project import load_mesh_config
 from mesh.rpc.client import AgentClient
-from mesh.rpc.tool_admin import ToolChange
+from mesh.rpc.tool_change import ToolChange
 
 __all__ = ["add_history_options", "add_tool", "add_tool_commands", "remove_tool", "tool_history"]
 

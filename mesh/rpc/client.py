@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -67,11 +67,9 @@ from mesh.rpc.convert_runs import (
 from mesh.rpc.event_stream import EventStream
 from mesh.rpc.security import MeshSecurity, open_channel
 from mesh.rpc.status import error_from_rpc
+from mesh.rpc.tool_change import ToolChange
 from mesh.run_scope import RunScope
 from mesh.telemetry.spans import record_error, tracer
-
-if TYPE_CHECKING:
-    from mesh.rpc.tool_admin import ToolChange  # tool_admin -> remote_tool -> this module
 
 __all__ = [
     "DEFAULT_TIMEOUT_S",

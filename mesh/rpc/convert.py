@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 from google.protobuf import duration_pb2, timestamp_pb2
 
@@ -21,12 +21,10 @@ from mesh.agents.code_agent import CodeAgent
 from mesh.agents.usage import AgentUsage
 from mesh.errors import ErrorInfo, ToolDefinitionError
 from mesh.models.base import TokenUsage, ToolCall
+from mesh.rpc.tool_change import ToolChange
 from mesh.tools.base import Tool
 from mesh.tools.schema import InputSpec, json_schema
 from mesh.version import __version__
-
-if TYPE_CHECKING:
-    from mesh.rpc.tool_admin import ToolChange
 
 __all__ = [
     "SERVICE_NAME",
@@ -360,8 +358,6 @@ def tool_change_action_name(action: pb.ToolChangeAction) -> str:
 def tool_change_from_proto(change: pb.ToolChange) -> ToolChange:
     """A change as a client reads it (without the remote tool's definition, which stays in
     the service's log)."""
-    from mesh.rpc.tool_admin import ToolChange  # tool_admin -> remote_tool -> this module
-
     known = change.action in pb.ToolChangeAction.values()
     return ToolChange(
         timestamp=seconds_from_proto(change.time), agent=change.agent,

@@ -19,7 +19,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from mesh.agents.base import MultiStepAgent
-from mesh.rpc.tool_admin import ToolChange, ToolChangeLog, schema_sha256
+from mesh.rpc.tool_admin import ToolChangeLog, schema_sha256
+from mesh.rpc.tool_change import ToolChange
 from mesh.text import clip
 from mesh.tools.final_answer import FINAL_ANSWER
 

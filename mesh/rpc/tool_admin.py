@@ -17,7 +17,7 @@ import json
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from mesh.errors import AlreadyExistsError, InvalidRequestError, NotFoundError, 
 from mesh.paths import data_path
 from mesh.rpc.remote_tool import RemoteTool
 from mesh.rpc.security import MeshSecurity
+from mesh.rpc.tool_change import ToolChange
 from mesh.tools.final_answer import FINAL_ANSWER
 
 __all__ = ["ToolAdmin", "ToolChange", "ToolChangeLog", "default_tool_log_dir", "schema_sha256"]
@@ -44,26 +45,6 @@ def schema_sha256(definition: Mapping[str, Any]) -> str:
     """A hash of what the model sees of a tool: equal schemas, equal hashes."""
     canonical = json.dumps(definition, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class ToolChange:
-    timestamp: float
-    agent: str
-    action: str
-    """added, replaced or removed (``RUNTIME_ACTIONS``); or, recorded at start-up by
-    definition_log: configured, instructions_changed, tool_configured, tool_unconfigured,
-    tool_schema_changed."""
-    tool: str
-    caller: str
-    schema_sha256: str = ""
-    address: str = ""
-    remote_name: str = ""
-    definition: dict[str, Any] = field(default_factory=dict)
-    """The remote tool's schema, so that replaying the log can rebuild it (or, for
-    ``configured``, the agent's whole definition at start-up)."""
-    old_sha256: str = ""
-    diff: str = ""
 
 
 class ToolChangeLog:
