@@ -34,6 +34,7 @@ from typing import Any
 from mesh.agents import events as ev
 from mesh.append_only import MAX_RECORD_BYTES, json_line, parse_record, read_lines, string_field
 from mesh.errors import ErrorInfo
+from mesh.models.base import ChatMessage
 from mesh.paths import data_path
 from mesh.rotating_file import RotatingFile
 from mesh.telemetry.redact import redact, shape
@@ -63,8 +64,8 @@ class AuditLog:
         self.path = path
         self._file = RotatingFile(path, max_bytes=max_bytes, backups=backups, family=family)
         self._max_line = min(MAX_RECORD_BYTES, max_bytes)
-        self._prompts: dict[str, list[dict[str, Any]]] = {}
-        """Each running run's last prompt as recorded: the next call records what is new."""
+        self._prompts: dict[str, tuple[ChatMessage, ...]] = {}
+        """Each running run's last prompt: the next call records (and redacts) what is new."""
         self._lock = threading.Lock()
 
     @classmethod
@@ -80,7 +81,7 @@ class AuditLog:
             return  # a delegated run: the service that ran it audits it
         entry = _entry(event)
         if isinstance(event, ev.ModelOutput):
-            self._only_new_messages(entry)
+            self._only_new_messages(entry, event)
         elif isinstance(event, ev.RunFinished):
             with self._lock:
                 self._prompts.pop(event.run_id, None)
@@ -91,17 +92,18 @@ class AuditLog:
     def close(self) -> None:
         self._file.close()
 
-    def _only_new_messages(self, entry: dict[str, Any]) -> None:
-        prompt: list[dict[str, Any]] = entry["prompt"]
+    def _only_new_messages(self, entry: dict[str, Any], event: ev.ModelOutput) -> None:
         with self._lock:
-            before = self._prompts.get(entry["run_id"], [])
-            self._prompts[entry["run_id"]] = prompt
+            before = self._prompts.get(event.run_id, ())
+            self._prompts[event.run_id] = event.prompt
         kept = 0
-        for old, new in zip(before, prompt, strict=False):
+        for old, new in zip(before, event.prompt, strict=False):
             if old != new:  # e.g. a system prompt rebuilt after a tool change: sent again
                 break
             kept += 1
-        entry.update(prompt_kept=kept, prompt=prompt[kept:])
+        new_messages = event.prompt[kept:]
+        entry.update(prompt_kept=kept, prompt=[{"role": m.role, "content": shape(m.content)}
+                                               for m in new_messages])  # fmt: skip
 
 
 def full_prompts(entries: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
@@ -132,7 +134,6 @@ def _entry(event: ev.AgentEvent) -> dict[str, Any]:
         case ev.ModelOutput():
             entry.update(
                 model_id=event.model_id,
-                prompt=[{"role": m.role, "content": shape(m.content)} for m in event.prompt],
                 output=shape(event.text),
                 tool_calls=[{"name": c.name, "arguments": shape(c.arguments)}
                             for c in event.tool_calls],

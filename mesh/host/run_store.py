@@ -174,9 +174,6 @@ class RunStore(Generic[E]):
             run.waiters.append(waiter)
             await waiter
 
-    def __len__(self) -> int:
-        return len(self._runs)
-
     @property
     def bytes_kept(self) -> int:
         return self._bytes

@@ -46,10 +46,6 @@ class ActiveRuns:
         for ctx in runs:
             ctx.cancel()
 
-    def __contains__(self, run_id: object) -> bool:
-        with self._lock:
-            return run_id in self._runs
-
     def __len__(self) -> int:
         with self._lock:
             return len(self._runs)

@@ -213,12 +213,6 @@ class ServedAgent(Generic[E]):
         task.add_done_callback(self._tasks.discard)
         return Launched(record, ctx, outcome)
 
-    def get(self, run_id: str) -> RunRecord:
-        return self.store.get(run_id)
-
-    def watch(self, run_id: str, start_index: int = 0) -> AsyncIterator[list[tuple[int, E]]]:
-        return self.store.watch(run_id, start_index)
-
     def cancel(self, run_id: str) -> tuple[bool, RunStatus]:
         """Cancel a run; whether it was still going, and its state."""
         record = self.store.find(run_id)

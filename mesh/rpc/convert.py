@@ -207,9 +207,8 @@ def tool_spec_from_proto(spec: pb.ToolSpec) -> dict[str, Any]:
             "output_type": value_type_from_proto(spec.output_type) or "unspecified"}  # fmt: skip
 
 
-def card_to_proto(
-    agent: MultiStepAgent, *, run_ids: bool, tool_admin: bool, tokens_required: bool
-) -> pb.AgentCard:
+def card_to_proto(agent: MultiStepAgent, capabilities: pb.Capabilities) -> pb.AgentCard:
+    """The agent's card; what its service supports is the service's to say."""
     kind = pb.AGENT_KIND_CODE if isinstance(agent, CodeAgent) else pb.AGENT_KIND_TOOL_CALLING
     return pb.AgentCard(
         name=agent.name,
@@ -219,9 +218,8 @@ def card_to_proto(
         tools=[tool_spec_to_proto(t) for t in agent.tools.values()],
         managed_agents=list(agent.managed_agents),
         version=__version__,
-        capabilities=pb.Capabilities(streaming=True, cancellation=True, run_ids=run_ids,
-                                     tool_admin=tool_admin, tokens_required=tokens_required),
-    )  # fmt: skip
+        capabilities=capabilities,
+    )
 
 
 def event_to_proto(event: ev.AgentEvent) -> pb.RunEvent:

@@ -91,15 +91,16 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self.security = security
 
     async def Describe(self, request: pb.DescribeRequest, context: Context) -> pb.DescribeResponse:
-        card = card_to_proto(
-            self.agent,
+        capabilities = pb.Capabilities(
+            streaming=True,
+            cancellation=True,
             run_ids=self.served.ledger is not None,
             tool_admin=self.tool_admin is not None and self.security is not None,
             tokens_required=self.security is not None and bool(self.security.tokens),
+            run_records=True,
+            sessions=self.served.sessions is not None,
         )
-        card.capabilities.run_records = True
-        card.capabilities.sessions = self.served.sessions is not None
-        return pb.DescribeResponse(card=card)
+        return pb.DescribeResponse(card=card_to_proto(self.agent, capabilities))
 
     async def Run(self, request: pb.RunRequest, context: Context) -> pb.RunResponse:
         outcome = await self.served.run(self._order(request, _deadline(context)))
@@ -112,7 +113,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
     ) -> AsyncIterator[pb.RunStreamResponse]:
         launched = await self.served.launch(self._order(request, _deadline(context)))
         try:
-            async for batch in self.served.watch(launched.record.run_id):
+            async for batch in self.served.store.watch(launched.record.run_id):
                 yield pb.RunStreamResponse(events=_indexed(batch))
             await asyncio.shield(launched.outcome)  # a failed run ends the call with its error
         finally:
@@ -128,7 +129,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         return pb.StartRunResponse(run=run_record_to_proto(record), already_started=again)
 
     async def GetRun(self, request: pb.GetRunRequest, context: Context) -> pb.GetRunResponse:
-        record = self.served.get(_required_id(request.run_id, "run_id"))
+        record = self.served.store.get(_required_id(request.run_id, "run_id"))
         return pb.GetRunResponse(run=run_record_to_proto(record))
 
     async def ListRuns(self, request: pb.ListRunsRequest, context: Context
@@ -146,7 +147,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self, request: pb.WatchRunRequest, context: Context
     ) -> AsyncIterator[pb.WatchRunResponse]:
         run_id = _required_id(request.run_id, "run_id")
-        async for batch in self.served.watch(run_id, request.start_index):
+        async for batch in self.served.store.watch(run_id, request.start_index):
             yield pb.WatchRunResponse(events=_indexed(batch))
 
     async def Cancel(self, request: pb.CancelRequest, context: Context) -> pb.CancelResponse:
@@ -219,11 +220,9 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             raise NotFoundError(
                 f"this server hosts {self.agent.name!r}, not {request.agent!r}: check the address"
             )
-        if request.max_steps < 0:
-            raise InvalidRequestError("max_steps must be >= 0")
         return RunOrder(
             task=request.task,
-            max_steps=request.max_steps or None,
+            max_steps=request.max_steps or None,  # 0: the agent's own; < 0 is refused there
             run_id=check_identifier(request.run_id, "run_id"),
             parent_run_id=check_identifier(request.parent_run_id, "parent_run_id"),
             session_id=check_identifier(request.session_id, "session_id"),
