@@ -51,8 +51,6 @@ address = "127.0.0.1:0"
 tools = ["smallest_prime_factor"]
 cassette = "math.jsonl"
 max_concurrent_runs = 128
-[agents.math_specialist.sandbox]
-pool_size = 8
 
 [agents.echo]
 kind = "tool-calling"

@@ -37,8 +37,6 @@ tools = ["smallest_prime_factor"]
 cassette = "{cassette}"
 max_concurrent_runs = 4
 idempotent = true
-[agents.math_specialist.sandbox]
-pool_size = 4
 """
 
 

@@ -14,8 +14,9 @@ again, as a gRPC client should; that is counted apart from errors. Each
 client is a thread calling through ``AgentClient``, as a mesh's own callers do. A wrong
 answer is an error. Per level: completed runs, errors, p50/p99 latency, and
 each service's RSS, open file descriptors and threads before and after. At
-the end: jails still alive under the services once idle (the warm pools),
-and on the whole machine after the mesh stops (must be none). Everything the
+the end: run interpreters still alive under the services once idle (must be
+none: each code agent keeps only its zygote, two processes in one nsjail),
+and nsjail processes on the whole machine after the mesh stops (must be none). Everything the
 services write goes to a temporary directory. Asserts nothing.
 """
 
@@ -76,8 +77,6 @@ max_concurrent_runs = 64
             + (f'agent = "{agent.factory}"\n' if agent.factory else "")
             + "".join(f"{key} = {json.dumps(value)}\n" for key, value in lists.items() if value)
         )
-        if agent.kind == "code":
-            agents.append(f"[agents.{agent.name}.sandbox]\npool_size = 8\n")
     text = CONFIG.format(latency=latency_ms, agents="".join(agents))
     (directory / "mesh.toml").write_text(text + auth)
     return directory / "mesh.toml"
@@ -94,19 +93,22 @@ def threads(pid: int) -> int:
     return 0
 
 
-def jails_under(pid: int) -> int:
+def jails_under(pid: int) -> tuple[int, int]:
+    """(zygotes, run interpreters) below ``pid``: a zygote is an nsjail with two processes."""
     out = subprocess.run(["ps", "-e", "-o", "pid=,ppid=,comm="], capture_output=True,
                          text=True, check=True).stdout  # fmt: skip
     rows = [line.split() for line in out.splitlines()]
     children: dict[int, list[tuple[int, str]]] = {}
     for p, parent, comm in rows:
         children.setdefault(int(parent), []).append((int(p), comm))
-    count, todo = 0, [pid]
+    zygotes, jailed, todo, inside = 0, 0, [(pid, False)], False
     while todo:
-        for child, comm in children.get(todo.pop(), []):
-            count += comm == "nsjail"
-            todo.append(child)
-    return count
+        parent, inside = todo.pop()
+        for child, comm in children.get(parent, []):
+            zygotes += comm == "nsjail"
+            jailed += inside
+            todo.append((child, inside or comm == "nsjail"))
+    return zygotes, jailed - 2 * zygotes
 
 
 def jails_on_machine() -> int:
@@ -198,13 +200,13 @@ def main() -> None:
         with MeshProcesses(config, env=env, log_dir=Path(tmp) / "logs") as mesh:
             pids = {s.agent: s.process.pid for s in mesh.services}
             caller = Caller(mesh.addresses["manager"][0], credentials)
-            drive(caller, 4, 2.0)  # warm up: pools filled, code paths loaded
+            drive(caller, 4, 2.0)  # warm up: zygotes started, code paths loaded
             for clients in LEVELS:
                 before = snapshot(pids)
                 began = time.monotonic()
                 latencies, errors, busy = drive(caller, clients, seconds)
                 elapsed = time.monotonic() - began
-                time.sleep(SETTLE_S)  # finished runs' jails are reaped in the background
+                time.sleep(SETTLE_S)  # let finished runs' interpreters be reaped
                 after = snapshot(pids)
                 p50, p99 = percentiles(latencies) if latencies else (0.0, 0.0)
                 load_rows.append(f"| {clients:>7} | {len(latencies):>9} | {errors:>6} | "
@@ -216,8 +218,6 @@ def main() -> None:
                                          f"{rss1:>6.1f} | {fd0:>4} -> {fd1:>4} | "
                                          f"{th0:>4} -> {th1:>4} |")  # fmt: skip
             idle_jails = {agent: jails_under(pid) for agent, pid in pids.items()}
-            pools = {a: config.agent(a).sandbox.pool_size for a in pids
-                     if config.agent(a).kind == "code"}  # fmt: skip
         after_stop = jails_on_machine()
 
     calls = sum(len(Cassette.load(a.cassette or "").entries) for a in SEED.agents.values())
@@ -235,12 +235,8 @@ def main() -> None:
     print("|---------|---------------------|-----------------|--------------|--------------|")
     print("\n".join(resource_rows))
     print()
-    for agent, count in idle_jails.items():
-        if agent in pools:
-            print(f"jails under {agent} once idle: {count}, its warm pool of unused jails "
-                  f"holds {pools[agent]}: {count - pools[agent]} beyond it")  # fmt: skip
-        else:
-            print(f"jails under {agent} once idle: {count} (it runs no code)")
+    for agent, (zygotes, interpreters) in idle_jails.items():
+        print(f"under {agent} once idle: {zygotes} zygote(s), {interpreters} run interpreter(s)")
     print(f"nsjail processes on the machine after the mesh stopped: {after_stop}")
 
 

@@ -396,6 +396,11 @@ def _budget(data: dict[str, Any], where: str) -> Budget | None:
 
 def _sandbox(data: dict[str, Any], where: str) -> SandboxConfig:
     known = {f.name: f for f in fields(SandboxConfig)}
+    if "pool_size" in data:
+        raise ConfigError(
+            f"{join(where, 'pool_size')}: jails are no longer pooled (a zygote forks each run's "
+            "interpreter in about a millisecond); remove the setting"
+        )
     only(data, set(known), where)
     values = {}
     for key, value in data.items():

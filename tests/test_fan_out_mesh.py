@@ -38,7 +38,6 @@ cassette = "spinner.jsonl"
 max_concurrent_runs = 4
 [agents.spinner.sandbox]
 wall_seconds = 120
-pool_size = 3
 """
 
 

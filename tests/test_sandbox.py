@@ -17,12 +17,12 @@ import pytest
 from mesh import CodeAgent, NsjailExecutor, SandboxConfig, factorial
 from mesh.agents import ModelOutput
 from mesh.errors import ToolExecutionError
-from mesh.sandbox.nsjail import SandboxUnavailableError, jail_command
-from mesh.sandbox.pool import JailPool, pool_for
+from mesh.sandbox.nsjail import SandboxUnavailableError, locate_nsjail
+from mesh.sandbox.zygotes import Zygote
 from mesh.sandbox.protocol import FrameReader, encode
 from tests.support import alive, code, descendants, scripted, wait_until
 
-FAST = SandboxConfig(wall_seconds=3, pool_size=1)
+FAST = SandboxConfig(wall_seconds=3)
 
 
 class Bridge:
@@ -106,7 +106,7 @@ def test_time_in_host_tools_does_not_count() -> None:
             time.sleep(1.5)
             return 1
 
-    ex = NsjailExecutor(SandboxConfig(wall_seconds=1, pool_size=1))
+    ex = NsjailExecutor(SandboxConfig(wall_seconds=1))
     try:
         result = ex.run("double(1)\ndouble(2)\nprint('done')", SlowBridge())
     finally:
@@ -115,7 +115,7 @@ def test_time_in_host_tools_does_not_count() -> None:
 
 
 def test_cpu_time_limit_is_named() -> None:
-    ex = NsjailExecutor(SandboxConfig(cpu_seconds=1, wall_seconds=20, pool_size=1))
+    ex = NsjailExecutor(SandboxConfig(cpu_seconds=1, wall_seconds=20))
     try:
         result = ex.run("while True:\n    pass", Bridge())
         assert result.error is not None
@@ -133,7 +133,7 @@ def test_memory_limit_is_named(executor: NsjailExecutor) -> None:
 
 
 def test_output_is_capped() -> None:
-    ex = NsjailExecutor(SandboxConfig(max_output_chars=1000, pool_size=1))
+    ex = NsjailExecutor(SandboxConfig(max_output_chars=1000))
     try:
         result = ex.run("for i in range(10000):\n    print('line', i)", Bridge())
     finally:
@@ -159,23 +159,22 @@ def test_a_crashing_interpreter_is_reported() -> None:
 
 def test_close_kills_the_jail_and_every_process_in_it() -> None:
     ex = NsjailExecutor(FAST, authorized_imports=["*"])
+    zygote = descendants(ex.zygote.pid)  # the zygote's own two processes
     ex.run(
         "import subprocess\nchildren = [subprocess.Popen(['sleep', '60']) for _ in range(3)]",
         Bridge(),
     )
-    assert ex._jail is not None
-    nsjail_pid = ex._jail.process.pid
-    inside = descendants(nsjail_pid)
-    assert len(inside) == 4  # the runner and its three children
-    ex.close()  # kills in the background: wait (bounded) for the processes to go
+    inside = descendants(ex.zygote.pid) - zygote
+    assert len(zygote) == 2 and len(inside) == 4  # the runner and its three children
+    ex.close()  # the zygote kills the run: wait (bounded) for its processes to go
     deadline = time.monotonic() + 5
-    while alive({nsjail_pid} | inside) and time.monotonic() < deadline:
+    while alive(inside) and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert not alive({nsjail_pid} | inside)
+    assert not alive(inside) and alive(zygote) == zygote
 
 
 def test_a_run_never_gets_a_used_jail() -> None:
-    config = SandboxConfig(pool_size=2, wall_seconds=3)
+    config = SandboxConfig(wall_seconds=3)
     first, second = NsjailExecutor(config), NsjailExecutor(config)
     try:
         first.run("secret = 'from run one'", Bridge())
@@ -184,17 +183,6 @@ def test_a_run_never_gets_a_used_jail() -> None:
     finally:
         first.close()
         second.close()
-
-
-def test_the_pool_prestarts_jails() -> None:
-    pool = pool_for(SandboxConfig(pool_size=2, memory_mb=300))
-    deadline = time.monotonic() + 5
-    while len(pool._ready) < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert len(pool._ready) == 2 and all(j.alive for j in pool._ready)
-    taken = pool.take()
-    assert taken.alive
-    taken.kill()
 
 
 def test_code_agent_runs_in_the_jail_and_cancellation_kills_it() -> None:
@@ -217,7 +205,7 @@ def test_code_agent_runs_in_the_jail_and_cancellation_kills_it() -> None:
 
 def test_start_up_checks_say_what_is_missing(tmp_path: Any) -> None:
     with pytest.raises(SandboxUnavailableError, match="is not an executable"):
-        jail_command(SandboxConfig(nsjail=str(tmp_path / "nsjail")))
+        locate_nsjail(SandboxConfig(nsjail=str(tmp_path / "nsjail")))
     with pytest.raises(SandboxUnavailableError, match="does not exist; set MESH_JAIL_PYTHON"):
         CodeAgent([], scripted("x"), sandbox=SandboxConfig(python="/nonexistent/python3"))
     private = tmp_path / "private"
@@ -227,9 +215,8 @@ def test_start_up_checks_say_what_is_missing(tmp_path: Any) -> None:
     (private / "python3").write_bytes(b"")
     with pytest.raises(SandboxUnavailableError, match=r"cannot enter.*chmod o\+x"):
         CodeAgent([], scripted("x"), sandbox=SandboxConfig(python=str(private / "python3")))
-    broken = JailPool(SandboxConfig(nsjail="/bin/false"))
     with pytest.raises(SandboxUnavailableError, match=r"(?s)could not start.*user namespaces"):
-        broken.prime()
+        Zygote(SandboxConfig(nsjail="/bin/false"))
 
 
 def test_a_jail_dies_with_its_host_even_while_code_spins() -> None:
@@ -241,10 +228,10 @@ def test_a_jail_dies_with_its_host_even_while_code_spins() -> None:
             "from mesh.sandbox.config import SandboxConfig\n"
             "from mesh.sandbox.nsjail_executor import NsjailExecutor\n"
             "from tests.test_sandbox import Bridge\n"
-            "ex = NsjailExecutor(SandboxConfig(wall_seconds=100, pool_size=1))\n"
+            "ex = NsjailExecutor(SandboxConfig(wall_seconds=100))\n"
             "threading.Thread(target=ex.run, args=('while True:\\n    pass', Bridge()),"
             " daemon=True).start()\n"
-            "print(ex.pool.argv[0], flush=True)\n"
+            "print(ex.zygote.pid, flush=True)\n"
             "time.sleep(100)\n"
         )],
         stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parent.parent,
@@ -280,7 +267,7 @@ def test_cancelling_at_any_moment_of_a_step_is_a_clean_cancellation() -> None:
     cancelled, never with an error from a pipe closed (or its descriptor reused) under it."""
     outcomes: dict[str, int] = {}
     for attempt in range(60):
-        ex = NsjailExecutor(SandboxConfig(wall_seconds=10, pool_size=1))
+        ex = NsjailExecutor(SandboxConfig(wall_seconds=10))
         ex.run("ready = True", Bridge())
         ended: list[BaseException | object] = []
 

@@ -7,7 +7,7 @@ import allow-list, is what stops it. What each attack got back here:
 
 | attack                                   | what the code got back                                   |
 |------------------------------------------|----------------------------------------------------------|
-| connect to a listener on host loopback   | ConnectionRefusedError (the jail has its own loopback)   |
+| connect to a listener on host loopback   | PermissionError: the seccomp policy refuses socket()     |
 | resolve a DNS name                       | socket.gaierror: name resolution fails (no network, no /etc) |
 | write outside the tmpfs                  | OSError [Errno 30] Read-only file system                 |
 | read a secret file written on the host   | FileNotFoundError (host /tmp is not the jail's /tmp)     |
@@ -18,7 +18,7 @@ import allow-list, is what stops it. What each attack got back here:
 | print 100 MB                             | the first 20,000 characters and a note of what was cut   |
 | signal a host process                    | ProcessLookupError (own PID namespace)                   |
 | ptrace                                   | EPERM from the seccomp filter                            |
-| look at host processes through /proc     | FileNotFoundError: there is no /proc                     |
+| look at host processes through /proc     | an empty, read-only /proc; FileNotFoundError for /proc/1 |
 | forbidden import via __import__, importlib, sys.modules | ImportError naming the module (default allow-list) |
 | allow-list bypass via object.__subclasses__ | reaches os.popen, but `id` says uid=65534 in the jail |
 """
@@ -35,7 +35,7 @@ from mesh import CodeAgent, SandboxConfig
 from mesh.agents.memory import ActionStep
 from tests.support import code, scripted
 
-SANDBOX = SandboxConfig(wall_seconds=3, pool_size=1)
+SANDBOX = SandboxConfig(wall_seconds=3)
 
 
 def attack(snippet: str, *, imports: tuple[str, ...] = ("*",)) -> ActionStep:
@@ -64,7 +64,7 @@ def test_connect_to_a_listener_on_host_loopback() -> None:
         step = attack(f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=2)")
         with pytest.raises(TimeoutError):
             listener.accept()  # nothing arrived
-    assert "ConnectionRefusedError" in seen(step)
+    assert "PermissionError: [Errno 1] Operation not permitted" in seen(step)
 
 
 def test_resolve_a_dns_name() -> None:
@@ -145,8 +145,9 @@ def test_ptrace() -> None:
 
 
 def test_look_at_host_processes_through_proc() -> None:
-    step = attack("import os\nos.listdir('/proc')")
-    assert "FileNotFoundError" in seen(step) and "'/proc'" in seen(step)
+    step = attack("import os\nprint(os.listdir('/proc'))\nopen('/proc/1/status')")
+    assert step.observation is not None and step.observation.startswith("Execution logs:\n[]")
+    assert "FileNotFoundError" in seen(step) and "'/proc/1/status'" in seen(step)
 
 
 @pytest.mark.parametrize(

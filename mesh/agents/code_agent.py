@@ -66,9 +66,10 @@ class CodeAgent(MultiStepAgent):
         self.sandbox = sandbox or SandboxConfig()
         self.executor_factory = self._resolve_executor(executor)
         if executor == "nsjail":
-            from mesh.sandbox.pool import pool_for
+            from mesh.sandbox.zygotes import zygote_for
 
-            pool_for(self.sandbox)  # start-up check: fail now, loudly, if the jail cannot run
+            # The start-up check (fail now, loudly, if the jail cannot run), and the zygote warm.
+            zygote_for(self.sandbox, self.authorized_imports)
 
     @staticmethod
     def _resolve_executor(executor: str | ExecutorFactory) -> ExecutorFactory:

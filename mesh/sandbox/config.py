@@ -1,7 +1,7 @@
 """``SandboxConfig``: the limits and paths of one agent's jails.
 
 Every limit a jail has is a field here, so an agent's sandbox is described
-by one frozen value that can be compared (jails are pooled per config),
+by one frozen value that can be compared (one zygote serves each config),
 logged, and set from the mesh config later.
 """
 
@@ -35,9 +35,7 @@ class SandboxConfig:
     max_output_chars: int = 20_000
     """Printed output kept per snippet; the rest is cut with a note."""
     lifetime_seconds: int = 3600
-    """Longest a jail may live, idle in the pool or serving a run."""
-    pool_size: int = 2
-    """Pre-started jails kept ready, so a run's first snippet does not wait."""
+    """Longest a run's interpreter may live."""
     python: str = ""
     """The interpreter inside the jail; it must be readable by an unprivileged user."""
     nsjail: str = ""
@@ -48,7 +46,5 @@ class SandboxConfig:
             object.__setattr__(self, "python", _default_python())
         for field in fields(self):
             value = getattr(self, field.name)
-            if isinstance(value, int | float) and field.name != "pool_size" and value <= 0:
+            if isinstance(value, int | float) and value <= 0:
                 raise ConfigError(f"sandbox {field.name} must be positive (got {value})")
-        if self.pool_size < 0:
-            raise ConfigError(f"sandbox pool_size must be >= 0 (got {self.pool_size})")

@@ -1,23 +1,26 @@
-"""How a jail is made: the nsjail command line, its seccomp policy, and the
-start-up checks that refuse to go on when the sandbox cannot work.
+"""How the zygote's jail is made: the nsjail command line, its seccomp policy,
+and the start-up checks that refuse to go on when the sandbox cannot work.
 
-The jail: new user, PID, mount, network, IPC and UTS namespaces (nsjail's
-defaults); uid/gid 65534 inside and outside; read-only binds of only what
-the interpreter needs; a size-limited tmpfs at /tmp; no /proc; an empty
-environment but for a few harmless variables; rlimits on memory, CPU,
-processes, file size and open files; and a seccomp filter that refuses
-system calls Python code has no business making.
+The jail every run of one sandbox configuration shares: new user, PID,
+mount, network, IPC and UTS namespaces (nsjail's defaults); uid/gid 65534
+inside and outside; read-only binds of only what the interpreter needs; an
+empty environment but for a few harmless variables; rlimits on memory, file
+size and open files; and a seccomp filter that refuses system calls Python
+code has no business making, sockets included. Inside it the zygote gives
+each run namespaces, a /tmp, limits and a filter of its own (isolation.py).
 """
 
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import shutil
 import stat
 import subprocess
 import tempfile
 import threading
+from collections.abc import Sequence
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -25,11 +28,11 @@ from pathlib import Path
 from mesh.errors import ExecutorError
 from mesh.sandbox.config import SandboxConfig
 
-__all__ = ["JAIL_RUNNER_DIR", "SECCOMP_POLICY", "SandboxUnavailableError", "jail_command"]
+__all__ = ["JAIL_RUNNER_DIR", "SECCOMP_POLICY", "SandboxUnavailableError", "zygote_command"]
 
 JAIL_RUNNER_DIR = "/opt/mesh"
 JAIL_UID = 65534
-RUNNER_FILES = ("runner.py", "protocol.py", "snippet.py")
+RUNNER_FILES = ("zygote.py", "isolation.py", "runner.py", "protocol.py", "snippet.py")
 SYSTEM_DIRS = ("/usr", "/lib", "/lib64", "/bin")
 DEVICES = ("/dev/null", "/dev/zero", "/dev/urandom")
 JAIL_ENV = {
@@ -40,12 +43,14 @@ JAIL_ENV = {
     "PYTHONIOENCODING": "utf-8",
 }
 
-# Denied with EPERM: debugging other processes, (un)mounting and namespace
-# games, kernel keyrings, BPF, module and kernel loading, raw I/O ports,
-# reading other processes' memory, perf counters, userfaultfd.
+# Denied with EPERM: debugging other processes, new sockets (runs share one
+# empty network namespace), unmounting and namespace games, kernel keyrings,
+# BPF, module and kernel loading, raw I/O ports, reading other processes'
+# memory, perf counters, userfaultfd. The zygote still needs unshare, setns
+# and mount; each run's own filter refuses those (isolation.py).
 DENIED_SYSCALLS = (
-    "ptrace", "process_vm_readv", "process_vm_writev", "kcmp",
-    "mount", "umount", "pivot_root", "chroot", "unshare", "setns",
+    "ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "socket",
+    "umount", "pivot_root", "chroot",
     "fsopen", "fsmount", "fsconfig", "fspick", "move_mount", "open_tree", "mount_setattr",
     "open_by_handle_at", "name_to_handle_at",
     "keyctl", "add_key", "request_key", "bpf", "perf_event_open", "userfaultfd",
@@ -62,8 +67,20 @@ class SandboxUnavailableError(ExecutorError):
     code = "sandbox_unavailable"
 
 
-def jail_command(config: SandboxConfig) -> list[str]:
-    """The full argv that starts one jailed runner."""
+def zygote_command(config: SandboxConfig, control_fd: int, preload: Sequence[str]) -> list[str]:
+    """The full argv that starts the zygote of ``config`` in its jail.
+
+    The zygote lives as long as its host: its runs get their lifetime, CPU
+    and process limits from it (isolation.py), not from nsjail.
+    """
+    settings = {
+        "control_fd": control_fd,
+        "tmpfs_bytes": config.tmpfs_mb * 1024 * 1024,
+        "lifetime_s": config.lifetime_seconds,
+        "cpu_s": config.cpu_seconds,
+        "processes": config.max_processes,
+        "preload": list(preload),
+    }
     argv = [
         locate_nsjail(config),
         "--mode", "o",
@@ -72,16 +89,17 @@ def jail_command(config: SandboxConfig) -> list[str]:
         "--group", f"{JAIL_UID}:{JAIL_UID}:1",
         "--hostname", "jail",
         "--cwd", "/tmp",
-        "--disable_proc",
-        "--time_limit", str(config.lifetime_seconds),
+        "--time_limit", "0",
+        "--proc_rw",  # the zygote writes each run's uid and gid maps; runs cannot see it
         "--rlimit_as", str(config.memory_mb),
-        "--rlimit_cpu", str(config.cpu_seconds),
-        "--rlimit_nproc", str(config.max_processes),
+        "--rlimit_cpu", "inf",
+        "--rlimit_nproc", "max",
         "--rlimit_fsize", str(config.max_file_mb),
         "--rlimit_nofile", str(config.max_open_files),
         "--rlimit_core", "0",
-        "--mount", f"none:/tmp:tmpfs:size={config.tmpfs_mb * 1024 * 1024}",
+        "--mount", "none:/tmp:tmpfs:size=4096",
         "--seccomp_string", SECCOMP_POLICY,
+        "--pass_fd", str(control_fd),
     ]  # fmt: skip
     for path in _read_only_paths(config.python):
         argv += ["--bindmount_ro", path]
@@ -90,8 +108,8 @@ def jail_command(config: SandboxConfig) -> list[str]:
         argv += ["--bindmount", device]
     for name, value in JAIL_ENV.items():
         argv += ["--env", f"{name}={value}"]
-    bootstrap = f"import sys; sys.path.insert(0, {JAIL_RUNNER_DIR!r}); import runner; runner.main()"
-    argv += ["--", config.python, "-E", "-s", "-S", "-B", "-c", bootstrap]
+    zygote = f"{JAIL_RUNNER_DIR}/zygote.py"
+    argv += ["--", config.python, "-E", "-s", "-S", "-B", zygote, json.dumps(settings)]
     return argv
 
 

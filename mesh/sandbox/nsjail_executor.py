@@ -1,7 +1,7 @@
 """``NsjailExecutor``: model-written code runs in a warm jailed interpreter.
 
-One jail per agent run: the first snippet takes a fresh jail from the pool,
-later snippets reuse it, so state persists across steps. Tool calls made by
+One jailed interpreter per agent run: the first snippet has the zygote fork
+a fresh one, later snippets reuse it, so state persists across steps. Tool calls made by
 the code come back over the pipe and run here, on the host, through the
 step's ``ToolBridge`` (validated like any other call). When a snippet breaks
 a limit or kills its interpreter, the step gets an error that says which,
@@ -19,8 +19,8 @@ from typing import Any
 from mesh.errors import MeshError, RunCancelledError
 from mesh.sandbox.base import ExecutionResult, ToolBridge
 from mesh.sandbox.config import SandboxConfig
-from mesh.sandbox.jail import Jail, JailDied, kill_in_background
-from mesh.sandbox.pool import JailPool, pool_for
+from mesh.sandbox.jail import Jail, JailDied
+from mesh.sandbox.zygotes import Zygote, zygote_for
 
 __all__ = ["NsjailExecutor"]
 
@@ -35,18 +35,21 @@ class NsjailExecutor:
         self,
         config: SandboxConfig | None = None,
         authorized_imports: Iterable[str] = (),
-        pool: JailPool | None = None,
+        zygote: Zygote | None = None,
     ) -> None:
         self.config = config or SandboxConfig()
         self.authorized_imports = sorted(authorized_imports)
-        self.pool = pool or pool_for(self.config)
+        self.zygote = zygote or zygote_for(self.config, self.authorized_imports)
         self._jail: Jail | None = None
         self._had_jail = False
         self._closed = False
         self._lock = threading.Lock()
 
     def run(self, code: str, bridge: ToolBridge) -> ExecutionResult:
-        jail, note = self._current_jail()
+        try:
+            jail, note = self._current_jail()
+        except JailDied as died:
+            return ExecutionResult(error=f"The sandboxed interpreter did not start: {died.reason}.")
         request = {
             "op": "exec",
             "code": code,
@@ -74,7 +77,7 @@ class NsjailExecutor:
             self._closed = True
             jail, self._jail = self._jail, None
         if jail is not None:
-            kill_in_background(jail)
+            jail.kill()
 
     def _current_jail(self) -> tuple[Jail, str | None]:
         with self._lock:
@@ -82,7 +85,7 @@ class NsjailExecutor:
                 raise RunCancelledError("the run's sandbox was closed")
             if self._jail is not None:
                 return self._jail, None
-        jail = self.pool.take()
+        jail = self._fork_jail()
         with self._lock:
             if self._closed:
                 jail.kill()
@@ -91,6 +94,12 @@ class NsjailExecutor:
             note = STATE_LOST if self._had_jail else None
             self._had_jail = True
         return jail, note
+
+    def _fork_jail(self) -> Jail:
+        """A fresh interpreter; a zygote that died is replaced first."""
+        if self.zygote.dead:
+            self.zygote = zygote_for(self.config, self.authorized_imports)
+        return self.zygote.spawn()
 
     def _serve(self, jail: Jail, bridge: ToolBridge, note: str | None) -> ExecutionResult:
         """Answer the code's tool calls until it is done or breaks the wall-clock limit."""
@@ -107,6 +116,8 @@ class NsjailExecutor:
                     note=note,
                 )
             budget -= time.monotonic() - started  # time in host tools is not counted
+            if message.get("op") == "ready":  # a fresh interpreter's first word
+                continue
             if message.get("op") == "call":
                 jail.send(self._call(bridge, message))
             elif message.get("op") == "done":

@@ -1,4 +1,4 @@
-"""The interpreter loop inside the jail: stdlib only, started by nsjail.
+"""The interpreter loop inside the jail: stdlib only, forked by the zygote.
 
 It keeps one namespace for the whole agent run, executes each snippet it is
 sent, and turns every tool call of the code into a message to the host,
@@ -25,9 +25,9 @@ else:  # in the jail these files sit beside this one, with no mesh package aroun
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import protocol
 
-    snippet = None  # imported once "ready" is sent (see main)
+    snippet = None  # imported by finish_start_up, in the zygote
 
-RUNNER_PID = os.getpid()
+RUNNER_PID = 0  # set by main(): processes the code forks must not answer the host
 
 
 class Channel:
@@ -120,8 +120,7 @@ def run(channel: Channel, namespace: dict[str, Any], request: dict[str, Any]) ->
 
 
 def finish_start_up() -> None:
-    """Imports that can wait until "ready" is sent: a pooled jail does them while idle,
-    and a request that arrives sooner simply waits in the pipe until they are done."""
+    """What every run needs, done once in the zygote before it forks any run."""
     global snippet
     import importlib
     import site
@@ -132,17 +131,16 @@ def finish_start_up() -> None:
 
 
 def main() -> None:
+    """Serve the host over fds 0 and 1 (after finish_start_up, in a zygote's child)."""
+    global RUNNER_PID
+    RUNNER_PID = os.getpid()
     _signal.signal(_signal.SIGXFSZ, _signal.SIG_IGN)  # a too-large write fails with EFBIG instead
     channel = Channel()
     namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": dict(vars(builtins))}
     channel.watch_host()
     channel.out.write(protocol.READY_FRAME)
-    finish_start_up()
     while True:
         request = channel.receive()
         if request.get("op") == "exec":
             run(channel, namespace, request)
 
-
-if __name__ == "__main__":  # normally imported by the jail's bootstrap (see nsjail.py)
-    main()

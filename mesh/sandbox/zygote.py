@@ -1,0 +1,197 @@
+"""The zygote: one pre-jailed, pre-imported interpreter that forks each run's.
+
+Started by nsjail (the outer jail every run shares) with a control socket
+from the host, whose descriptor its settings name. It preloads what runs
+import, enters namespaces of its own and forks the zygote proper (see
+isolation.ZygoteWalls). For each "spawn" the host sends the run's two pipe
+ends with the message; the zygote forks the run's interpreter as PID 1 of a
+new PID namespace, and the child raises its walls and becomes the runner.
+The zygote reaps it, so it learns how the run ended and how much CPU it
+used; it kills it on the host's word or at the end of its lifetime, and
+every process the run started dies with its PID namespace.
+
+The zygote stays single-threaded (forking a threaded process is unsafe) and
+never runs model code. Stdlib only: it is copied into the jail.
+
+Host -> zygote (one datagram each; SCM_RIGHTS carries a spawn's pipes):
+    {"op": "spawn", "id": int}   with [run's stdin read end, run's stdout write end]
+    {"op": "kill", "id": int}
+Zygote -> host:
+    {"op": "ready"}
+    {"op": "exited", "id": int, "code": int, "cpu": float, "lifetime": bool}
+      code: the runner's exit code, or 128 + the signal that ended it
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import resource
+import select
+import signal
+import socket
+import sys
+import time
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+else:  # in the jail these files sit beside this one, with no mesh package around them
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import isolation  # noqa: E402
+import runner  # noqa: E402
+
+MAX_MESSAGE = 4096
+JAIL_ID = 65534
+
+
+class Settings:
+    """What every run of this zygote gets, from the zygote's command line (one JSON)."""
+
+    def __init__(self, raw: dict[str, Any]) -> None:
+        self.control_fd = int(raw["control_fd"])
+        self.tmpfs_bytes = int(raw["tmpfs_bytes"])
+        self.lifetime_s = float(raw["lifetime_s"])
+        self.limits = {
+            resource.RLIMIT_CPU: int(raw["cpu_s"]),
+            resource.RLIMIT_NPROC: int(raw["processes"]),
+        }
+        self.preload = [str(name) for name in raw.get("preload", ())]
+
+
+class Run:
+    __slots__ = ("deadline", "pid", "run_id", "timed_out")
+
+    def __init__(self, run_id: int, pid: int, deadline: float) -> None:
+        self.run_id, self.pid, self.deadline, self.timed_out = run_id, pid, deadline, False
+
+
+class Zygote:
+    def __init__(self, settings: Settings, walls: isolation.ZygoteWalls) -> None:
+        self.settings = settings
+        self.walls = walls
+        walls.in_zygote()
+        self.control = socket.socket(fileno=settings.control_fd)
+        self.runs: dict[int, Run] = {}  # by pid
+        wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.wake = wake_read
+        signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+
+    def serve(self) -> None:
+        poller = select.poll()
+        poller.register(self.control, select.POLLIN)
+        poller.register(self.wake, select.POLLIN)
+        self.send({"op": "ready"})
+        while True:
+            for fd, _ in poller.poll(self.next_deadline_ms()):
+                if fd == self.wake:
+                    while len(os.read(self.wake, 512)) == 512:
+                        pass
+                else:
+                    self.handle()
+            self.reap()
+            self.end_lifetimes()
+
+    def handle(self) -> None:
+        try:
+            data, fds, _, _ = socket.recv_fds(self.control, MAX_MESSAGE, 2)
+        except InterruptedError:
+            return
+        if not data:
+            os._exit(0)  # the host went away: so do the zygote and every run (PID 1 of the jail)
+        message = json.loads(data)
+        if message.get("op") == "spawn" and len(fds) == 2:
+            self.spawn(int(message["id"]), fds[0], fds[1])
+        elif message.get("op") == "kill":
+            for run in self.runs.values():
+                if run.run_id == message.get("id"):
+                    os.kill(run.pid, signal.SIGKILL)
+        for fd in fds:
+            os.close(fd)
+
+    def spawn(self, run_id: int, stdin: int, stdout: int) -> None:
+        self.walls.before_fork()
+        try:
+            pid = os.fork()
+            if pid == 0:
+                become_runner(self, stdin, stdout)
+        finally:
+            self.walls.after_fork()
+        self.runs[pid] = Run(run_id, pid, time.monotonic() + self.settings.lifetime_s)
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status, usage = os.wait4(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            run = self.runs.pop(pid, None)
+            if run is not None:
+                code = os.waitstatus_to_exitcode(status)
+                self.send({"op": "exited", "id": run.run_id, "code": 128 - code if code < 0 else code,
+                           "cpu": usage.ru_utime + usage.ru_stime, "lifetime": run.timed_out})  # fmt: skip
+
+    def next_deadline_ms(self) -> int:
+        if not self.runs:
+            return -1
+        soonest = min(run.deadline for run in self.runs.values())
+        return max(0, int((soonest - time.monotonic()) * 1000) + 1)
+
+    def end_lifetimes(self) -> None:
+        now = time.monotonic()
+        for run in self.runs.values():
+            if run.deadline <= now and not run.timed_out:
+                run.timed_out = True
+                os.kill(run.pid, signal.SIGKILL)
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.control.send(json.dumps(message).encode())
+
+
+def become_runner(zygote: Zygote, stdin: int, stdout: int) -> None:
+    try:
+        zygote.control.close()
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        zygote.walls.raise_run_walls()
+        os.dup2(stdin, 0)
+        os.dup2(stdout, 1)
+        os.closerange(3, 1 << 16)
+        runner.main()
+    except BaseException as err:  # noqa: BLE001 - said on nsjail's log, while it is still open
+        os.write(2, f"the run's walls could not be raised: {err}\n".encode())
+    finally:
+        os._exit(126)
+
+
+def preload(names: list[str]) -> None:
+    """Import what every run would import anyway, once, before any fork; then keep the
+    collector off the shared objects, so runs do not copy their pages just to scan them."""
+    runner.finish_start_up()
+    for name in names:
+        try:
+            __import__(name)
+        except Exception:  # noqa: BLE001,S112 - a module that fails to import is left to the run
+            continue
+    gc.freeze()
+
+
+def main() -> None:
+    """Preload, then hand over to the zygote proper and live exactly as long as it does."""
+    settings = Settings(json.loads(sys.argv[1]))
+    preload(settings.preload)
+    walls = isolation.ZygoteWalls(JAIL_ID, JAIL_ID, settings.tmpfs_bytes, settings.limits)
+    pid = os.fork()
+    if pid == 0:
+        Zygote(settings, walls).serve()
+    os.close(settings.control_fd)
+    os.waitpid(pid, 0)
+
+
+if __name__ == "__main__":
+    main()
