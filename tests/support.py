@@ -77,6 +77,11 @@ def descendants(root: int) -> set[int]:
     return found
 
 
+def children(parent: int) -> set[int]:
+    """PIDs of the live processes whose parent is ``parent``."""
+    return {pid for pid, ppid, stat in _processes() if ppid == parent and not stat.startswith("Z")}
+
+
 def alive(pids: set[int]) -> set[int]:
     """Those of ``pids`` still running (not zombies)."""
     return pids & {pid for pid, _, stat in _processes() if not stat.startswith("Z")}

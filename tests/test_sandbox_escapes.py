@@ -146,7 +146,7 @@ def test_ptrace() -> None:
 
 def test_look_at_host_processes_through_proc() -> None:
     step = attack("import os\nprint(os.listdir('/proc'))\nopen('/proc/1/status')")
-    assert step.observation is not None and step.observation.startswith("Execution logs:\n[]")
+    assert "Execution logs:\n[]" in seen(step)
     assert "FileNotFoundError" in seen(step) and "'/proc/1/status'" in seen(step)
 
 
