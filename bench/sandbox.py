@@ -1,4 +1,8 @@
-"""The sandbox's cost: jail start-up, warm round trips, tool calls, compute speed.
+"""The sandbox's cost: isolation's CPU, the zygote, first and warm snippets, tool calls, compute.
+
+Issue 19's anchors: an isolated run should cost at most half the CPU of
+spawning a bare ``python3 -S -c pass``; a run's first snippet within 2 ms
+p50; a warm snippet round trip under 100 us p50.
 
 Run by hand: ``make bench`` (which installs smolagents into .venv-bench only
 for the comparison), or ``.venv/bin/python bench/sandbox.py`` without it.
@@ -8,16 +12,17 @@ Prints a table; nothing is asserted.
 from __future__ import annotations
 
 import logging
+import os
 import statistics
+import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from mesh.sandbox.config import SandboxConfig
-from mesh.sandbox.jail import Jail
-from mesh.sandbox.nsjail import jail_command
 from mesh.sandbox.nsjail_executor import NsjailExecutor
-from mesh.sandbox.pool import JailPool
+from mesh.sandbox.snippet import DEFAULT_AUTHORIZED_IMPORTS
+from mesh.sandbox.zygotes import Zygote
 
 SIEVE = """
 def sieve(n):
@@ -61,34 +66,70 @@ def row(name: str, values: list[float], unit: str = "us", per: int = 1) -> str:
     )
 
 
-def cold_start(config: SandboxConfig, first_snippet: bool) -> list[float]:
-    """A jail started on demand, timed to "ready" or to its first snippet's result."""
-    argv = jail_command(config)
+def machine_cpu_s() -> float:
+    """CPU seconds the whole machine has spent busy: a run's jail, zygote and host side count."""
+    with open("/proc/stat") as stat:
+        ticks = [int(v) for v in stat.readline().split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # not idle, not iowait
+
+
+def cost_per_run(fn: Callable[[], object], repeat: int) -> tuple[float, float]:
+    """(wall, machine CPU) per call of ``fn``, in ms, over ``repeat`` calls in a row."""
+    fn()
+    cpu, started = machine_cpu_s(), time.perf_counter()
+    for _ in range(repeat):
+        fn()
+    return (
+        (time.perf_counter() - started) / repeat * 1e3,
+        (machine_cpu_s() - cpu) / repeat * 1e3,
+    )
+
+
+def isolated_run(config: SandboxConfig) -> None:
+    """A whole isolated run: a fresh interpreter, one snippet, its end."""
+    executor = NsjailExecutor(config)
+    executor.run("x = 1", NoopBridge())
+    executor.close()
+
+
+def bare_python() -> None:
+    subprocess.run([SandboxConfig().python, "-S", "-c", "pass"], check=True)
+
+
+def cpu_rows(config: SandboxConfig) -> list[str]:
+    """Twice each, alternating, so that the machine's drift shows."""
+    rows = []
+    for _ in range(2):
+        for name, fn, repeat in (
+            ("spawn a bare `python3 -S -c pass`", bare_python, 200),
+            ("an isolated run: fork, x = 1, end", lambda: isolated_run(config), 500),
+        ):
+            wall, cpu = cost_per_run(fn, repeat)
+            rows.append(f"| {name:<46} | {wall:>8.2f} ms | {cpu:>8.2f} ms | {repeat:>5} |")
+    return rows
+
+
+def zygote_start(config: SandboxConfig) -> list[float]:
+    """A zygote started (nsjail, interpreter, preloads) until its first run is ready."""
 
     def start() -> None:
-        jail = Jail(argv, cpu_limit_s=config.cpu_seconds)
-        jail.wait_ready(10)
-        if first_snippet:
-            jail.send({"op": "exec", "code": "x = 1", "tools": [], "imports": []})
-            jail.receive(10)
-        jail.kill()
+        zygote = Zygote(config, DEFAULT_AUTHORIZED_IMPORTS)
+        zygote.spawn().wait_ready(10)
+        zygote.close()
 
-    return samples(start, 30)
+    return samples(start, 10, warmup=1)
 
 
-def first_snippet_from_pool(config: SandboxConfig) -> list[float]:
-    pool = JailPool(config)
-    pool.prime()
+def first_snippet(config: SandboxConfig) -> list[float]:
+    """A run's first snippet: the zygote forks its interpreter, which runs ``x = 1``."""
     out = []
-    for _ in range(30):
-        while len(pool._ready) < config.pool_size:  # let the refill finish: off the critical path
-            time.sleep(0.005)
-        executor = NsjailExecutor(config, pool=pool)
+    for _ in range(300):
+        executor = NsjailExecutor(config)
         started = time.perf_counter()
         executor.run("x = 1", NoopBridge())
         out.append(time.perf_counter() - started)
         executor.close()
-    pool.close()
+        time.sleep(0.002)  # the last run's end is off this one's path
     return out
 
 
@@ -122,13 +163,12 @@ def compute_rows(config: SandboxConfig) -> list[str]:
 
 def main() -> None:
     logging.disable(logging.WARNING)
-    config = SandboxConfig(pool_size=2, wall_seconds=60)
+    config = SandboxConfig(wall_seconds=60)
     executor = NsjailExecutor(config)
     executor.run("x = 0", NoopBridge())
     rows = [
-        row("cold start: nsjail + runner ready", cold_start(config, False), "ms"),
-        row("cold start to a first snippet's result", cold_start(config, True), "ms"),
-        row("a run's first snippet, jail from the pool", first_snippet_from_pool(config), "ms"),
+        row("zygote start to its first run ready", zygote_start(config), "ms"),
+        row("a run's first snippet (x = 1)", first_snippet(config), "ms"),
         row(
             "warm snippet round trip (x = 1)",
             samples(lambda: executor.run("x = 1", NoopBridge()), 2000),
@@ -148,6 +188,10 @@ def main() -> None:
         "|------------------------------------------------|--------------|--------------|-------|"
     )
     print("\n".join(rows))
+    print()
+    print("| cost of isolation (machine-wide CPU)           |  wall/run   |   CPU/run   |     n |")
+    print("|------------------------------------------------|-------------|-------------|-------|")
+    print("\n".join(cpu_rows(config)))
 
 
 if __name__ == "__main__":

@@ -149,8 +149,8 @@ def test_a_memory_hog_in_one_run_leaves_the_others_working(
     two_runs: tuple[NsjailExecutor, NsjailExecutor],
 ) -> None:
     hog, neighbour = two_runs
-    result = run(hog, "blocks = []\ntry:\n    while True:\n        blocks.append(bytearray(2**24))\n"
-                      "except MemoryError:\n    print('stopped at', len(blocks) * 16, 'MB')")  # fmt: skip
+    grow = "blocks = []\ntry:\n    while True:\n        blocks.append(bytearray(2**24))\n"
+    result = run(hog, grow + "except MemoryError:\n    print('stopped at', len(blocks) * 16, 'MB')")
     assert result.output.startswith("stopped at")
     assert run(neighbour, "print(sum(range(10)))").output == "45\n"
 

@@ -143,4 +143,3 @@ def main() -> None:
         request = channel.receive()
         if request.get("op") == "exec":
             run(channel, namespace, request)
-

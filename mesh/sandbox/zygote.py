@@ -15,6 +15,8 @@ never runs model code. Stdlib only: it is copied into the jail.
 
 Host -> zygote (one datagram each; SCM_RIGHTS carries a spawn's pipes):
     {"op": "spawn", "id": int}   with [run's stdin read end, run's stdout write end]
+    {"op": "spare", "id": int}   the same, forked once the zygote is idle, for a later run
+    {"op": "claim", "id": int}   a spare is taken: its lifetime starts
     {"op": "kill", "id": int}
 Zygote -> host:
     {"op": "ready"}
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import os
 import resource
 import select
@@ -44,6 +47,7 @@ import isolation  # noqa: E402
 import runner  # noqa: E402
 
 MAX_MESSAGE = 4096
+SPARE_AFTER_MS = 3  # a spare is forked once the zygote is this idle: it yields to runs
 JAIL_ID = 65534
 
 
@@ -75,6 +79,8 @@ class Zygote:
         walls.in_zygote()
         self.control = socket.socket(fileno=settings.control_fd)
         self.runs: dict[int, Run] = {}  # by pid
+        self.by_id: dict[int, Run] = {}
+        self.spares: list[tuple[int, int, int]] = []  # (run id, stdin, stdout) not forked yet
         wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.wake = wake_read
         signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
@@ -86,7 +92,8 @@ class Zygote:
         poller.register(self.wake, select.POLLIN)
         self.send({"op": "ready"})
         while True:
-            for fd, _ in poller.poll(self.next_deadline_ms()):
+            events = poller.poll(self.timeout_ms())
+            for fd, _ in events:
                 if fd == self.wake:
                     while len(os.read(self.wake, 512)) == 512:
                         pass
@@ -94,6 +101,8 @@ class Zygote:
                     self.handle()
             self.reap()
             self.end_lifetimes()
+            if not events and self.spares:  # idle for SPARE_AFTER_MS: now make the spare
+                self.fork(*self.spares.pop(), spare=True)
 
     def handle(self) -> None:
         try:
@@ -103,16 +112,20 @@ class Zygote:
         if not data:
             os._exit(0)  # the host went away: so do the zygote and every run (PID 1 of the jail)
         message = json.loads(data)
-        if message.get("op") == "spawn" and len(fds) == 2:
-            self.spawn(int(message["id"]), fds[0], fds[1])
-        elif message.get("op") == "kill":
-            for run in self.runs.values():
-                if run.run_id == message.get("id"):
-                    os.kill(run.pid, signal.SIGKILL)
+        op, run_id = message.get("op"), message.get("id")
+        if op == "spawn" and len(fds) == 2:
+            self.fork(int(run_id), fds[0], fds[1], spare=False)
+        elif op == "spare" and len(fds) == 2:
+            self.spares.append((int(run_id), os.dup(fds[0]), os.dup(fds[1])))
+        elif op == "claim" and run_id in self.by_id:
+            self.by_id[run_id].deadline = time.monotonic() + self.settings.lifetime_s
+        elif op == "kill" and run_id in self.by_id:
+            os.kill(self.by_id[run_id].pid, signal.SIGKILL)
         for fd in fds:
             os.close(fd)
 
-    def spawn(self, run_id: int, stdin: int, stdout: int) -> None:
+    def fork(self, run_id: int, stdin: int, stdout: int, spare: bool) -> None:
+        """Fork a run's interpreter; a spare's lifetime starts when the host claims it."""
         self.walls.before_fork()
         try:
             pid = os.fork()
@@ -120,7 +133,11 @@ class Zygote:
                 become_runner(self, stdin, stdout)
         finally:
             self.walls.after_fork()
-        self.runs[pid] = Run(run_id, pid, time.monotonic() + self.settings.lifetime_s)
+        if spare:
+            os.close(stdin)
+            os.close(stdout)
+        deadline = math.inf if spare else time.monotonic() + self.settings.lifetime_s
+        self.runs[pid] = self.by_id[run_id] = Run(run_id, pid, deadline)
 
     def reap(self) -> None:
         while True:
@@ -132,15 +149,20 @@ class Zygote:
                 return
             run = self.runs.pop(pid, None)
             if run is not None:
+                del self.by_id[run.run_id]
                 code = os.waitstatus_to_exitcode(status)
-                self.send({"op": "exited", "id": run.run_id, "code": 128 - code if code < 0 else code,
-                           "cpu": usage.ru_utime + usage.ru_stime, "lifetime": run.timed_out})  # fmt: skip
+                self.send({
+                    "op": "exited", "id": run.run_id, "code": 128 - code if code < 0 else code,
+                    "cpu": usage.ru_utime + usage.ru_stime, "lifetime": run.timed_out,
+                })  # fmt: skip
 
-    def next_deadline_ms(self) -> int:
-        if not self.runs:
-            return -1
-        soonest = min(run.deadline for run in self.runs.values())
-        return max(0, int((soonest - time.monotonic()) * 1000) + 1)
+    def timeout_ms(self) -> int:
+        """Until the next run's lifetime ends, or, with a spare to make, until idle enough."""
+        soonest = min((run.deadline for run in self.runs.values()), default=math.inf)
+        wait = -1 if soonest == math.inf else max(0, int((soonest - time.monotonic()) * 1000) + 1)
+        if self.spares:
+            wait = SPARE_AFTER_MS if wait < 0 else min(wait, SPARE_AFTER_MS)
+        return wait
 
     def end_lifetimes(self) -> None:
         now = time.monotonic()
@@ -163,7 +185,7 @@ def become_runner(zygote: Zygote, stdin: int, stdout: int) -> None:
         os.dup2(stdout, 1)
         os.closerange(3, 1 << 16)
         runner.main()
-    except BaseException as err:  # noqa: BLE001 - said on nsjail's log, while it is still open
+    except BaseException as err:  # said on nsjail's log, while it is still open
         os.write(2, f"the run's walls could not be raised: {err}\n".encode())
     finally:
         os._exit(126)
@@ -176,7 +198,7 @@ def preload(names: list[str]) -> None:
     for name in names:
         try:
             __import__(name)
-        except Exception:  # noqa: BLE001,S112 - a module that fails to import is left to the run
+        except Exception:
             continue
     gc.freeze()
 

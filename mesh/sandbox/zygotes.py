@@ -54,6 +54,7 @@ class Zygote:
             jail_end.close()
         self._lock = threading.Lock()
         self._children: dict[int, ZygoteChild] = {}  # runs not known to have ended
+        self._spare: Jail | None = None
         self._ids = itertools.count(1)
         self._ready = threading.Event()
         self.dead = False
@@ -72,19 +73,50 @@ class Zygote:
         return self.process.pid
 
     def spawn(self) -> Jail:
-        """A fresh interpreter in walls of its own. It is sent work at once: its first
-        message, "ready", comes before its answer (and a failure to start, as an end)."""
+        """A fresh interpreter in walls of its own, never used by another run.
+
+        The spare the zygote forked while idle when there is one (its first
+        snippet then waits for no fork), else one forked now; either way the
+        zygote makes the next spare once it is idle again. The jail is sent
+        work at once: its first message, "ready", comes before its answer.
+        """
+        with self._lock:
+            jail, self._spare = self._spare, None
+        if jail is not None and jail.alive:
+            self._send({"op": "claim", "id": self._run_id(jail)})
+        else:
+            jail = self._fork("spawn")
+        try:
+            spare: Jail | None = self._fork("spare")
+        except JailDied:  # the zygote is gone: this run will find out from its jail
+            return jail
+        with self._lock:
+            self._spare, spare = spare, self._spare  # another thread may have ordered one too
+        if spare is not None:
+            spare.kill()
+        return jail
+
+    def _fork(self, op: str) -> Jail:
         to_child, to_jail = os.pipe()
         from_jail, from_child = os.pipe()
         child = ZygoteChild(self, next(self._ids))
         with self._lock:
             self._children[child.run_id] = child
         try:
-            self._send({"op": "spawn", "id": child.run_id}, [to_child, from_child])
+            self._send({"op": op, "id": child.run_id}, [to_child, from_child])
+        except JailDied:
+            os.close(to_jail)
+            os.close(from_jail)
+            raise
         finally:
             os.close(to_child)
             os.close(from_child)
         return Jail(to_jail, from_jail, child)
+
+    @staticmethod
+    def _run_id(jail: Jail) -> int:
+        assert isinstance(jail.ending, ZygoteChild)
+        return jail.ending.run_id
 
     def kill(self, run_id: int) -> None:
         with contextlib.suppress(JailDied):
@@ -92,6 +124,10 @@ class Zygote:
 
     def close(self) -> None:
         """End the zygote and with it every run it carries."""
+        with self._lock:
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            spare.kill()
         with contextlib.suppress(OSError):
             self._control.shutdown(socket.SHUT_RDWR)
         try:
