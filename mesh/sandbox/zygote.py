@@ -40,11 +40,12 @@ import time
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
+
+    from mesh.sandbox import isolation, runner
 else:  # in the jail these files sit beside this one, with no mesh package around them
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import isolation  # noqa: E402
-import runner  # noqa: E402
+    import isolation
+    import runner
 
 MAX_MESSAGE = 4096
 SPARE_AFTER_MS = 3  # a spare is forked once the zygote is this idle: it yields to runs
