@@ -10,10 +10,8 @@ descriptors 0-2 point at /dev/null so stray writes cannot corrupt the stream.
 from __future__ import annotations
 
 import _signal  # type: ignore[import-not-found]  # the C module: "signal" pulls in enum, ~5 ms of start-up
-import _thread
 import builtins
 import os
-import select
 import sys
 
 TYPE_CHECKING = False  # typing costs ~7 ms to import; the jail's start-up cannot spare it
@@ -38,25 +36,6 @@ class Channel:
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
         os.register_at_fork(after_in_child=self.detach)
-
-    def watch_host(self) -> None:
-        """Exit the moment the host goes away, even while model code is busy.
-
-        A runner blocked in user code never reads the end of its stdin, and
-        nsjail does not die with its parent; polling the pipe for hang-up on
-        another thread ends the jail (this process is its init) however the
-        host ended: exit, crash or SIGKILL.
-        """
-        poller = select.poll()
-        poller.register(self.reader.fd, 0)  # 0: wake only for hang-up and errors, not data
-
-        def watch() -> None:
-            while True:
-                for _, events in poller.poll():
-                    if events & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
-                        os._exit(0)
-
-        _thread.start_new_thread(watch, ())
 
     def detach(self) -> None:
         """In a forked child: drop the protocol so only the runner itself talks to the host."""
@@ -137,7 +116,6 @@ def main() -> None:
     _signal.signal(_signal.SIGXFSZ, _signal.SIG_IGN)  # a too-large write fails with EFBIG instead
     channel = Channel()
     namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": dict(vars(builtins))}
-    channel.watch_host()
     channel.out.write(protocol.READY_FRAME)
     while True:
         request = channel.receive()

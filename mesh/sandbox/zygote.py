@@ -13,10 +13,12 @@ every process the run started dies with its PID namespace.
 The zygote stays single-threaded (forking a threaded process is unsafe) and
 never runs model code. Stdlib only: it is copied into the jail.
 
-Host -> zygote (one datagram each; SCM_RIGHTS carries a spawn's pipes):
-    {"op": "spawn", "id": int}   with [run's stdin read end, run's stdout write end]
-    {"op": "spare", "id": int}   the same, forked once the zygote is idle, for a later run
-    {"op": "claim", "id": int}   a spare is taken: its lifetime starts
+Host -> zygote (one datagram each; SCM_RIGHTS carries the pipes):
+    {"op": "spawn", "id": int, "spare": int}
+        fork run "id" now, with [its stdin read end, its stdout write end]; and order
+        a spare, with the next two, to be forked once the zygote is idle
+    {"op": "claim", "id": int, "spare": int}
+        spare "id" is taken (its lifetime starts); order the next, with two ends
     {"op": "kill", "id": int}
 Zygote -> host:
     {"op": "ready"}
@@ -103,30 +105,53 @@ class Zygote:
             self.reap()
             self.end_lifetimes()
             if not events and self.spares:  # idle for SPARE_AFTER_MS: now make the spare
-                self.fork(*self.spares.pop(), spare=True)
+                self.fork_spare(0, claimed=False)
 
     def handle(self) -> None:
         try:
-            data, fds, _, _ = socket.recv_fds(self.control, MAX_MESSAGE, 2)
+            data, fds, _, _ = socket.recv_fds(self.control, MAX_MESSAGE, 4)
         except InterruptedError:
             return
         if not data:
             os._exit(0)  # the host went away: so do the zygote and every run (PID 1 of the jail)
         message = json.loads(data)
         op, run_id = message.get("op"), message.get("id")
-        if op == "spawn" and len(fds) == 2:
-            self.fork(int(run_id), fds[0], fds[1], spare=False)
-        elif op == "spare" and len(fds) == 2:
-            self.spares.append((int(run_id), os.dup(fds[0]), os.dup(fds[1])))
-        elif op == "claim" and run_id in self.by_id:
-            self.by_id[run_id].deadline = time.monotonic() + self.settings.lifetime_s
-        elif op == "kill" and run_id in self.by_id:
-            os.kill(self.by_id[run_id].pid, signal.SIGKILL)
-        for fd in fds:
-            os.close(fd)
+        try:
+            if op == "spawn" and len(fds) == 4:
+                self.fork(int(run_id), fds[0], fds[1], self.lifetime_end())
+            elif op == "claim":
+                self.claim(int(run_id))
+            elif op == "kill" and run_id in self.by_id:
+                os.kill(self.by_id[run_id].pid, signal.SIGKILL)
+            if "spare" in message and len(fds) >= 2:
+                self.spares.append((int(message["spare"]), os.dup(fds[-2]), os.dup(fds[-1])))
+        finally:
+            for fd in fds:
+                os.close(fd)
 
-    def fork(self, run_id: int, stdin: int, stdout: int, spare: bool) -> None:
-        """Fork a run's interpreter; a spare's lifetime starts when the host claims it."""
+    def claim(self, run_id: int) -> None:
+        """A spare is taken: its lifetime starts; one not forked yet is forked now."""
+        if run_id in self.by_id:
+            self.by_id[run_id].deadline = self.lifetime_end()
+        for index, (spare_id, _, _) in enumerate(self.spares):
+            if spare_id == run_id:
+                self.fork_spare(index, claimed=True)
+                return
+
+    def fork_spare(self, index: int, claimed: bool) -> None:
+        """Fork the spare ordered ``index``-th; its lifetime starts when the host claims it."""
+        run_id, stdin, stdout = self.spares.pop(index)
+        try:
+            self.fork(run_id, stdin, stdout, self.lifetime_end() if claimed else math.inf)
+        finally:
+            os.close(stdin)
+            os.close(stdout)
+
+    def lifetime_end(self) -> float:
+        return time.monotonic() + self.settings.lifetime_s
+
+    def fork(self, run_id: int, stdin: int, stdout: int, deadline: float) -> None:
+        """Fork a run's interpreter (the caller keeps and closes the pipe ends it gave)."""
         self.walls.before_fork()
         try:
             pid = os.fork()
@@ -134,10 +159,6 @@ class Zygote:
                 become_runner(self, stdin, stdout)
         finally:
             self.walls.after_fork()
-        if spare:
-            os.close(stdin)
-            os.close(stdout)
-        deadline = math.inf if spare else time.monotonic() + self.settings.lifetime_s
         self.runs[pid] = self.by_id[run_id] = Run(run_id, pid, deadline)
 
     def reap(self) -> None:

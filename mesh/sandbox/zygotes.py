@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from mesh.sandbox.config import SandboxConfig
@@ -55,7 +55,7 @@ class Zygote:
         self._lock = threading.Lock()
         self._children: dict[int, ZygoteChild] = {}  # runs not known to have ended
         self._spare: Jail | None = None
-        self._ids = itertools.count(1)
+        self.ids = itertools.count(1)
         self._ready = threading.Event()
         self.dead = False
         threading.Thread(target=self._listen, name="zygote", daemon=True).start()
@@ -76,47 +76,29 @@ class Zygote:
         """A fresh interpreter in walls of its own, never used by another run.
 
         The spare the zygote forked while idle when there is one (its first
-        snippet then waits for no fork), else one forked now; either way the
-        zygote makes the next spare once it is idle again. The jail is sent
-        work at once: its first message, "ready", comes before its answer.
+        snippet then waits for no fork), else one forked now; with either, in
+        the same message, the zygote is asked for the next spare, which it
+        forks once it is idle again. The jail is sent work at once: its first
+        message, "ready", comes before its answer.
         """
         with self._lock:
             jail, self._spare = self._spare, None
+        spare = _Order(self)
         if jail is not None and jail.alive:
-            self._send({"op": "claim", "id": self._run_id(jail)})
+            claim = {"op": "claim", "id": _run_id(jail), "spare": spare.run_id}
+            self._send(claim, spare.ends, spare)
         else:
-            jail = self._fork("spawn")
-        try:
-            spare: Jail | None = self._fork("spare")
-        except JailDied:  # the zygote is gone: this run will find out from its jail
-            return jail
+            if jail is not None:
+                jail.kill()
+            fresh = _Order(self)
+            ends = fresh.ends + spare.ends
+            self._send({"op": "spawn", "id": fresh.run_id, "spare": spare.run_id}, ends, fresh, spare)
+            jail = fresh.jail()
         with self._lock:
-            self._spare, spare = spare, self._spare  # another thread may have ordered one too
-        if spare is not None:
-            spare.kill()
+            self._spare, unused = spare.jail(), self._spare  # another thread may have ordered one
+        if unused is not None:
+            unused.kill()
         return jail
-
-    def _fork(self, op: str) -> Jail:
-        to_child, to_jail = os.pipe()
-        from_jail, from_child = os.pipe()
-        child = ZygoteChild(self, next(self._ids))
-        with self._lock:
-            self._children[child.run_id] = child
-        try:
-            self._send({"op": op, "id": child.run_id}, [to_child, from_child])
-        except JailDied:
-            os.close(to_jail)
-            os.close(from_jail)
-            raise
-        finally:
-            os.close(to_child)
-            os.close(from_child)
-        return Jail(to_jail, from_jail, child)
-
-    @staticmethod
-    def _run_id(jail: Jail) -> int:
-        assert isinstance(jail.ending, ZygoteChild)
-        return jail.ending.run_id
 
     def kill(self, run_id: int) -> None:
         with contextlib.suppress(JailDied):
@@ -137,15 +119,26 @@ class Zygote:
                 os.killpg(self.process.pid, 9)
             self.process.wait()
 
-    def _send(self, message: dict[str, Any], fds: list[int] | None = None) -> None:
+    def _send(self, message: dict[str, Any], fds: Sequence[int] = (), *orders: _Order) -> None:
+        """Send ``message`` (with ``fds``, which are then closed here; so are the host's ends
+        of ``orders`` when it cannot be sent)."""
         data = json.dumps(message).encode()
         try:
             with self._lock:
                 if self.dead:
                     raise OSError("the zygote is gone")
-                socket.send_fds(self._control, [data], fds or [])
+                socket.send_fds(self._control, [data], fds)
         except OSError as err:
+            for order in orders:
+                order.cancel()
             raise JailDied(f"the sandbox's zygote is gone ({self.failure()})") from err
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def track(self, child: ZygoteChild) -> None:
+        with self._lock:
+            self._children[child.run_id] = child
 
     def _listen(self) -> None:
         """Take the zygote's news until it ends; then every run it carried is gone."""
@@ -184,6 +177,33 @@ class Zygote:
         if code is None:
             return f"it did not answer in time{': ' + lines if lines else ''}"
         return f"nsjail exited with code {code}{': ' + lines if lines else ''}"
+
+
+class _Order:
+    """The pipes of an interpreter the zygote is asked for, before it is sent."""
+
+    def __init__(self, zygote: Zygote) -> None:
+        to_child, self.to_jail = os.pipe()
+        self.from_jail, from_child = os.pipe()
+        self.ends = [to_child, from_child]
+        self.child = ZygoteChild(zygote, next(zygote.ids))
+        zygote.track(self.child)
+
+    @property
+    def run_id(self) -> int:
+        return self.child.run_id
+
+    def jail(self) -> Jail:
+        return Jail(self.to_jail, self.from_jail, self.child)
+
+    def cancel(self) -> None:
+        os.close(self.to_jail)
+        os.close(self.from_jail)
+
+
+def _run_id(jail: Jail) -> int:
+    assert isinstance(jail.ending, ZygoteChild)
+    return jail.ending.run_id
 
 
 class ZygoteChild:
