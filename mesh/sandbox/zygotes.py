@@ -91,8 +91,8 @@ class Zygote:
             if jail is not None:
                 jail.kill()
             fresh = _Order(self)
-            ends = fresh.ends + spare.ends
-            self._send({"op": "spawn", "id": fresh.run_id, "spare": spare.run_id}, ends, fresh, spare)
+            spawn = {"op": "spawn", "id": fresh.run_id, "spare": spare.run_id}
+            self._send(spawn, fresh.ends + spare.ends, fresh, spare)
             jail = fresh.jail()
         with self._lock:
             self._spare, unused = spare.jail(), self._spare  # another thread may have ordered one
