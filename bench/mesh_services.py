@@ -18,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from machine import machine_cpu_s  # bench/machine.py
+
 from mesh import Cassette, ToolCallingAgent
 from mesh.errors import MeshError
 from mesh.launcher import MeshProcesses
@@ -119,7 +121,10 @@ def latency_table(mesh: MeshProcesses) -> list[str]:
     echo_local = ToolCallingAgent([], ReplayModel(echo_cassette), name="echo")
     local = timed(lambda: echo_local.run(ECHO_TASK), 1000)
     manager = AgentClient(mesh.addresses["manager"][0])
-    scenario = timed(lambda: manager.run(TASK, timeout_s=30), 200)
+    timed(lambda: manager.run(TASK, timeout_s=30), 5, warmup=0)
+    cpu = machine_cpu_s()
+    scenario = timed(lambda: manager.run(TASK, timeout_s=30), 200, warmup=0)
+    cpu_per_run = (machine_cpu_s() - cpu) / len(scenario)
     for client in (health, remote, manager):
         client.close()
     overhead = statistics.median(delegated) - statistics.median(local)
@@ -130,6 +135,8 @@ def latency_table(mesh: MeshProcesses) -> list[str]:
         f"| {'=> one delegation adds (p50, over the in-process run)':<52} | "
         f"{overhead * 1e3:>8.2f} ms |             |       |",
         row("scenario: manager + math specialist, 3 model calls", scenario),
+        f"| {'=> CPU per scenario run (whole machine: services, jails)':<52} | "
+        f"{cpu_per_run * 1e3:>8.2f} ms |             |       |",
     ]
 
 

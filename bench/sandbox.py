@@ -12,12 +12,13 @@ Prints a table; nothing is asserted.
 from __future__ import annotations
 
 import logging
-import os
 import statistics
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+from machine import machine_cpu_s  # bench/machine.py
 
 from mesh.sandbox.config import SandboxConfig
 from mesh.sandbox.nsjail_executor import NsjailExecutor
@@ -64,13 +65,6 @@ def row(name: str, values: list[float], unit: str = "us", per: int = 1) -> str:
         f"| {name:<46} | {statistics.median(ordered):>9.1f} {unit} | {p99:>9.1f} {unit} |"
         f" {len(values):>5} |"
     )
-
-
-def machine_cpu_s() -> float:
-    """CPU seconds the whole machine has spent busy: a run's jail, zygote and host side count."""
-    with open("/proc/stat") as stat:
-        ticks = [int(v) for v in stat.readline().split()[1:]]
-    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # not idle, not iowait
 
 
 def cost_per_run(fn: Callable[[], object], repeat: int) -> tuple[float, float]:

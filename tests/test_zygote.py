@@ -183,3 +183,30 @@ def run_after_loss(ex: NsjailExecutor) -> ExecutionResult:
     result = ex.run("print('fresh')", Bridge())
     assert result.note is not None and "earlier steps are gone" in result.note
     return result
+
+
+def test_a_zygote_kept_busy_holds_no_more_than_its_runs() -> None:
+    """Every run start orders the next spare, which the zygote forks only once idle; a spare
+    displaced before it was forked must be dropped, not kept, or a busy zygote runs out of
+    descriptors and dies with every run it carries."""
+    config = SandboxConfig(wall_seconds=5, max_open_files=32)
+    zygote = NsjailExecutor(config).zygote
+
+    def churn() -> None:
+        for _ in range(150):
+            zygote.spawn().kill()
+
+    threads = [threading.Thread(target=churn) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not zygote.dead
+    (outer,) = children(zygote.pid)
+    (proper,) = children(outer)
+    assert len(os.listdir(f"/proc/{proper}/fd")) < 32
+    fresh = NsjailExecutor(config)
+    try:
+        assert run(fresh, "print('served')").output == "served\n"
+    finally:
+        fresh.close()

@@ -70,8 +70,8 @@ class SandboxUnavailableError(ExecutorError):
 def zygote_command(config: SandboxConfig, control_fd: int, preload: Sequence[str]) -> list[str]:
     """The full argv that starts the zygote of ``config`` in its jail.
 
-    The zygote lives as long as its host: its runs get their lifetime, CPU
-    and process limits from it (isolation.py), not from nsjail.
+    The zygote lives as long as its host: its runs get their lifetime, CPU,
+    process and open-file limits from it (isolation.py), not from nsjail.
     """
     settings = {
         "control_fd": control_fd,
@@ -79,6 +79,7 @@ def zygote_command(config: SandboxConfig, control_fd: int, preload: Sequence[str
         "lifetime_s": config.lifetime_seconds,
         "cpu_s": config.cpu_seconds,
         "processes": config.max_processes,
+        "open_files": config.max_open_files,
         "preload": list(preload),
     }
     argv = [
@@ -95,7 +96,7 @@ def zygote_command(config: SandboxConfig, control_fd: int, preload: Sequence[str
         "--rlimit_cpu", "inf",
         "--rlimit_nproc", "max",
         "--rlimit_fsize", str(config.max_file_mb),
-        "--rlimit_nofile", str(config.max_open_files),
+        "--rlimit_nofile", "4096",  # the zygote's: it holds pipes for many runs at once
         "--rlimit_core", "0",
         "--mount", "none:/tmp:tmpfs:size=4096",
         "--seccomp_string", SECCOMP_POLICY,

@@ -64,6 +64,7 @@ class Settings:
         self.limits = {
             resource.RLIMIT_CPU: int(raw["cpu_s"]),
             resource.RLIMIT_NPROC: int(raw["processes"]),
+            resource.RLIMIT_NOFILE: int(raw["open_files"]),
         }
         self.preload = [str(name) for name in raw.get("preload", ())]
 
@@ -121,13 +122,19 @@ class Zygote:
                 self.fork(int(run_id), fds[0], fds[1], self.lifetime_end())
             elif op == "claim":
                 self.claim(int(run_id))
-            elif op == "kill" and run_id in self.by_id:
-                os.kill(self.by_id[run_id].pid, signal.SIGKILL)
+            elif op == "kill":
+                self.kill(int(run_id))
             if "spare" in message and len(fds) >= 2:
-                self.spares.append((int(message["spare"]), os.dup(fds[-2]), os.dup(fds[-1])))
+                self.order_spare(int(message["spare"]), fds[-2], fds[-1])
         finally:
             for fd in fds:
                 os.close(fd)
+
+    def order_spare(self, run_id: int, stdin: int, stdout: int) -> None:
+        try:
+            self.spares.append((run_id, os.dup(stdin), os.dup(stdout)))
+        except OSError as err:
+            self.refuse(run_id, err)
 
     def claim(self, run_id: int) -> None:
         """A spare is taken: its lifetime starts; one not forked yet is forked now."""
@@ -136,6 +143,18 @@ class Zygote:
         for index, (spare_id, _, _) in enumerate(self.spares):
             if spare_id == run_id:
                 self.fork_spare(index, claimed=True)
+                return
+
+    def kill(self, run_id: int) -> None:
+        """End a run; a spare not forked yet is dropped."""
+        if run_id in self.by_id:
+            os.kill(self.by_id[run_id].pid, signal.SIGKILL)
+        for index, (spare_id, stdin, stdout) in enumerate(self.spares):
+            if spare_id == run_id:
+                del self.spares[index]
+                os.close(stdin)
+                os.close(stdout)
+                self.refuse(run_id, None)
                 return
 
     def fork_spare(self, index: int, claimed: bool) -> None:
@@ -147,18 +166,29 @@ class Zygote:
             os.close(stdin)
             os.close(stdout)
 
+    def refuse(self, run_id: int, err: OSError | None) -> None:
+        """Tell the host a run it asked for will not be (its pipes are closed here)."""
+        if err is not None:
+            os.write(2, f"a run could not be forked: {err}\n".encode())
+        self.send({"op": "exited", "id": run_id, "code": 127, "cpu": 0.0, "lifetime": False})
+
     def lifetime_end(self) -> float:
         return time.monotonic() + self.settings.lifetime_s
 
     def fork(self, run_id: int, stdin: int, stdout: int, deadline: float) -> None:
-        """Fork a run's interpreter (the caller keeps and closes the pipe ends it gave)."""
-        self.walls.before_fork()
+        """Fork a run's interpreter (the caller keeps and closes the pipe ends it gave).
+        Out of processes or memory, the run is refused and the zygote lives on."""
         try:
-            pid = os.fork()
-            if pid == 0:
-                become_runner(self, stdin, stdout)
-        finally:
-            self.walls.after_fork()
+            self.walls.before_fork()
+            try:
+                pid = os.fork()
+                if pid == 0:
+                    become_runner(self, stdin, stdout)
+            finally:
+                self.walls.after_fork()
+        except OSError as err:
+            self.refuse(run_id, err)
+            return
         self.runs[pid] = self.by_id[run_id] = Run(run_id, pid, deadline)
 
     def reap(self) -> None:

@@ -53,6 +53,7 @@ class Zygote:
         finally:
             jail_end.close()
         self._lock = threading.Lock()
+        self._sending = threading.Lock()
         self._children: dict[int, ZygoteChild] = {}  # runs not known to have ended
         self._spare: Jail | None = None
         self.ids = itertools.count(1)
@@ -124,7 +125,8 @@ class Zygote:
         of ``orders`` when it cannot be sent)."""
         data = json.dumps(message).encode()
         try:
-            with self._lock:
+            # Not under _lock: a send may wait for the zygote, which may wait for _listen.
+            with self._sending:
                 if self.dead:
                     raise OSError("the zygote is gone")
                 socket.send_fds(self._control, [data], fds)
