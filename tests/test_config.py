@@ -78,6 +78,7 @@ def test_a_good_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         (('memory_mb = 128', 'memory_mb = "lots"'), "agents.helper.sandbox.memory_mb: expected int"),
         (('wall_seconds = 5', 'wall_seconds = -1'), "agents.helper.sandbox: sandbox wall_seconds must be positive"),
         (('wall_seconds = 5', 'wallclock = 5'), "agents.helper.sandbox.wallclock: unknown field"),
+        (('wall_seconds = 5', 'pool_size = 4'), "agents.helper.sandbox.pool_size: jails are no longer pooled"),
         (('entry = "boss"', 'entry = "chief"'), "mesh.entry: no agent 'chief'"),
         (('[agents.helper]\nkind', '[agents.helper]\nmax_steps = 0\nkind'), "agents.helper.max_steps: must be at least 1"),
         (('tools = ["factorial"]', 'tools = ["factorial"]\nmanaged_agents = ["boss"]'), "cycle"),
