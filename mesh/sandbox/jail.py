@@ -51,6 +51,8 @@ class Jail:
         # (a cancelled run) never closes a descriptor in use, whose number could be reused.
         self._io = threading.Lock()
         self._pipes_closed = False
+        self.greeted = False
+        """Whether the interpreter said "ready": it raised its walls and started serving."""
 
     @property
     def alive(self) -> bool:
@@ -71,7 +73,7 @@ class Jail:
                 self._stdin.write(frame)
                 self._stdin.flush()
             except (ValueError, OSError) as err:  # closed, or a broken pipe
-                raise JailDied(self.ending.death_reason()) from err
+                raise JailDied(self._why_gone()) from err
 
     def receive(self, timeout: float | None) -> dict[str, Any]:
         """The next message; TimeoutError when none came within ``timeout`` s."""
@@ -81,8 +83,14 @@ class Jail:
             self.kill()
             raise JailDied(f"the interpreter broke the protocol ({err})") from err
         if message is None:
-            raise JailDied(self.ending.death_reason())
+            raise JailDied(self._why_gone())
+        if message.get("op") == "ready":
+            self.greeted = True
         return message
+
+    def _why_gone(self) -> str:
+        reason = self.ending.death_reason()
+        return reason if self.greeted else f"it never started ({reason})"
 
     def _read(self, timeout: float | None) -> dict[str, Any] | None:
         """A message, or None once the stream has ended or the pipes were closed."""

@@ -23,7 +23,9 @@ Host -> zygote (one datagram each; SCM_RIGHTS carries the pipes):
 Zygote -> host:
     {"op": "ready"}
     {"op": "exited", "id": int, "code": int, "cpu": float, "lifetime": bool}
-      code: the runner's exit code, or 128 + the signal that ended it
+      code: the runner's exit code, or 128 + the signal that ended it; lifetime: the
+      zygote ended it at the end of its lifetime
+    {"op": "exited", "id": int, "refused": true}   it could not be forked (see the log)
 """
 
 from __future__ import annotations
@@ -170,7 +172,7 @@ class Zygote:
         """Tell the host a run it asked for will not be (its pipes are closed here)."""
         if err is not None:
             os.write(2, f"a run could not be forked: {err}\n".encode())
-        self.send({"op": "exited", "id": run_id, "code": 127, "cpu": 0.0, "lifetime": False})
+        self.send({"op": "exited", "id": run_id, "refused": True})
 
     def lifetime_end(self) -> float:
         return time.monotonic() + self.settings.lifetime_s
@@ -250,7 +252,7 @@ def preload(names: list[str]) -> None:
     for name in names:
         try:
             __import__(name)
-        except Exception:
+        except Exception:  # left to the run, whose own import then says why
             continue
     gc.freeze()
 

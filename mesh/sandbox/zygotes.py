@@ -158,12 +158,12 @@ class Zygote:
                 with self._lock:
                     child = self._children.pop(int(message["id"]), None)
                 if child is not None:
-                    child.ended(int(message["code"]), float(message["cpu"]), message["lifetime"])
+                    child.ended(message)
         with self._lock:
             self.dead = True
             orphans, self._children = list(self._children.values()), {}
         for child in orphans:
-            child.ended(None, 0.0, False)
+            child.ended(None)
         self._ready.set()
         self.process.wait()
         self._control.close()
@@ -214,18 +214,16 @@ class ZygoteChild:
     def __init__(self, zygote: Zygote, run_id: int) -> None:
         self.zygote = zygote
         self.run_id = run_id
-        self._code: int | None = None
-        self._cpu_s = 0.0
-        self._lifetime_over = False
+        self._news: dict[str, Any] | None = None
         self._ended = threading.Event()
 
     @property
     def alive(self) -> bool:
         return not self._ended.is_set()
 
-    def ended(self, code: int | None, cpu_s: float, lifetime_over: bool) -> None:
-        """News from the zygote: the run ended (code None: the zygote itself did)."""
-        self._code, self._cpu_s, self._lifetime_over = code, cpu_s, lifetime_over
+    def ended(self, news: dict[str, Any] | None) -> None:
+        """News from the zygote that the run ended (None: the zygote itself did)."""
+        self._news = news
         self._ended.set()
 
     def kill(self) -> None:
@@ -233,13 +231,15 @@ class ZygoteChild:
             self.zygote.kill(self.run_id)
 
     def death_reason(self) -> str:
-        if not self._ended.wait(EXIT_NEWS_TIMEOUT_S) or self._code is None:
+        news = self._news if self._ended.wait(EXIT_NEWS_TIMEOUT_S) else None
+        if news is None:
             return f"the sandbox's zygote is gone ({self.zygote.failure()})"
-        if self._lifetime_over:
+        if news.get("refused"):
+            return f"the zygote could not fork it ({self.zygote.failure()})"
+        if news.get("lifetime"):
             return f"it reached the end of its lifetime ({self.zygote.config.lifetime_seconds} s)"
-        if self._code == 127:
-            return f"the run could not be isolated ({self.zygote.failure()})"
-        return death_reason(self._code, self._cpu_s, self.zygote.config.cpu_seconds)
+        code, cpu_s = int(news.get("code", 0)), float(news.get("cpu", 0.0))
+        return death_reason(code, cpu_s, self.zygote.config.cpu_seconds)
 
 
 _zygotes: dict[tuple[SandboxConfig, frozenset[str]], Zygote] = {}
