@@ -210,3 +210,25 @@ def test_a_zygote_kept_busy_holds_no_more_than_its_runs() -> None:
         assert run(fresh, "print('served')").output == "served\n"
     finally:
         fresh.close()
+
+
+def test_what_code_may_do_still_works_under_the_run_filter() -> None:
+    """The run's filter refuses clone3 (ENOSYS, so the C library falls back to clone) and
+    namespace flags only: threads, processes and an asyncio loop (a socketpair) still work."""
+    ex = NsjailExecutor(CONFIG, authorized_imports=["*"])
+    try:
+        result = run(
+            ex,
+            "import asyncio, subprocess, threading\n"
+            "seen = []\n"
+            "thread = threading.Thread(target=seen.append, args=('thread',))\n"
+            "thread.start(); thread.join()\n"
+            "seen.append(subprocess.run(['echo', 'process'], capture_output=True, text=True)"
+            ".stdout.strip())\n"
+            "async def main():\n    await asyncio.sleep(0)\n    return 'asyncio'\n"
+            "seen.append(asyncio.run(main()))\n"
+            "print(seen)",
+        )
+    finally:
+        ex.close()
+    assert result.output == "['thread', 'process', 'asyncio']\n"
