@@ -37,6 +37,9 @@ class AgentEvent:
     depth: int = 0
     step: int = 0
     timestamp: float = 0.0
+    wire: object = field(default=None, compare=False, repr=False)
+    """The message a relayed event arrived as (from a delegate's stream), for a service
+    to send on as it is, but for its depth, instead of encoding the event again."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -223,6 +223,11 @@ def card_to_proto(agent: MultiStepAgent, capabilities: pb.Capabilities) -> pb.Ag
 
 
 def event_to_proto(event: ev.AgentEvent) -> pb.RunEvent:
+    if isinstance(event.wire, pb.RunEvent):  # relayed: sent on as it came, at its new depth
+        out = pb.RunEvent()
+        out.CopyFrom(event.wire)
+        out.depth = event.depth
+        return out
     out = pb.RunEvent(
         agent=event.agent,
         run_id=event.run_id,
@@ -285,6 +290,7 @@ def event_from_proto(message: pb.RunEvent, depth_offset: int = 0) -> ev.AgentEve
         "depth": message.depth + depth_offset,
         "step": message.step,
         "timestamp": seconds_from_proto(message.time),
+        "wire": message,
     }
     kind = message.WhichOneof("kind")
     if kind == "run_started":
