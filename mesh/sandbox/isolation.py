@@ -7,7 +7,7 @@ runs, so that it can see nothing of a concurrent run:
 
 - its own user, PID, mount, IPC and UTS namespaces (the user namespace maps
   only the jail's uid, and keeps the process limit per run);
-- a fresh tmpfs at /tmp (and no /proc: the zygote covered it);
+- a fresh tmpfs at /tmp, and an empty /proc (the zygote covered the real one);
 - the run's rlimits, no capabilities at all, and a seccomp filter refusing
   what the zygote itself still needed: namespaces and mounts.
 
