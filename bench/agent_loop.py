@@ -7,6 +7,8 @@ the figures go into issue notes and guide optimisation.
 
 from __future__ import annotations
 
+import http.client
+import json
 import logging
 import statistics
 import tempfile
@@ -14,6 +16,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from mesh import (
     Cassette,
@@ -84,7 +87,7 @@ def main() -> None:
             per=steps,
         ),
         row(
-            f"CodeAgent step, nsjail (run of {steps}, pool warm)",
+            f"CodeAgent step, nsjail (run of {steps}, spare ready)",
             measure(code_run(steps, "nsjail"), 100, pause_s=0.1),
             per=steps,
         ),
@@ -109,20 +112,40 @@ def main() -> None:
             )
         )
         rows.append(row("MemoTool get", measure(lambda: memo("get", "k1"), 1000)))
-    answer = ModelResponse(ChatMessage("assistant", "ok"), TokenUsage(1, 1))
-    with ReplayServer(Cassette.from_responses([answer])) as server:
-        model = LiteLLMModel(api_base=server.api_base, api_key="bench")
-        messages = [ChatMessage("user", "ping")]
-        rows.append(
-            row(
-                "LiteLLM round trip to local replay server",
-                measure(lambda: model.generate(messages), 200),
-            )
-        )
+    rows += model_call_rows()
 
     print("| measurement                                      |   p50 (us) |   p99 (us) |      n |")
     print("|--------------------------------------------------|------------|------------|--------|")
     print("\n".join(rows))
+
+
+def model_call_rows() -> list[str]:
+    """LiteLLM against a plain HTTP request to the same local server: wall and this
+    process's CPU per call (issue 19: LiteLLM's own overhead per model call)."""
+    answer = ModelResponse(ChatMessage("assistant", "ok"), TokenUsage(1, 1))
+    rows = []
+    with ReplayServer(Cassette.from_responses([answer])) as server:
+        model = LiteLLMModel(api_base=server.api_base, api_key="bench")
+        messages = [ChatMessage("user", "ping")]
+        url = urlsplit(server.api_base)
+        body = json.dumps({"model": "replay", "messages": [{"role": "user", "content": "ping"}]})
+        connection = http.client.HTTPConnection(url.hostname or "", url.port)
+
+        def plain_http() -> None:
+            connection.request("POST", url.path.rstrip("/") + "/chat/completions", body,
+                               {"Content-Type": "application/json"})  # fmt: skip
+            json.loads(connection.getresponse().read())
+
+        for name, call in (("LiteLLM model call", lambda: model.generate(messages)),
+                           ("plain HTTP request (http.client + json)", plain_http)):  # fmt: skip
+            cpu = time.process_time()
+            samples = measure(call, 300)
+            per_call_cpu = (time.process_time() - cpu) / (300 + 3) * 1e6  # with the warm-ups
+            rows.append(row(f"{name}, local replay server", samples))
+            rows.append(f"| {'  => this process CPU per call':<48} | {per_call_cpu:>10.0f} |"
+                        f"            |        |")  # fmt: skip
+        connection.close()
+    return rows
 
 
 def _plain(n: int) -> int:
