@@ -46,6 +46,18 @@ def scripted(*responses: ModelResponse | str, task: str | None = None) -> Replay
 T = TypeVar("T")
 
 
+def all_pages(fetch: Callable[[str], tuple[list[T], str]], page_size: int) -> list[T]:
+    """Every item of a paged listing, following its tokens; each page within ``page_size``."""
+    items: list[T] = []
+    token = ""
+    while True:
+        page, token = fetch(token)
+        assert len(page) <= page_size
+        items += page
+        if not token:
+            return items
+
+
 def wait_until(condition: Callable[[], T], timeout_s: float = 15.0) -> T:
     """Poll ``condition`` until it returns something truthy; fail after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s

@@ -10,6 +10,7 @@ import pytest
 from mesh.errors import AlreadyExistsError, ErrorInfo, InvalidRequestError, NotFoundError
 from mesh.host.run_record import RunFilter, RunRecord, RunStatus
 from mesh.host.run_store import RunStore
+from tests.support import all_pages
 
 
 class Clock:
@@ -54,14 +55,8 @@ def test_list_is_newest_first_filtered_and_paged_with_a_token() -> None:
     store.start("r6")
     store.finish("r6", status=RunStatus.SUCCEEDED, answer=1)
 
-    seen: list[str] = []
-    token = ""
-    while True:
-        page, token = store.query(page_size=3, page_token=token)
-        assert len(page) <= 3
-        seen += [r.run_id for r in page]
-        if not token:
-            break
+    pages = all_pages(lambda token: store.query(page_size=3, page_token=token), 3)
+    seen = [r.run_id for r in pages]
     assert seen == [f"r{n}" for n in reversed(range(7))]
 
     odd, _ = store.query(RunFilter(session_id="s"))

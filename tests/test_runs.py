@@ -32,7 +32,7 @@ from tests.runs_setup import (
     THIRD_TURN,
     data_env,
 )
-from tests.support import wait_until
+from tests.support import all_pages, wait_until
 
 
 @pytest.fixture
@@ -111,14 +111,7 @@ def test_every_kind_of_run_is_recorded_and_listed_newest_first_in_pages(
     for run_id in ("short-unary", "short-streamed"):
         assert client.get_run(run_id).status is RunStatus.SUCCEEDED
 
-    ids: list[str] = []
-    token = ""
-    while True:
-        page, token = client.list_runs(page_size=2, page_token=token)
-        assert len(page) <= 2
-        ids += [r.run_id for r in page]
-        if not token:
-            break
+    ids = [r.run_id for r in all_pages(lambda t: client.list_runs(page_size=2, page_token=t), 2)]
     assert ids.index("short-streamed") < ids.index("short-unary")
     created = [client.get_run(i).created for i in ids]
     assert created == sorted(created, reverse=True)

@@ -59,10 +59,12 @@ class Jail:
         return not self._pipes_closed and self.ending.alive
 
     def wait_ready(self, timeout: float) -> None:
-        message = self.receive(timeout)
+        """Wait for the greeting (work may be sent before it: ``receive`` passes over it)."""
+        message = self._receive(timeout)
         if message.get("op") != "ready":
             self.kill()
             raise JailDied(f"the runner sent {message.get('op')!r} instead of 'ready'")
+        self.greeted = True
 
     def send(self, message: dict[str, Any]) -> None:
         frame = encode(message)
@@ -76,7 +78,14 @@ class Jail:
                 raise JailDied(self._why_gone()) from err
 
     def receive(self, timeout: float | None) -> dict[str, Any]:
-        """The next message; TimeoutError when none came within ``timeout`` s."""
+        """The next message but the greeting; TimeoutError when none came within ``timeout`` s."""
+        message = self._receive(timeout)
+        if message.get("op") == "ready" and not self.greeted:
+            self.greeted = True
+            message = self._receive(timeout)
+        return message
+
+    def _receive(self, timeout: float | None) -> dict[str, Any]:
         try:
             message = self._read(timeout)
         except ProtocolError as err:
@@ -84,8 +93,6 @@ class Jail:
             raise JailDied(f"the interpreter broke the protocol ({err})") from err
         if message is None:
             raise JailDied(self._why_gone())
-        if message.get("op") == "ready":
-            self.greeted = True
         return message
 
     def _why_gone(self) -> str:

@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import stat
-import subprocess
 import tempfile
 import threading
 from collections.abc import Sequence
@@ -104,7 +103,7 @@ def zygote_command(config: SandboxConfig, control_fd: int, preload: Sequence[str
     ]  # fmt: skip
     for path in _read_only_paths(config.python):
         argv += ["--bindmount_ro", path]
-    argv += ["--bindmount_ro", f"{runner_dir(config.python)}:{JAIL_RUNNER_DIR}"]
+    argv += ["--bindmount_ro", f"{runner_dir()}:{JAIL_RUNNER_DIR}"]
     for device in DEVICES:
         argv += ["--bindmount", device]
     for name, value in JAIL_ENV.items():
@@ -175,12 +174,9 @@ _runner_lock = threading.Lock()
 
 
 @cache
-def runner_dir(python: str) -> str:
-    """A world-readable copy of the in-jail runner files, made once per process.
-
-    The files are byte-compiled by the jail's own interpreter, so every new
-    jail loads them instead of compiling them again (about 7 ms each time).
-    """
+def runner_dir() -> str:
+    """A world-readable copy of the in-jail files, made once per process. (They are not
+    byte-compiled: each zygote compiles them once, and its runs fork with them loaded.)"""
     with _runner_lock:
         target = Path(tempfile.mkdtemp(prefix="mesh-jail-runner-"))
         atexit.register(shutil.rmtree, target, True)
@@ -190,8 +186,4 @@ def runner_dir(python: str) -> str:
             path = target / name
             path.write_text(source.joinpath(name).read_text(encoding="utf-8"), encoding="utf-8")
             path.chmod(0o644)
-        subprocess.run([python, "-E", "-s", "-m", "compileall", "-q", str(target)],
-                       check=False, capture_output=True, timeout=60)  # fmt: skip
-        for path in target.rglob("*"):
-            path.chmod(0o755 if path.is_dir() else 0o644)
         return str(target)

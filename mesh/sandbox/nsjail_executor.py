@@ -116,8 +116,6 @@ class NsjailExecutor:
                     note=note,
                 )
             budget -= time.monotonic() - started  # time in host tools is not counted
-            if message.get("op") == "ready":  # a fresh interpreter's first word
-                continue
             if message.get("op") == "call":
                 jail.send(self._call(bridge, message))
             elif message.get("op") == "done":

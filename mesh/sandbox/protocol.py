@@ -9,7 +9,7 @@ Host -> runner:
     {"op": "reply", "ok": true, "value": ...} | {"op": "reply", "ok": false,
                                                 "error_type": str, "message": str}
 Runner -> host:
-    {"op": "ready"}
+    {"op": "ready"}   its first message, once its walls are up
     {"op": "call", "name": str, "args": [...], "kwargs": {...}}
     {"op": "done", "output": str, "value": str | null, "error": str | null,
      "final": bool, "answer": ...}
@@ -17,31 +17,26 @@ Runner -> host:
 
 from __future__ import annotations
 
+import json
 import os
 import select
 import struct
 import time
 
-TYPE_CHECKING = False  # typing costs ~7 ms to import; the jail's start-up cannot spare it
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, BinaryIO
 
 __all__ = [
     "MAX_FRAME_BYTES",
-    "READY_FRAME",
     "FrameReader",
     "ProtocolError",
     "encode",
     "write_frame",
 ]
 
-# json is imported where it is used: importing it (and re) takes about 7 ms,
-# which the jail's first message, "ready", should not wait for.
-
 _HEADER = struct.Struct(">I")
 MAX_FRAME_BYTES = 32 * 1024 * 1024
-_READY_PAYLOAD = b'{"op": "ready"}'
-READY_FRAME = _HEADER.pack(len(_READY_PAYLOAD)) + _READY_PAYLOAD
 
 
 class ProtocolError(Exception):
@@ -61,8 +56,6 @@ def jsonable(value: Any) -> Any:
 
 
 def encode(message: dict[str, Any]) -> bytes:
-    import json
-
     payload = json.dumps(message, default=jsonable, ensure_ascii=False).encode("utf-8")
     if len(payload) > MAX_FRAME_BYTES:
         raise ProtocolError(f"message of {len(payload)} bytes exceeds {MAX_FRAME_BYTES}")
@@ -110,8 +103,6 @@ class FrameReader:
             return None
         payload = bytes(self._buffer[_HEADER.size : end])
         del self._buffer[:end]
-        import json
-
         try:
             message = json.loads(payload)
         except (ValueError, RecursionError) as err:  # RecursionError: nested too deeply

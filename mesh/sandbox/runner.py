@@ -9,12 +9,12 @@ descriptors 0-2 point at /dev/null so stray writes cannot corrupt the stream.
 
 from __future__ import annotations
 
-import _signal  # type: ignore[import-not-found]  # the C module: "signal" pulls in enum, ~5 ms of start-up
 import builtins
 import os
+import signal
 import sys
 
-TYPE_CHECKING = False  # typing costs ~7 ms to import; the jail's start-up cannot spare it
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
@@ -22,8 +22,7 @@ if TYPE_CHECKING:
 else:  # in the jail these files sit beside this one, with no mesh package around them
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import protocol
-
-    snippet = None  # imported by finish_start_up, in the zygote
+    import snippet
 
 RUNNER_PID = 0  # set by main(): processes the code forks must not answer the host
 
@@ -98,25 +97,14 @@ def run(channel: Channel, namespace: dict[str, Any], request: dict[str, Any]) ->
     )
 
 
-def finish_start_up() -> None:
-    """What every run needs, done once in the zygote before it forks any run."""
-    global snippet
-    import importlib
-    import site
-
-    site.main()  # the interpreter runs with -S; add site-packages for "*" imports now
-    snippet = importlib.import_module("snippet")
-    importlib.import_module("json")
-
-
 def main() -> None:
-    """Serve the host over fds 0 and 1 (after finish_start_up, in a zygote's child)."""
+    """Serve the host over fds 0 and 1 (in a zygote's child, once its walls are up)."""
     global RUNNER_PID
     RUNNER_PID = os.getpid()
-    _signal.signal(_signal.SIGXFSZ, _signal.SIG_IGN)  # a too-large write fails with EFBIG instead
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a too-large write fails with EFBIG instead
     channel = Channel()
     namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": dict(vars(builtins))}
-    channel.out.write(protocol.READY_FRAME)
+    channel.send({"op": "ready"})
     while True:
         request = channel.receive()
         if request.get("op") == "exec":

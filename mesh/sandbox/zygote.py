@@ -37,6 +37,7 @@ import os
 import resource
 import select
 import signal
+import site
 import socket
 import sys
 import time
@@ -248,7 +249,7 @@ def become_runner(zygote: Zygote, stdin: int, stdout: int) -> None:
 def preload(names: list[str]) -> None:
     """Import what every run would import anyway, once, before any fork; then keep the
     collector off the shared objects, so runs do not copy their pages just to scan them."""
-    runner.finish_start_up()
+    site.main()  # the interpreter runs with -S: site-packages, for code allowed "*" imports
     for name in names:
         try:
             __import__(name)

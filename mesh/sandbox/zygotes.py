@@ -1,8 +1,8 @@
 """``Zygote``: the host's handle on one pre-jailed interpreter that forks runs.
 
 One zygote per sandbox configuration and preloaded imports, shared within
-a process: it enters the jail once (nsjail: ~6 ms, the interpreter and its
-imports: ~20 ms more) and then gives each run a fresh process of its own in
+a process: it enters the jail and imports what runs need once (about 90 ms
+here, bench/sandbox.py) and then gives each run a fresh process of its own in
 about a millisecond (zygote.py, isolation.py). A zygote that dies (killed,
 crashed) fails the runs it carried, and the next run starts a new one.
 """
