@@ -71,6 +71,26 @@ def test_list_is_newest_first_filtered_and_paged_with_a_token() -> None:
         store.query(page_token="x" * 100_000)
 
 
+def test_events_added_together_reach_a_watcher_as_one_batch() -> None:
+    async def scenario() -> list[list[tuple[int, str]]]:
+        store: RunStore[str] = RunStore()
+        make(store, "r")
+        store.start("r")
+        watcher = asyncio.create_task(_collect(store, "r"))
+        await asyncio.sleep(0.01)
+        store.extend("r", [("a", 1, True), ("b", 1, False), ("c", 1, True)])
+        await asyncio.sleep(0.01)
+        store.finish("r", status=RunStatus.SUCCEEDED)
+        return await watcher
+
+    assert asyncio.run(scenario()) == [[(0, "a"), (1, "b"), (2, "c")]]
+
+
+async def _collect(store: RunStore[str], run_id: str, start: int = 0
+                   ) -> list[list[tuple[int, str]]]:  # fmt: skip
+    return [batch async for batch in store.watch(run_id, start)]
+
+
 def test_watchers_replay_from_any_index_then_follow_until_the_run_ends() -> None:
     async def scenario() -> tuple[list[list[tuple[int, str]]], ...]:
         store: RunStore[str] = RunStore()

@@ -24,7 +24,7 @@ import asyncio
 import base64
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Generic, TypeVar
 
@@ -99,11 +99,20 @@ class RunStore(Generic[E]):
         record = self._run(run_id).record
         record.status, record.started = RunStatus.RUNNING, self._clock()
 
-    def append(self, run_id: str, event: E, *, size: int, essential: bool) -> int:
-        """Add the run's next event; its index. Beyond the run's share only essential
-        events are kept (see the module docstring)."""
+    def append(self, run_id: str, event: E, *, size: int, essential: bool) -> None:
+        """Add the run's next event. Beyond the run's share only essential events are kept
+        (see the module docstring)."""
+        self.extend(run_id, [(event, size, essential)])
+
+    def extend(self, run_id: str, items: Sequence[tuple[E, int, bool]]) -> None:
+        """Add the run's next events, each with its size and whether it is essential: its
+        watchers wake once, and send them on together."""
         run = self._run(run_id)
-        index = run.record.event_count
+        for event, size, essential in items:
+            self._add(run, event, size, essential)
+        run.wake()
+
+    def _add(self, run: _Run[E], event: E, size: int, essential: bool) -> None:
         run.record.event_count += 1
         if essential or run.event_bytes + size <= self.max_run_bytes:
             run.events.append(event)
@@ -112,8 +121,6 @@ class RunStore(Generic[E]):
         else:
             run.events.append(None)
             run.record.events_truncated = True
-        run.wake()
-        return index
 
     def finish(self, run_id: str, **outcome: object) -> None:
         """The run is over: set its outcome (status, answer, steps, usage, error...)."""

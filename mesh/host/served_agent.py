@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import threading
 from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import (
@@ -282,11 +283,11 @@ class ServedAgent(Generic[E]):
                 ctx.sink = self._sink(loop, ctx.run_id)
 
                 def work() -> RunResult:
-                    loop.call_soon_threadsafe(self.store.start, ctx.run_id)
                     return self.agent.run(order.task, max_steps=order.max_steps,
                                           return_full_result=True, context=ctx,
                                           history=history)  # fmt: skip
 
+                self.store.start(ctx.run_id)  # its thread is free: runs are fewer than threads
                 result = await self._in_thread(ctx, work)
                 await self._remember(order, ctx.run_id, result)
             except BaseException as err:  # recorded, then handed to the caller
@@ -336,17 +337,27 @@ class ServedAgent(Generic[E]):
 
     def _sink(self, loop: asyncio.AbstractEventLoop, run_id: str) -> Callable[[AgentEvent], None]:
         """Each event to the audit log (in the run's thread), and into the run's log on
-        the loop, converted by the codec before it crosses (off the loop)."""
+        the loop, converted by the codec before it crosses (off the loop). Events that come
+        while the loop is busy cross together: one wake-up of the loop, one write."""
+        outbox: list[tuple[E, int, bool]] = []
+        lock = threading.Lock()
+
+        def deliver() -> None:
+            with lock:
+                items = outbox[:]
+                outbox.clear()
+            self.store.extend(run_id, items)
 
         def sink(event: AgentEvent) -> None:
             self._audit(event)
-            item, size, essential = self.codec.event(event)
-            loop.call_soon_threadsafe(self._append, run_id, item, size, essential)
+            item = self.codec.event(event)
+            with lock:
+                outbox.append(item)
+                first = len(outbox) == 1
+            if first:
+                loop.call_soon_threadsafe(deliver)
 
         return sink
-
-    def _append(self, run_id: str, item: E, size: int, essential: bool) -> None:
-        self.store.append(run_id, item, size=size, essential=essential)
 
     def _audit(self, event: AgentEvent) -> None:
         if self.audit is not None:

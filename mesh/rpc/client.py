@@ -153,6 +153,8 @@ class AgentClient:
         self._channel = open_channel(self.target, security, options=[
             ("grpc.lb_policy_name", "round_robin"),
             ("grpc.enable_retries", 0),  # retrying is the caller's decision (see the docstring)
+            # A stream is read on its caller's thread; else each call starts a polling thread.
+            (grpc.experimental.ChannelOptions.SingleThreadedUnaryStream, 1),
             *options,
         ])  # fmt: skip
         self._stub = agent_pb2_grpc.AgentServiceStub(self._channel)  # type: ignore[no-untyped-call]
