@@ -33,6 +33,7 @@ class Span:
     span_id: str
     parent_id: str
     attributes: dict[str, Any]
+    start_ns: int = 0
 
 
 class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
@@ -55,6 +56,7 @@ class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
                                 s.span_id.hex(),
                                 s.parent_span_id.hex(),
                                 attributes,
+                                s.start_time_unix_nano,
                             )
                         )
         return trace_service_pb2.ExportTraceServiceResponse()
@@ -135,6 +137,13 @@ def test_one_trace_spans_the_delegation_tree(
     assert chat.attributes["gen_ai.request.model"] == "replay:math_specialist.jsonl"
     assert chat.attributes["gen_ai.usage.input_tokens"] == 1210
     assert chat.attributes["gen_ai.usage.output_tokens"] == 33
+    # Each call's span holds only the messages new since its run's previous call.
+    manager_chats = sorted((s for s in chats if s.service == "manager"), key=lambda s: s.start_ns)
+    prompts = [json.loads(s.attributes["gen_ai.input.messages"]) for s in manager_chats]
+    kept = [s.attributes["mesh.input.messages_kept"] for s in manager_chats]
+    assert [p[0]["role"] for p in prompts] == ["system", "assistant", "assistant"]
+    assert kept[0] == 0 and 2 <= kept[1] < kept[2]
+    assert all(len(p) <= 2 for p in prompts[1:])
     tool = next(s for s in spans if s.name == "execute_tool memo")
     assert tool.attributes["gen_ai.tool.name"] == "memo"
     assert tool.attributes["mesh.tool.success"] is True

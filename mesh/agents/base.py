@@ -46,7 +46,7 @@ from mesh.errors import (
     ModelError,
     ModelOutputError,
 )
-from mesh.models.base import ChatMessage, Model, ModelResponse, TokenUsage
+from mesh.models.base import ChatMessage, Model, ModelResponse, TokenUsage, shared_prefix
 from mesh.models.cost import cost_usd
 from mesh.run_scope import current_scope
 from mesh.telemetry.spans import (
@@ -91,6 +91,8 @@ class RunState:
     resources: dict[str, Any] = field(default_factory=dict)
     rejected_answers: int = 0
     """Final answers sent back for not matching the output schema."""
+    last_prompt: tuple[ChatMessage, ...] = ()
+    """What the run's previous model call sent: the next records only what is new."""
 
 
 class MultiStepAgent(ABC):
@@ -401,6 +403,9 @@ class MultiStepAgent(ABC):
         None when the model answered something unusable: that is the step's error."""
         self._check_budget(state, next_call=True)
         started = time.monotonic()
+        prompt = tuple(step.model_input)
+        kept = shared_prefix(state.last_prompt, prompt)
+        state.last_prompt = prompt
         with chat_span(self.model.model_id) as span:
             try:
                 response = self.model.generate(step.model_input, tools=tools, stop=stop)
@@ -411,7 +416,7 @@ class MultiStepAgent(ABC):
             except MeshError as err:
                 record_error(span, ErrorInfo.of(err))
                 raise
-            record_response(span, response, step.model_input)
+            record_response(span, response, prompt[kept:], kept=kept)
         step.cost_usd = cost_usd(response.model_id or self.model.model_id, response.usage)
         step.model_output, step.usage = response.message, response.usage
         state.ctx.report(
@@ -422,7 +427,8 @@ class MultiStepAgent(ABC):
             usage=response.usage,
             model_id=response.model_id,
             duration_s=time.monotonic() - started,
-            prompt=tuple(step.model_input),
+            prompt=prompt,
+            prompt_kept=kept,
             cached=response.cached,
         )
         self._check_budget(state, next_call=False)  # the call happened: report it, then stop

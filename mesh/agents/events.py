@@ -50,7 +50,9 @@ class RunStarted(AgentEvent):
 @dataclass(frozen=True, kw_only=True)
 class ModelOutput(AgentEvent):
     """One model call. ``prompt`` (the messages sent) stays in process, for the audit
-    log: it is not sent over the wire."""
+    log: it is not sent over the wire. Its first ``prompt_kept`` messages are those the
+    run's previous call sent too: records keep only the rest, and grow with a run's steps,
+    not their square."""
 
     text: str | None
     tool_calls: tuple[ToolCall, ...] = ()
@@ -58,6 +60,7 @@ class ModelOutput(AgentEvent):
     model_id: str = ""
     duration_s: float = 0.0
     prompt: tuple[ChatMessage, ...] = field(default=(), repr=False)
+    prompt_kept: int = 0
     cached: bool = False
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -34,7 +33,6 @@ from typing import Any
 from mesh.agents import events as ev
 from mesh.append_only import MAX_RECORD_BYTES, json_line, parse_record, read_lines, string_field
 from mesh.errors import ErrorInfo
-from mesh.models.base import ChatMessage
 from mesh.paths import data_path
 from mesh.rotating_file import RotatingFile
 from mesh.telemetry.redact import redact, shape
@@ -64,9 +62,6 @@ class AuditLog:
         self.path = path
         self._file = RotatingFile(path, max_bytes=max_bytes, backups=backups, family=family)
         self._max_line = min(MAX_RECORD_BYTES, max_bytes)
-        self._prompts: dict[str, tuple[ChatMessage, ...]] = {}
-        """Each running run's last prompt: the next call records (and redacts) what is new."""
-        self._lock = threading.Lock()
 
     @classmethod
     def for_service(cls, name: str, budget_bytes: int) -> AuditLog:
@@ -80,30 +75,12 @@ class AuditLog:
         if event.depth != 0:
             return  # a delegated run: the service that ran it audits it
         entry = _entry(event)
-        if isinstance(event, ev.ModelOutput):
-            self._only_new_messages(entry, event)
-        elif isinstance(event, ev.RunFinished):
-            with self._lock:
-                self._prompts.pop(event.run_id, None)
         line = json_line(entry, self._max_line, ensure_ascii=False)
         # A run's end is what its caller is answered with: make the whole record durable.
         self._file.append([line], sync=isinstance(event, ev.RunFinished))
 
     def close(self) -> None:
         self._file.close()
-
-    def _only_new_messages(self, entry: dict[str, Any], event: ev.ModelOutput) -> None:
-        with self._lock:
-            before = self._prompts.get(event.run_id, ())
-            self._prompts[event.run_id] = event.prompt
-        kept = 0
-        for old, new in zip(before, event.prompt, strict=False):
-            if old != new:  # e.g. a system prompt rebuilt after a tool change: sent again
-                break
-            kept += 1
-        new_messages = event.prompt[kept:]
-        entry.update(prompt_kept=kept, prompt=[{"role": m.role, "content": shape(m.content)}
-                                               for m in new_messages])  # fmt: skip
 
 
 def full_prompts(entries: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
@@ -137,6 +114,9 @@ def _entry(event: ev.AgentEvent) -> dict[str, Any]:
                 output=shape(event.text),
                 tool_calls=[{"name": c.name, "arguments": shape(c.arguments)}
                             for c in event.tool_calls],
+                prompt_kept=event.prompt_kept,
+                prompt=[{"role": m.role, "content": shape(m.content)}
+                        for m in event.prompt[event.prompt_kept :]],
                 input_tokens=event.usage.input_tokens,
                 output_tokens=event.usage.output_tokens,
                 latency_s=event.duration_s,

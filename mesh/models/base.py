@@ -14,7 +14,15 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 if TYPE_CHECKING:
     from mesh.tools.base import Tool
 
-__all__ = ["ChatMessage", "Model", "ModelResponse", "Role", "TokenUsage", "ToolCall"]
+__all__ = [
+    "ChatMessage",
+    "Model",
+    "ModelResponse",
+    "Role",
+    "TokenUsage",
+    "ToolCall",
+    "shared_prefix",
+]
 
 Role = Literal["system", "user", "assistant", "tool"]
 
@@ -68,6 +76,17 @@ class ChatMessage:
             tool_calls=tuple(ToolCall.from_dict(c) for c in data.get("tool_calls") or ()),
             tool_call_id=data.get("tool_call_id"),
         )
+
+
+def shared_prefix(before: Sequence[ChatMessage], now: Sequence[ChatMessage]) -> int:
+    """How many of ``now``'s first messages ``before`` had too, in the same places: a
+    prompt repeats its run's earlier messages, which records need not repeat."""
+    kept = 0
+    for old, new in zip(before, now, strict=False):
+        if old != new:  # e.g. a system prompt rebuilt after a tool change: sent again
+            break
+        kept += 1
+    return kept
 
 
 @dataclass(frozen=True)

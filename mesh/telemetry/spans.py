@@ -69,8 +69,10 @@ def chat_span(model_id: str) -> Iterator[Span]:
 
 
 def record_response(
-    span: Span, response: ModelResponse, prompt: Sequence[ChatMessage] = ()
+    span: Span, response: ModelResponse, prompt: Sequence[ChatMessage] = (), *, kept: int = 0
 ) -> None:
+    """The call's outcome on its span; ``prompt`` is what is new since the run's previous
+    call, which sent the first ``kept`` messages too (each span would repeat them else)."""
     span.set_attributes({
         "gen_ai.response.model": response.model_id,
         "gen_ai.usage.input_tokens": response.usage.input_tokens,
@@ -83,6 +85,7 @@ def record_response(
     if mode != "off":
         messages = [{"role": m.role, "content": shape(m.content, mode)} for m in prompt]
         span.set_attribute("gen_ai.input.messages", json.dumps(messages, ensure_ascii=False))
+        span.set_attribute("mesh.input.messages_kept", kept)
         span.set_attribute("gen_ai.output.text", shape(response.message.content, mode) or "")
 
 
