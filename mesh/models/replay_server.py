@@ -136,6 +136,10 @@ class ReplayServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # connections are kept, as a provider's are
+            wbufsize = -1  # headers and body leave in one segment (flushed after each request)
+            disable_nagle_algorithm = True
+
             def do_POST(self) -> None:
                 if not self.path.rstrip("/").endswith("/chat/completions"):
                     self._send(404, _error(f"no route {self.path}"))
@@ -161,6 +165,7 @@ class ReplayServer:
                 try:
                     self.end_headers()
                     self.wfile.write(data)
+                    self.wfile.flush()
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (e.g. its timeout): nobody to answer
 
