@@ -33,6 +33,7 @@ start-up only).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Callable
 
@@ -92,6 +93,7 @@ def serve(
             sessions=SessionStore(default_sessions_path(agent.name),
                                   max_bytes=limit.sessions_bytes),
         )  # fmt: skip
+        gc.freeze()  # what start-up built lives as long as the process: collections skip it
         asyncio.run(
             serve_async(
                 served,
