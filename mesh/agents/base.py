@@ -147,6 +147,7 @@ class MultiStepAgent(ABC):
                 raise ConfigError(f"two tools are named {item.name!r}")
             self.tools.setdefault(item.name, item)
         self.managed_agents: dict[str, ManagedAgent] = {}
+        self._agent_tools: dict[str, ManagedAgentTool] = {}
         for agent in managed_agents:
             if not getattr(agent, "description", ""):
                 raise ConfigError(f"managed agent {agent.name!r} needs a description")
@@ -473,12 +474,19 @@ class MultiStepAgent(ABC):
         """Everything callable this step: tools, managed agents, final_answer."""
         box = dict(self.tools)
         for agent in self.managed_agents.values():
-            box[agent.name] = ManagedAgentTool(agent)
+            box[agent.name] = self._tool_of(agent)
         if FINAL_ANSWER not in box:  # removed from agent.tools at run time
             box[FINAL_ANSWER] = self._final_answer_tool()
         if self.offers_run_parallel and self.max_parallel > 1 and len(box) > 1:
             box.setdefault(PARALLEL, ParallelCallsTool(self.max_parallel))
         return box
+
+    def _tool_of(self, agent: ManagedAgent) -> ManagedAgentTool:
+        """The managed agent as a tool: one kept per agent (steps ask for it each time)."""
+        tool = self._agent_tools.get(agent.name)
+        if tool is None or tool.agent is not agent or tool.description != agent.description:
+            tool = self._agent_tools[agent.name] = ManagedAgentTool(agent)
+        return tool
 
     def _final_answer_tool(self) -> FinalAnswerTool:
         answers = self.answer_schema

@@ -10,8 +10,9 @@ an observation instead of crashing.
 
 from __future__ import annotations
 
+import functools
 import inspect
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from mesh.errors import MeshError, ToolDefinitionError, ToolExecutionError
@@ -119,12 +120,24 @@ class Tool:
     def _check_forward_signature(self, specs: tuple[InputSpec, ...]) -> None:
         if type(self).forward is Tool.forward:
             raise ToolDefinitionError(f"tool {self.name!r} must implement forward()")
-        params = inspect.signature(self.forward).parameters.values()
-        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        forward = self.forward
+        bound = getattr(forward, "__func__", None)  # a method: its function, self skipped
+        names = _forward_parameters(forward if bound is None else bound, bound is not None)
+        if names is None:
             return
-        names = [p.name for p in params if p.kind is not inspect.Parameter.VAR_POSITIONAL]
         expected = [spec.name for spec in specs]
         if sorted(names) != sorted(expected):
             raise ToolDefinitionError(
                 f"tool {self.name!r}: forward() takes {names} but inputs declare {expected}"
             )
+
+
+@functools.lru_cache(maxsize=1024)
+def _forward_parameters(forward: Callable[..., Any], method: bool) -> tuple[str, ...] | None:
+    """The names ``forward`` takes (a ``method``: after self), None if it takes ``**kwargs``.
+    Kept per function: tools built at every step (a step's run_parallel, a managed agent's
+    tool) would read the same signature again each time."""
+    params = list(inspect.signature(forward).parameters.values())[1 if method else 0 :]
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return tuple(p.name for p in params if p.kind is not inspect.Parameter.VAR_POSITIONAL)
