@@ -125,6 +125,7 @@ def latency_table(mesh: MeshProcesses) -> list[str]:
     cpu = machine_cpu_s()
     scenario = timed(lambda: manager.run(TASK, timeout_s=30), 200, warmup=0)
     cpu_per_run = (machine_cpu_s() - cpu) / len(scenario)
+    comparison = smolagents_comparison(lambda: manager.run(TASK, timeout_s=30))
     for client in (health, remote, manager):
         client.close()
     overhead = statistics.median(delegated) - statistics.median(local)
@@ -140,16 +141,39 @@ def latency_table(mesh: MeshProcesses) -> list[str]:
         row("scenario: manager + math specialist, 3 model calls", scenario),
         f"| {'=> CPU per scenario run (whole machine: services, jails)':<52} | "
         f"{cpu_per_run * 1e3:>8.2f} ms |             |       |",
+        *comparison,
     ]
 
 
-def smolagents_scenario() -> str:
+def smolagents_comparison(mesh_run: Callable[[], object], blocks: int = 10) -> list[str]:
+    """The scenario in the mesh and in smolagents, in alternating blocks of 20 runs, so that
+    the machine's drift (it can be 1.8x within an hour here) hits both alike."""
+    smolagents_run = smolagents_scenario()
+    if smolagents_run is None:
+        return [f"| {'smolagents, same scenario in-process':<52} | n/a (run `make bench`) |"]
+    timed(smolagents_run, 0)  # warms it up
+    mesh: list[float] = []
+    smol: list[float] = []
+    for _ in range(blocks):
+        mesh += timed(mesh_run, 20, warmup=0)
+        smol += timed(smolagents_run, 20, warmup=0)
+    ratio = statistics.median(mesh) / statistics.median(smol)
+    return [
+        row("scenario again, alternating with smolagents", mesh),
+        row("smolagents in-process, agents reused (no isolation)", smol),
+        f"| {'=> mesh / smolagents (p50; aim: at most 1)':<52} | {ratio:>11.2f} |             |"
+        "       |",
+    ]
+
+
+def smolagents_scenario() -> Callable[[], object] | None:
+    """One run of the scenario in smolagents, its agents built once; None without it."""
     try:
         from smolagents import ChatMessage as SmolMessage
         from smolagents import CodeAgent as SmolCodeAgent
         from smolagents.models import Model as SmolModel
     except ImportError:
-        return "| smolagents, same scenario in-process                  | n/a (run `make bench`) |"
+        return None
 
     class Scripted(SmolModel):  # type: ignore[misc]
         def __init__(self, answers: list[str]) -> None:
@@ -169,8 +193,7 @@ def smolagents_scenario() -> str:
     manager = SmolCodeAgent(tools=[], managed_agents=[math], verbosity_level=0, model=Scripted([
         f'<code>\nspf = math_specialist(task="{MATH_TASK}")\nprint(spf)\n</code>',
         "<code>\nfinal_answer(spf)\n</code>"]))  # fmt: skip
-    return row("smolagents in-process, agents reused (no isolation)",
-               timed(lambda: manager.run(TASK), 200))  # fmt: skip
+    return lambda: manager.run(TASK)
 
 
 def drive(target: str, clients: int, seconds: float) -> tuple[list[float], int, float]:
@@ -244,7 +267,7 @@ def main() -> None:
         print("Latency (replay models with no latency; code in jails)")
         print(f"| {'measurement':<52} |      p50    |      p99    |     n |")
         print(f"|{'-' * 54}|-------------|-------------|-------|")
-        print("\n".join([*latency, smolagents_scenario()]))
+        print("\n".join(latency))
         print()
         load_dir = Path(tmp) / "load"
         load_dir.mkdir()
