@@ -151,7 +151,8 @@ def smolagents_comparison(mesh_run: Callable[[], object], blocks: int = 10) -> l
     smolagents_run = smolagents_scenario()
     if smolagents_run is None:
         return [f"| {'smolagents, same scenario in-process':<52} | n/a (run `make bench`) |"]
-    timed(smolagents_run, 0)  # warms it up
+    for _ in range(5):  # its warm-up, as timed() gave the mesh's
+        smolagents_run()
     mesh: list[float] = []
     smol: list[float] = []
     for _ in range(blocks):

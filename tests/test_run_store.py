@@ -71,19 +71,18 @@ def test_list_is_newest_first_filtered_and_paged_with_a_token() -> None:
         store.query(page_token="x" * 100_000)
 
 
-def test_events_added_together_reach_a_watcher_as_one_batch() -> None:
-    async def scenario() -> list[list[tuple[int, str]]]:
+def test_events_added_together_reach_a_watcher_at_once_as_one_batch() -> None:
+    async def scenario() -> list[tuple[int, str]]:
         store: RunStore[str] = RunStore()
         make(store, "r")
         store.start("r")
-        watcher = asyncio.create_task(_collect(store, "r"))
+        watch = store.watch("r")
+        waiting = asyncio.ensure_future(anext(watch))
         await asyncio.sleep(0.01)
         store.extend("r", [("a", 1, True), ("b", 1, False), ("c", 1, True)])
-        await asyncio.sleep(0.01)
-        store.finish("r", status=RunStatus.SUCCEEDED)
-        return await watcher
+        return await asyncio.wait_for(waiting, timeout=5)  # not woken: it would wait forever
 
-    assert asyncio.run(scenario()) == [[(0, "a"), (1, "b"), (2, "c")]]
+    assert asyncio.run(scenario()) == [(0, "a"), (1, "b"), (2, "c")]
 
 
 async def _collect(store: RunStore[str], run_id: str, start: int = 0
@@ -98,17 +97,12 @@ def test_watchers_replay_from_any_index_then_follow_until_the_run_ends() -> None
         store.start("r")
         store.append("r", "a", size=1, essential=False)
         store.append("r", "b", size=1, essential=False)
-
-        async def collect(start: int) -> list[list[tuple[int, str]]]:
-            return [batch async for batch in store.watch("r", start)]
-
-        watchers = [asyncio.create_task(collect(0)), asyncio.create_task(collect(1)),
-                    asyncio.create_task(collect(5))]  # fmt: skip
+        watchers = [asyncio.create_task(_collect(store, "r", start)) for start in (0, 1, 5)]
         await asyncio.sleep(0.01)
         store.append("r", "c", size=1, essential=True)
         await asyncio.sleep(0.01)
         store.finish("r", status=RunStatus.SUCCEEDED)
-        late = await collect(2)  # after the end: a replay that ends by itself
+        late = await _collect(store, "r", 2)  # after the end: a replay that ends by itself
         return (*[await w for w in watchers], late)
 
     from_start, from_one, beyond, late = asyncio.run(scenario())

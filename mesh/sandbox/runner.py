@@ -97,24 +97,32 @@ def run(channel: Channel, namespace: dict[str, Any], request: dict[str, Any]) ->
     )
 
 
-WARM_UP = "x = [1, 2]\nprint(len(x))\nanswer(x)\nx"
+class Rehearsal(Channel):
+    """A channel to nobody, for ``warm_up``: what would be sent is encoded and dropped,
+    and every tool call is answered with None."""
+
+    def __init__(self) -> None:  # no descriptors of its own
+        pass
+
+    def send(self, message: dict[str, Any]) -> None:
+        protocol.encode(message)
+
+    def receive(self) -> dict[str, Any]:
+        return {"op": "reply", "ok": True, "value": None}
+
+
+WARM_UP = {"code": "x = [1, 2]\nprint(len(x))\nanswer(x)\nx", "tools": ["answer"]}
 
 
 def warm_up() -> None:
-    """Take a snippet's path once, in a namespace thrown away, before saying "ready".
+    """Take a snippet's whole path once (``run``), in a namespace thrown away, before
+    saying "ready".
 
     A forked interpreter copies each page of the zygote's that it first writes to. A
     spare (forked while the host is idle) pays for the pages every snippet writes now,
     so that its run's first snippet costs what a later one does.
     """
-    scratch: dict[str, Any] = {"__name__": "__main__", "__builtins__": dict(vars(builtins))}
-    snippet.install_tools(scratch, ("answer",), lambda name, args, kwargs: None)
-    sys.stdout = snippet.CappedOutput(100)
-    try:
-        outcome = snippet.execute_snippet(WARM_UP, scratch)
-    finally:
-        sys.stdout = sys.__stdout__
-    protocol.encode({"op": "done", "output": "", "value": outcome.value, "error": None})
+    run(Rehearsal(), {"__name__": "__main__", "__builtins__": dict(vars(builtins))}, WARM_UP)
 
 
 def main() -> None:
