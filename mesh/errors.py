@@ -32,6 +32,7 @@ them without parsing messages::
         ├── BusyError                the agent is at its limit of concurrent runs
         ├── SessionBusyError         another run of the same session is going
         ├── AgentUnavailableError    the agent cannot be reached (retryable)
+        ├── StateUnavailableError    the shared state database cannot be reached (retryable)
         └── RemoteAgentError         the remote agent failed otherwise
 
 Errors *inside* a run (a bad tool call, code that raises, unparseable model
@@ -68,6 +69,7 @@ __all__ = [
     "RemoteAgentError",
     "RunCancelledError",
     "SessionBusyError",
+    "StateUnavailableError",
     "ToolArgumentError",
     "ToolDefinitionError",
     "ToolError",
@@ -200,6 +202,14 @@ class SessionBusyError(MeshRequestError):
 
 class AgentUnavailableError(MeshRequestError):
     code = "agent_unavailable"
+    retryable = True
+
+
+class StateUnavailableError(MeshRequestError):
+    """The database that holds a mesh's shared state (PostgreSQL) cannot be reached: what
+    needs it is refused, nothing acknowledged is lost, and service resumes by itself."""
+
+    code = "state_unavailable"
     retryable = True
 
 

@@ -21,6 +21,7 @@ import pytest
 
 from tests.installed import installed, wheel  # noqa: F401  (smolmesh installed from a wheel)
 from tests.mesh_setup import mesh_dir  # noqa: F401  (a session fixture shared by mesh tests)
+from tests.postgres_server import PostgresServer
 from tests.runs_setup import runs_model, runs_service  # noqa: F401  (shared: slow runs)
 
 _real_connect = socket.socket.connect
@@ -133,6 +134,7 @@ def no_api_keys(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
         if name.endswith("_API_KEY"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    monkeypatch.delenv("MESH_STATE_DSN", raising=False)  # embedded SQLite unless a test says
     monkeypatch.setenv("MESH_MEMO_PATH", str(tmp_path / "memo.sqlite3"))
     monkeypatch.setenv("MESH_TRACE_DIR", str(tmp_path / "traces"))
     monkeypatch.setenv("MESH_AUDIT_DIR", str(tmp_path / "audit"))
@@ -140,3 +142,18 @@ def no_api_keys(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     monkeypatch.setenv("MESH_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("MESH_SESSIONS_DIR", str(tmp_path / "sessions"))
     warnings.filterwarnings("ignore", message="UnsafeLocalExecutor", category=RuntimeWarning)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the suite (tests that kill a server start their own)."""
+    server = PostgresServer()
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def state_dsn(postgres: PostgresServer) -> str:
+    """A fresh, empty database of the suite's server, for one test."""
+    return postgres.create_database(f"test_{uuid.uuid4().hex[:16]}")

@@ -32,13 +32,15 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from mesh.errors import AlreadyExistsError, MeshError
 from mesh.paths import data_path
 from mesh.sqlite_usage import open_bounded, used_bytes
 from mesh.text import clip
 
-__all__ = ["LedgerEntry", "RunLedger", "default_run_ledger_path", "task_sha256"]
+__all__ = ["Ledger", "LedgerEntry", "RunLedger", "default_run_ledger_path", "retry_answer",
+           "task_sha256"]
 
 WEEK_S = 7 * 24 * 3600.0
 MAX_LEDGER_BYTES = 16 * 1024 * 1024
@@ -86,6 +88,30 @@ def task_sha256(task: str) -> str:
     return hashlib.sha256(task.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def retry_answer(prior: LedgerEntry, task: str, *, unary: bool) -> bytes:
+    """What a run id that was claimed before gets: the recorded response, for a unary retry
+    of a finished run of the same task; AlreadyExistsError for any other reuse."""
+    if unary and prior.response is not None and prior.task_sha256 == task_sha256(task):
+        return prior.response
+    raise AlreadyExistsError(f"{prior.describe(task)}; it is not run again: use a new run id")
+
+
+class Ledger(Protocol):
+    """Where run ids are claimed: this file per agent (``RunLedger``), or the shared
+    database (``mesh.host.postgres_ledger``)."""
+
+    def start(self, run_id: str, task: str, *, unary: bool) -> bytes | None:
+        """Claim ``run_id``: None when the run is new (run it), the recorded response for a
+        unary retry of a finished run; AlreadyExistsError for any other reuse."""
+        ...
+
+    def finish(self, run_id: str, *, error: str | None = None, response: bytes | None = None
+               ) -> None:  # fmt: skip
+        ...
+
+    def close(self) -> None: ...
+
+
 class RunLedger:
     def __init__(
         self, path: Path, *, retention_s: float = WEEK_S, max_bytes: int = MAX_LEDGER_BYTES
@@ -131,11 +157,7 @@ class RunLedger:
         (run it). Any other reuse raises AlreadyExistsError.
         """
         prior = self.claim(run_id, task)
-        if prior is None:
-            return None
-        if unary and prior.response is not None and prior.task_sha256 == task_sha256(task):
-            return prior.response
-        raise AlreadyExistsError(f"{prior.describe(task)}; it is not run again: use a new run id")
+        return None if prior is None else retry_answer(prior, task, unary=unary)
 
     def finish(self, run_id: str, *, error: str | None = None, response: bytes | None = None
                ) -> None:  # fmt: skip

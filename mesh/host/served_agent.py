@@ -46,11 +46,11 @@ from mesh.errors import (
     RunCancelledError,
 )
 from mesh.host.audit import AuditLog
-from mesh.host.run_ledger import RunLedger, describe_error
+from mesh.host.run_ledger import Ledger, describe_error
 from mesh.host.run_record import RunRecord, RunStatus
 from mesh.host.run_store import RunStore
 from mesh.host.runs import ActiveRuns
-from mesh.host.sessions import SessionStore
+from mesh.host.sessions import Sessions
 from mesh.text import clip
 from mesh.tools.base import Tool
 from mesh.tools.final_answer import FINAL_ANSWER
@@ -111,9 +111,9 @@ class ServedAgent(Generic[E]):
         *,
         max_concurrent_runs: int = 16,
         audit: AuditLog | None = None,
-        ledger: RunLedger | None = None,
+        ledger: Ledger | None = None,
         store: RunStore[E] | None = None,
-        sessions: SessionStore | None = None,
+        sessions: Sessions | None = None,
     ) -> None:
         self.agent = agent
         self.codec = codec

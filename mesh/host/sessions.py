@@ -30,10 +30,10 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from mesh.agents.conversation import Turn
 from mesh.errors import ConfigError, InvalidRequestError, NotFoundError, SessionBusyError
@@ -41,7 +41,7 @@ from mesh.paths import data_path
 from mesh.sqlite_usage import open_bounded, used_bytes
 from mesh.text import clip
 
-__all__ = ["SessionInfo", "SessionStore", "SessionTurn", "default_sessions_path"]
+__all__ = ["SessionInfo", "SessionStore", "SessionTurn", "Sessions", "default_sessions_path"]
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,26 @@ class SessionTurn:
     answer_text: str
     time: float
     steps: int
+
+
+class Sessions(Protocol):
+    """Where conversations are kept: this file per agent (``SessionStore``), or the shared
+    database (``mesh.host.postgres_sessions``). Both bound what they keep the same way."""
+
+    def claim(self, session_id: str, run_id: str = "") -> AbstractContextManager[None]: ...
+
+    def load(self, session_id: str) -> builtins.list[Turn]: ...
+
+    def append(self, session_id: str, run_id: str, turn: Turn) -> SessionInfo: ...
+
+    def list(self, page_size: int = DEFAULT_PAGE_SIZE, page_token: str = ""
+             ) -> tuple[builtins.list[SessionInfo], str]: ...  # fmt: skip
+
+    def get(self, session_id: str) -> tuple[SessionInfo, builtins.list[SessionTurn]]: ...
+
+    def delete(self, session_id: str) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class SessionStore:

@@ -32,7 +32,7 @@ from mesh.agents.events import (
 )
 from mesh.errors import InvalidRequestError, NotFoundError, PermissionDeniedError
 from mesh.host.served_agent import RunOrder, ServedAgent
-from mesh.host.sessions import SessionStore
+from mesh.host.sessions import Sessions
 from mesh.rpc.convert import (
     agent_usage_to_proto,
     answer_text,
@@ -230,7 +230,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             deadline=deadline,
         )
 
-    def _sessions(self) -> SessionStore:
+    def _sessions(self) -> Sessions:
         if self.served.sessions is None:
             raise NotFoundError(f"{self.agent.name} keeps no sessions")
         return self.served.sessions

@@ -53,6 +53,7 @@ _STATUS: list[tuple[type[e.MeshError], grpc.StatusCode]] = [
     (e.MaxStepsError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (e.BudgetExceededError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (e.AgentUnavailableError, grpc.StatusCode.UNAVAILABLE),
+    (e.StateUnavailableError, grpc.StatusCode.UNAVAILABLE),
     (e.ExecutorError, grpc.StatusCode.UNAVAILABLE),
     (e.ToolExecutionError, grpc.StatusCode.ABORTED),
     (e.CodeError, grpc.StatusCode.ABORTED),
