@@ -13,7 +13,7 @@ CONTRACT_TAG   := contract-v1
 CONTRACT_IMAGE := protos/released/smolmesh-v1.binpb
 NODE_CLIENT := examples/clients/node
 
-.PHONY: demo test lint protos check-protos typecheck unit bench constraints clean contract-image
+.PHONY: demo test lint protos check-protos typecheck unit postgres bench constraints clean contract-image
 
 # The main job: start the seed mesh (one process per agent), run its task, stop it.
 demo: $(STAMP)
@@ -43,8 +43,12 @@ check-protos: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP) $(NPM_STAMP) $(NODE_CLIENT)/node_modules/.installed
+unit: $(STAMP) $(NPM_STAMP) $(NODE_CLIENT)/node_modules/.installed postgres
 	$(BIN)/pytest
+
+# The tests start PostgreSQL servers of their own: Debian's server binaries, installed if missing.
+postgres:
+	scripts/ensure_postgres.sh
 
 $(NPM_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund

@@ -59,6 +59,7 @@ from mesh.mcp import MCPServerParameters, mcp_servers_from_config
 from mesh.references import check_reference, is_reference
 from mesh.rpc.security import MeshSecurity
 from mesh.sandbox.config import SandboxConfig
+from mesh.state.setting import resolve_state
 from mesh.text import clip
 
 __all__ = ["AgentConfig", "MeshConfig", "RemoteToolsConfig", "load_config"]
@@ -67,7 +68,7 @@ KINDS = ("code", "tool-calling")
 REPLAY_MODES = ("auto", "always", "never")
 MAX_INSTRUCTIONS_CHARS = 100_000
 MAX_MODEL_PARAMS = 32
-MESH_KEYS = {"entry", "replay", "task", "replay_latency_ms", "data_limit_mb",
+MESH_KEYS = {"entry", "replay", "task", "replay_latency_ms", "data_limit_mb", "state",
              "run_retention_hours", "run_memory_mb"}  # fmt: skip
 MODELS_KEYS = {"default", "api_base"}
 AGENT_KEYS = {
@@ -149,6 +150,9 @@ class MeshConfig:
     run_retention_hours: float = 24.0
     run_memory_mb: int = 64
     """How long, and within how much memory, finished runs stay findable."""
+    state: str = ""
+    """Where the services keep what their replicas share: "" for SQLite files of their
+    own, or a postgresql:// DSN (``$MESH_STATE_DSN`` wins; see ``mesh.state``)."""
 
     @property
     def root(self) -> Path:
@@ -234,6 +238,7 @@ def load_config(path: str | Path, tool_names: frozenset[str] | None = None) -> M
         data_limit_mb=DataLimit.resolve(data_limit_mb).megabytes,  # $MESH_DATA_LIMIT_MB wins
         run_retention_hours=float(run_retention_hours),
         run_memory_mb=run_memory_mb,
+        state=resolve_state(get(mesh, "state", str, "mesh", "")),
         default_model=os.environ.get("MESH_MODEL")
         or get(models, "default", str, "models", "openai/gpt-4o-mini"),
         api_base=os.environ.get("MESH_API_BASE") or get(models, "api_base", str, "models", ""),

@@ -22,7 +22,11 @@ import pytest
 from tests.installed import installed, wheel  # noqa: F401  (smolmesh installed from a wheel)
 from tests.mesh_setup import mesh_dir  # noqa: F401  (a session fixture shared by mesh tests)
 from tests.postgres_server import PostgresServer
-from tests.runs_setup import runs_model, runs_service  # noqa: F401  (shared: slow runs)
+from tests.runs_setup import (  # noqa: F401  (shared: slow runs)
+    runs_model,
+    runs_service,
+    shared_runs_service,
+)
 
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex

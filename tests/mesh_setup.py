@@ -75,7 +75,7 @@ api_base = "{api_base}"
 [agents.math_specialist]
 kind = "code"
 description = "Arithmetic."
-address = "127.0.0.1:0"
+address = {addresses}
 tools = ["factorial"]
 model = "openai/gpt-4o-mini"
 """
@@ -83,11 +83,14 @@ model = "openai/gpt-4o-mini"
 
 @contextmanager
 def litellm_math_service(
-    api_base: str, directory: Path, env: dict[str, str] | None = None
+    api_base: str, directory: Path, env: dict[str, str] | None = None, *, replicas: int = 1
 ) -> Iterator[MeshProcesses]:
-    """A math specialist in its own process, on LiteLLM against ``api_base`` (a local
-    OpenAI-compatible server): the real provider path, offline."""
-    (directory / "mesh.toml").write_text(LITELLM_MATH_CONFIG.format(api_base=api_base))
+    """A math specialist in its own process (or ``replicas`` of them, each its own), on
+    LiteLLM against ``api_base`` (a local OpenAI-compatible server): the real provider
+    path, offline."""
+    addresses = json.dumps(["127.0.0.1:0"] * replicas)
+    (directory / "mesh.toml").write_text(
+        LITELLM_MATH_CONFIG.format(api_base=api_base, addresses=addresses))
     config = load_mesh_config(directory / "mesh.toml")
     with MeshProcesses(config, env={"OPENAI_API_KEY": "sk-loopback-only", **(env or {})},
                        log_dir=directory / "logs") as mesh:  # fmt: skip

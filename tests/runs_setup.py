@@ -20,6 +20,7 @@ from mesh.models.base import ChatMessage, ModelResponse, TokenUsage
 from mesh.models.replay import Cassette
 from mesh.models.replay_server import ReplayServer
 from tests.mesh_setup import litellm_math_service
+from tests.postgres_server import PostgresServer
 from tests.support import code
 
 LONG_TASK = "Count slowly to eight."
@@ -72,4 +73,15 @@ def runs_service(
 ) -> Iterator[MeshProcesses]:
     directory = tmp_path_factory.mktemp("runs-service")
     with litellm_math_service(runs_model.api_base, directory, data_env(directory)) as mesh:
+        yield mesh
+
+
+@pytest.fixture(scope="session")
+def shared_runs_service(
+    runs_model: ReplayServer, postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[MeshProcesses]:
+    """The same service as two replicas, sharing their state in PostgreSQL."""
+    directory = tmp_path_factory.mktemp("shared-runs-service")
+    env = {**data_env(directory), "MESH_STATE_DSN": postgres.create_database("shared_runs")}
+    with litellm_math_service(runs_model.api_base, directory, env, replicas=2) as mesh:
         yield mesh

@@ -1,8 +1,9 @@
 """Durable state: what a service acknowledged survives a SIGKILL at any moment.
 
-Memo writes (SQLite, WAL, synchronous=FULL) and run records (the audit log)
-are checked after the service is killed mid-stream several times, with
-writers from direct tool calls and from whole runs in flight.
+Memo writes and run records are checked after the service is killed
+mid-stream several times, with writers from direct tool calls and from whole
+runs in flight: with state in files (SQLite, WAL, synchronous=FULL; the audit
+log), and in a shared PostgreSQL database (committed before acknowledged).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import grpc
+import pytest
 
 from mesh._proto import agent_pb2 as pb
 from mesh._proto import agent_pb2_grpc
@@ -103,16 +105,22 @@ def kill_while_writing(config_path: Path, env: dict[str, str], round_: int, logs
         channel.close()
 
 
-def test_acknowledged_writes_and_runs_survive_sigkill(tmp_path: Path) -> None:
+@pytest.mark.parametrize("state", ["files", "postgres"])
+def test_acknowledged_writes_and_runs_survive_sigkill(
+    state: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     (tmp_path / "mesh.toml").write_text(CONFIG)
     memo = tmp_path / "memo.sqlite3"
     audit = tmp_path / "audit"
     env = {"MESH_MEMO_PATH": str(memo), "MESH_AUDIT_DIR": str(audit)}
+    if state == "postgres":
+        env["MESH_STATE_DSN"] = request.getfixturevalue("state_dsn")
     acked = Acknowledged()
     for round_ in range(KILLS):
         kill_while_writing(tmp_path / "mesh.toml", env, round_, tmp_path / f"logs-{round_}", acked)
-        with sqlite3.connect(memo) as db:
-            assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        if state == "files":
+            with sqlite3.connect(memo) as db:
+                assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
     config = load_mesh_config(tmp_path / "mesh.toml")
     with MeshProcesses(config, env=env, log_dir=tmp_path / "logs-after") as mesh:
@@ -120,6 +128,8 @@ def test_acknowledged_writes_and_runs_survive_sigkill(tmp_path: Path) -> None:
         stub = agent_pb2_grpc.AgentServiceStub(channel)  # type: ignore[no-untyped-call]
         reply = stub.CallTool(pb.CallToolRequest(name="memo", arguments_json='{"action": "list"}'),
                               timeout=10)  # fmt: skip
+        recorded = {run_id: stub.GetRun(pb.GetRunRequest(run_id=run_id), timeout=10).run.state
+                    for run_id in acked.runs} if state == "postgres" else {}  # fmt: skip
         channel.close()
     stored = set(json.loads(reply.result_json))
     assert len(acked.keys) >= KILLS * WRITES_PER_KILL
@@ -130,3 +140,5 @@ def test_acknowledged_writes_and_runs_survive_sigkill(tmp_path: Path) -> None:
         events = [e["event"] for e in read_run(audit, run_id)]
         assert events[0] == "RunStarted" and events[-1] == "RunFinished", (run_id, events)
         assert events.count("ToolCallFinished") == 3  # web_search, memo, final_answer
+    # In PostgreSQL, the run records outlive the process that ran them.
+    assert set(recorded.values()) <= {pb.RUN_STATE_SUCCEEDED}, recorded

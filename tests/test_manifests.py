@@ -21,7 +21,7 @@ import yaml
 from mesh import __version__
 from mesh.cli.deploy_commands import add_manifests_command
 from mesh.config import MeshConfig, load_config
-from mesh.deploy.k8s import DATA_ENV, NSJAIL_CAPABILITIES, service_name
+from mesh.deploy.k8s import DATA_ENV, LOG_DIR, LOG_ENV, NSJAIL_CAPABILITIES, service_name
 from mesh.errors import ConfigError
 from mesh.rpc.dev_credentials import write_dev_credentials
 
@@ -299,4 +299,71 @@ def test_what_cannot_be_deployed_is_refused_by_name(
     for directory in (config_path.parent, config_path.parent / "mesh-auth"):
         write_dev_credentials(directory)
     with pytest.raises(ConfigError, match=re.escape(error)):
+        mesh_manifests("--config", str(config_path), "-o", str(tmp_path / "out"))
+
+
+PASSWORD = "s3cret-Pw"
+
+
+def with_state(dsn: str) -> str:
+    """The test mesh with its state in PostgreSQL at ``dsn``."""
+    return MESH_TOML.replace('entry = "manager"\n', f'entry = "manager"\nstate = "{dsn}"\n')
+
+
+@pytest.mark.parametrize(
+    ("dsn", "shown"),
+    [
+        (f"postgresql://mesh:{PASSWORD}@db.internal:5432/mesh",
+         "postgresql://mesh:***@db.internal:5432/mesh"),
+        (f"postgres://db.internal/mesh?user=mesh&password={PASSWORD}&sslmode=require",
+         "postgres://db.internal/mesh?user=mesh&password=***&sslmode=require"),
+    ],
+)  # fmt: skip
+def test_shared_state_comes_from_a_secret_and_its_password_goes_nowhere(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], dsn: str, shown: str
+) -> None:
+    mesh_toml = with_state(dsn)
+    config_path = project(tmp_path / "shared", mesh_toml)
+    out = tmp_path / "k8s"
+    assert mesh_manifests("--config", str(config_path), "-o", str(out)) == 0
+    assert mesh_manifests("--config", str(config_path)) == 0
+    printed = capsys.readouterr()
+    written = "".join(path.read_text() for path in sorted(out.iterdir()))
+    for text in (printed.out, printed.err, written):
+        assert PASSWORD not in text
+    docs = kustomize(out)
+    validate(docs)
+    (config_map,) = of_kind(docs, "ConfigMap").values()
+    assert tomllib.loads(config_map["data"]["mesh.toml"])["mesh"]["state"] == shown
+    assert config_map["data"]["mesh.toml"] == mesh_toml.replace(dsn, shown)  # nothing else
+    for deployment in of_kind(docs, "Deployment").values():
+        agent_container, pod = container(deployment), deployment["spec"]["template"]["spec"]
+        env = {e["name"]: e for e in agent_container["env"]}
+        assert env["MESH_STATE_DSN"] == {
+            "name": "MESH_STATE_DSN",
+            "valueFrom": {"secretKeyRef": {"name": "mesh-state", "key": "dsn"}},
+        }
+        assert {k: env[k]["value"] for k in LOG_ENV} == LOG_ENV
+        assert not set(DATA_ENV) - set(LOG_ENV) & set(env)  # no SQLite state on the pod
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        mounts = {m["mountPath"]: volumes[m["name"]] for m in agent_container["volumeMounts"]}
+        assert "/var/lib/mesh" not in mounts and mounts[LOG_DIR]["emptyDir"] == {}
+    notes = f"create secret generic mesh-state --from-literal='dsn={shown}'"
+    assert notes in printed.err and notes in (out / "kustomization.yaml").read_text()
+
+
+def test_a_dsn_whose_password_cannot_be_taken_out_is_refused(tmp_path: Path) -> None:
+    escaped = with_state("postgresql://mesh:s3cret\\u002dPw@db.internal/mesh")  # TOML unescapes
+    config_path = project(tmp_path / "escaped", escaped)
+    with pytest.raises(ConfigError, match=r"mesh\.state: its password would go into the ConfigMap"):
+        mesh_manifests("--config", str(config_path), "-o", str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_state_that_is_not_postgresql_is_refused_even_when_the_environment_overrides_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MESH_STATE_DSN", "postgresql://localhost/mesh")  # the renderer's own
+    config_path = project(tmp_path / "sqlite", with_state("sqlite:///var/lib/mesh/state.db"))
+    with pytest.raises(ConfigError, match=r"mesh\.state: expected a postgresql:// DSN"):
         mesh_manifests("--config", str(config_path), "-o", str(tmp_path / "out"))

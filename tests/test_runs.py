@@ -35,9 +35,16 @@ from tests.runs_setup import (
 from tests.support import all_pages, wait_until
 
 
-@pytest.fixture
-def client(runs_service: MeshProcesses) -> Iterator[AgentClient]:
-    with _client(runs_service) as client:
+@pytest.fixture(params=["files", "postgres"])
+def client(request: pytest.FixtureRequest) -> Iterator[AgentClient]:
+    """One service keeping its state in files; or two replicas sharing theirs in PostgreSQL,
+    called round robin, so that one call lands on the replica that holds the run and the
+    next on the other."""
+    if request.param == "files":
+        service = request.getfixturevalue("runs_service")
+    else:
+        service = request.getfixturevalue("shared_runs_service")
+    with AgentClient(service.addresses["math_specialist"], agent="math_specialist") as client:
         yield client
 
 

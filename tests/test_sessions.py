@@ -1,5 +1,6 @@
 """Conversations: a run continues the turns before it (``reset=False``, ``history=``), and
-a service keeps them durably and within bounds (``SessionStore``)."""
+a service keeps them durably and within bounds (``SessionStore``, and
+``PostgresSessionStore``: each store test runs on both)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import psycopg
 import pytest
 
 from mesh import ChatMessage, CodeAgent, ModelResponse, TokenUsage, ToolCall, ToolCallingAgent
@@ -26,8 +28,10 @@ from mesh.errors import (
     SessionBusyError,
     error_class,
 )
-from mesh.host.sessions import SessionStore, default_sessions_path
+from mesh.host.postgres_sessions import PostgresSessionStore, claim_key
+from mesh.host.sessions import Sessions, SessionStore, default_sessions_path
 from mesh.rpc.status import status_for
+from mesh.state.database import Database
 from tests.support import calls, code
 
 # ------------------------------------------------------------------ helpers
@@ -281,12 +285,90 @@ def test_clipping_bounds_a_turn_and_keeps_tool_arguments_json() -> None:
     assert big.clipped(10).chars < 100  # nothing fits: the smallest turn
 
 
-# ------------------------------------------------------------ SessionStore
+# ------------------------------------------------- SessionStore, PostgresSessionStore
+
+
+class SqliteFile:
+    """Sessions in one SQLite file (``SessionStore``): every store opened is on that file."""
+
+    name = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def open(self, **kwargs: Any) -> Any:
+        return SessionStore(self.path, **kwargs)
+
+    def sql(self, query: str, *args: Any) -> list[tuple[Any, ...]]:
+        """``query`` on the file: ``{turns}`` and ``{claims}`` name the tables, ``%s`` a value."""
+        query = query.format(turns="turns", claims="claims").replace("%s", "?")
+        with sqlite3.connect(self.path) as db:
+            return db.execute(query, args).fetchall()
+
+    def leave_claim_of_dead_process(self, session_id: str, run_id: str) -> None:
+        gone = subprocess.Popen(["true"])  # a process id that is no more
+        gone.wait()
+        self.sql("INSERT INTO {claims} VALUES (%s, %s, %s, 'token', 0)", session_id, run_id,
+                 gone.pid)  # fmt: skip
+
+    def kept_bytes(self) -> int:
+        """What keeping within ``max_bytes`` bounds: the files (the shared memory aside)."""
+        return sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*")
+                   if not p.name.endswith("-shm"))  # fmt: skip
+
+    def close(self) -> None:
+        pass
+
+
+class PostgresDatabase:
+    """Sessions in one PostgreSQL database (``PostgresSessionStore``): every store opened is
+    another replica of the same agent, with a pool of its own."""
+
+    name = "postgresql"
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.databases: list[Database] = []
+
+    def open(self, **kwargs: Any) -> Any:
+        self.databases.append(Database(self.dsn).open())
+        return PostgresSessionStore(self.databases[-1], "agent", **kwargs)
+
+    def sql(self, query: str, *args: Any) -> list[tuple[Any, ...]]:
+        """``query`` on the database: ``{turns}`` and ``{claims}`` name the tables."""
+        query = query.format(turns="mesh_session_turns", claims="mesh_session_claims")
+        with psycopg.connect(self.dsn, autocommit=True) as db:
+            cursor = db.execute(query.encode(), args)
+            return cursor.fetchall() if cursor.description else []
+
+    def leave_claim_of_dead_process(self, session_id: str, run_id: str) -> None:
+        """The name a dead holder leaves; its lock went with its connection."""
+        self.sql("INSERT INTO {claims} VALUES ('agent', %s, %s, %s, 'token', 0)", session_id,
+                 run_id, claim_key("agent", session_id))  # fmt: skip
+
+    def kept_bytes(self) -> int:
+        """What keeping within ``max_bytes`` bounds: the bytes counted for the agent."""
+        return int(self.sql("SELECT bytes FROM mesh_session_usage WHERE agent = 'agent'")[0][0])
+
+    def close(self) -> None:
+        for database in self.databases:
+            database.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """Each store test, on a SQLite file and on a PostgreSQL database."""
+    if request.param == "sqlite":
+        place: Any = SqliteFile(tmp_path / "agent.sqlite3")
+    else:
+        place = PostgresDatabase(request.getfixturevalue("state_dsn"))
+    yield place
+    place.close()
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Any:
-    store = SessionStore(tmp_path / "agent.sqlite3")
+def store(backend: Any) -> Any:
+    store = backend.open()
     yield store
     store.close()
 
@@ -304,9 +386,8 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     return now
 
 
-def test_turns_survive_a_new_store_on_the_same_file(tmp_path: Path) -> None:
-    path = tmp_path / "agent.sqlite3"
-    first = SessionStore(path)
+def test_turns_survive_a_new_store_on_the_same_file(backend: Any) -> None:
+    first = backend.open()
     kept = [turn("Say a.", "a", steps=1,
                  messages=(ChatMessage("assistant", code("final_answer('a')")),)),
             turn("Say b.", "b", steps=3)]  # fmt: skip
@@ -314,7 +395,7 @@ def test_turns_survive_a_new_store_on_the_same_file(tmp_path: Path) -> None:
     info = first.append("s1", "run-2", kept[1])
     assert (info.session_id, info.turn_count, info.dropped_turns) == ("s1", 2, 0)
     first.close()
-    again = SessionStore(path)
+    again = backend.open()
     assert again.load("s1") == kept
     info, turns = again.get("s1")
     assert [(t.run_id, t.task, t.answer_text, t.steps) for t in turns] == [
@@ -323,14 +404,14 @@ def test_turns_survive_a_new_store_on_the_same_file(tmp_path: Path) -> None:
     again.close()
 
 
-def test_a_new_session_has_no_turns(store: SessionStore) -> None:
+def test_a_new_session_has_no_turns(store: Sessions) -> None:
     assert store.load("never-seen") == []
     with pytest.raises(NotFoundError, match="no session 'never-seen'"):
         store.get("never-seen")
 
 
-def test_a_session_drops_its_oldest_turns_beyond_its_bounds(tmp_path: Path) -> None:
-    store = SessionStore(tmp_path / "agent.sqlite3", max_turns=3)
+def test_a_session_drops_its_oldest_turns_beyond_its_bounds(backend: Any) -> None:
+    store = backend.open(max_turns=3)
     for n in range(5):
         info = store.append("s", f"r{n}", turn(f"task {n}"))
     assert (info.turn_count, info.dropped_turns) == (3, 2)
@@ -345,7 +426,7 @@ def test_a_session_drops_its_oldest_turns_beyond_its_bounds(tmp_path: Path) -> N
 
 
 def test_sessions_are_listed_most_recently_updated_first_in_pages(
-    store: SessionStore, clock: list[float]
+    store: Sessions, clock: list[float]
 ) -> None:
     for name in ["a", "b", "c", "d", "e"]:
         store.append(name, f"run-{name}", turn("t"))
@@ -363,12 +444,12 @@ def test_sessions_are_listed_most_recently_updated_first_in_pages(
 
 
 @pytest.mark.parametrize("token", ["garbage", "x" * 10_000, "W10=", "WzEsIDJd", "é"])
-def test_a_page_token_the_store_did_not_give_is_refused(store: SessionStore, token: str) -> None:
+def test_a_page_token_the_store_did_not_give_is_refused(store: Sessions, token: str) -> None:
     with pytest.raises(InvalidRequestError, match="page_token"):
         store.list(page_token=token)
 
 
-def test_delete_forgets_a_session(store: SessionStore) -> None:
+def test_delete_forgets_a_session(store: Sessions) -> None:
     store.append("s", "r", turn("t"))
     store.append("other", "r2", turn("t"))
     store.delete("s")
@@ -380,43 +461,46 @@ def test_delete_forgets_a_session(store: SessionStore) -> None:
     assert [s.session_id for s in store.list()[0]] == ["other"]
 
 
-def test_a_second_run_on_a_busy_session_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "agent.sqlite3"
-    store, replica = SessionStore(path), SessionStore(path)  # e.g. two replicas' stores
+def test_a_second_run_on_a_busy_session_is_refused(backend: Any) -> None:
+    store, replica = backend.open(), backend.open()  # e.g. two replicas' stores
     store.append("s", "r0", turn("t"))
     with store.claim("s", run_id="run-1"):
         busy = r"session 's' has a run going \(run 'run-1'\)"
         for other in (store, replica):
             with pytest.raises(SessionBusyError, match=busy), other.claim("s", run_id="run-2"):
                 pass
-        with pytest.raises(SessionBusyError):
-            store.delete("s")
+        for other in (store, replica):
+            with pytest.raises(SessionBusyError, match=busy):
+                other.delete("s")
         with replica.claim("another", run_id="run-3"):  # other sessions are free
             pass
-    with replica.claim("s", run_id="run-2"):  # its turn now
+    with replica.claim("s", run_id="run-2"):  # its turn now, and the others' to wait
+        with pytest.raises(SessionBusyError, match=r"\(run 'run-2'\)"), store.claim("s"):
+            pass
+        replica.append("s", "run-2", turn("t2"))
+    assert [t.task for t in store.load("s")] == ["t", "t2"]
+    store.close()
+    replica.close()
+
+
+def test_a_claim_left_by_a_dead_process_is_taken_over(backend: Any) -> None:
+    store, replica = backend.open(), backend.open()
+    backend.leave_claim_of_dead_process("s", "lost-run")
+    with store.claim("s", run_id="run-2"):
+        with pytest.raises(SessionBusyError, match="run-2"), replica.claim("s"):
+            pass
+        store.append("s", "run-2", turn("t"))
+    with replica.claim("s", run_id="run-3"):
         pass
     store.close()
     replica.close()
 
 
-def test_a_claim_left_by_a_dead_process_is_taken_over(tmp_path: Path) -> None:
-    path = tmp_path / "agent.sqlite3"
-    store = SessionStore(path)
-    gone = subprocess.Popen(["true"])  # a process id that is no more
-    gone.wait()
-    with sqlite3.connect(path) as db:
-        db.execute("INSERT INTO claims VALUES ('s', 'lost-run', ?, 'token', 0)", (gone.pid,))
-    with store.claim("s", run_id="run-2"):
-        pass
-    store.close()
-
-
-def test_a_store_closed_during_a_run_lets_its_claims_go(tmp_path: Path) -> None:
-    path = tmp_path / "agent.sqlite3"
-    store = SessionStore(path)
+def test_a_store_closed_during_a_run_lets_its_claims_go(backend: Any) -> None:
+    store = backend.open()
     with store.claim("s", run_id="run-1"):
         store.close()  # e.g. the service stopping; the run ends after
-    again = SessionStore(path)
+    again = backend.open()
     with again.claim("s", run_id="run-2"):
         pass
     again.close()
@@ -429,7 +513,7 @@ def test_session_busy_is_failed_precondition_on_the_wire() -> None:
     assert error_class("session_busy") is SessionBusyError
 
 
-def test_a_stored_turn_is_bounded_whatever_it_holds(store: SessionStore) -> None:
+def test_a_stored_turn_is_bounded_whatever_it_holds(backend: Any, store: Any) -> None:
     huge = Turn(
         task="t" * 5_000_000,
         answer="a" * 1_000_000,
@@ -440,41 +524,35 @@ def test_a_stored_turn_is_bounded_whatever_it_holds(store: SessionStore) -> None
     (loaded,) = store.load("s")
     assert loaded.chars <= store.max_turn_chars
     assert loaded.steps == 10_000 and loaded.task.startswith("ttt")
-    with sqlite3.connect(store.path) as db:
-        (size,) = db.execute("SELECT max(length(body)) FROM turns").fetchone()
+    ((size,),) = backend.sql("SELECT max(length(body)) FROM {turns}")
     assert size <= 4 * store.max_turn_chars
 
 
-def test_an_unreadable_stored_turn_is_skipped(store: SessionStore) -> None:
+def test_an_unreadable_stored_turn_is_skipped(backend: Any, store: Sessions) -> None:
     store.append("s", "r1", turn("first"))
     store.append("s", "r2", turn("second"))
-    with sqlite3.connect(store.path) as db:
-        db.execute("UPDATE turns SET body = ? WHERE run_id = 'r1'", (b"\xff not json",))
+    backend.sql("UPDATE {turns} SET body = %s WHERE run_id = 'r1'", b"\xff not json")
     assert [t.task for t in store.load("s")] == ["second"]
     assert [t.run_id for t in store.get("s")[1]] == ["r2"]
 
 
 def test_the_store_keeps_within_its_bytes_forgetting_the_least_recently_updated(
-    tmp_path: Path,
+    backend: Any,
 ) -> None:
-    path = tmp_path / "agent.sqlite3"
-    store = SessionStore(path, max_bytes=256 * 1024)
+    store = backend.open(max_bytes=256 * 1024)
     for n in range(400):  # about 1.6 MB of turns, each in its own session
         store.append(f"s{n}", f"r{n}", turn(f"{n} " + "x" * 4000))
-        files = sum(p.stat().st_size for p in tmp_path.glob("agent.sqlite3*")
-                    if not p.name.endswith("-shm"))  # fmt: skip
-        assert files <= 256 * 1024
+        assert backend.kept_bytes() <= 256 * 1024
     assert store.load("s399")[0].task.startswith("399")
     assert store.load("s0") == []  # forgotten
     store.close()
 
 
-def test_sessions_unused_past_their_retention_are_dropped_at_start(tmp_path: Path) -> None:
-    path = tmp_path / "agent.sqlite3"
-    store = SessionStore(path)
+def test_sessions_unused_past_their_retention_are_dropped_at_start(backend: Any) -> None:
+    store = backend.open()
     store.append("old", "r", turn("t"))
     store.close()
-    store = SessionStore(path, retention_s=0)
+    store = backend.open(retention_s=0)
     assert store.list() == ([], "")
     store.close()
 

@@ -6,24 +6,27 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
+import psycopg
 import pytest
 
 from mesh import ToolCallingAgent
 from mesh._proto import agent_pb2 as pb
 from mesh._proto import agent_pb2_grpc
-from mesh.errors import ToolExecutionError
+from mesh.errors import AlreadyExistsError, NotFoundError, ToolExecutionError
 from mesh.launcher import MeshProcesses
 from mesh.project import load_mesh_config
 from mesh.rpc.convert import definition_to_proto
+from mesh.rpc.postgres_tool_changes import PostgresToolChangeLog
 from mesh.rpc.remote_tool import RemoteTool
 from mesh.rpc.security import MeshSecurity
-from mesh.rpc.tool_admin import ToolChangeLog
+from mesh.rpc.tool_admin import ChangeLog, ToolAdmin, ToolChangeLog
 from mesh.rpc.tool_change import ToolChange
+from mesh.state.database import Database
 from tests.mesh_setup import SEED_SERVICES
 from tests.support import calls, scripted
 
@@ -71,6 +74,39 @@ def admin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
+@pytest.fixture(params=["files", "postgresql"])
+def state(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Where the services a test starts keep their state (and so their tool changes): the
+    embedded files, or a fresh PostgreSQL database; "" or its DSN. Ask for it before the
+    services (their fixtures): they read it from the environment when they start."""
+    if request.param == "files":
+        return ""
+    dsn: str = request.getfixturevalue("state_dsn")
+    monkeypatch.setenv("MESH_STATE_DSN", dsn)
+    return dsn
+
+
+@pytest.fixture(params=["files", "postgresql"])
+def change_log(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[str],
+               ChangeLog]]:  # fmt: skip
+    """A maker of an agent's change log (a file, or rows of a database), each call a new
+    handle on the same log, as a restarted service has."""
+    if request.param == "files":
+        yield lambda agent: ToolChangeLog(tmp_path / f"{agent}.jsonl")
+        return
+    database = Database(request.getfixturevalue("state_dsn")).open()
+    yield lambda agent: PostgresToolChangeLog(database, agent)
+    database.close()
+
+
+def runtime_rows(state: str, agent: str) -> list[str]:
+    """The change records the database holds for ``agent`` (its JSON text)."""
+    with psycopg.connect(state) as db:
+        rows = db.execute("SELECT record FROM mesh_tool_changes WHERE agent = %s ORDER BY id",
+                          (agent,)).fetchall()  # fmt: skip
+    return [str(record) for (record,) in rows]
+
+
 @pytest.fixture
 def math_service(admin_dir: Path) -> Iterator[MeshProcesses]:
     config = load_mesh_config(admin_dir / "mesh.toml")
@@ -112,7 +148,7 @@ def tool_names(address: str) -> set[str]:
 
 
 def test_an_admin_adds_replaces_and_removes_tools_and_the_changes_survive_a_restart(
-    admin_dir: Path, math_service: MeshProcesses, tmp_path: Path
+    state: str, admin_dir: Path, math_service: MeshProcesses, tmp_path: Path
 ) -> None:
     math = math_service.addresses["math_specialist"][0]
     research = start_research(admin_dir)
@@ -166,11 +202,19 @@ def test_an_admin_adds_replaces_and_removes_tools_and_the_changes_survive_a_rest
         assert factorial.description == CUBE["description"]
     finally:
         research.stop()
-    log_text = "".join(p.read_text() for p in Path(os.environ["MESH_TOOL_LOG_DIR"]).iterdir())
+    files = list(Path(os.environ["MESH_TOOL_LOG_DIR"]).glob("research_specialist.*"))
+    if state:  # the log is the database's: every replica of the agent reads the same one
+        assert files == []
+        records = runtime_rows(state, "research_specialist")
+        assert [json.loads(r)["action"] for r in records][-3:] == ["added", "replaced", "removed"]
+        log_text = "".join(records)
+    else:
+        log_text = "".join(p.read_text() for p in files)
+    assert '"factorial"' in log_text
     assert not any(token in log_text for token in TOKENS.values())
 
 
-def test_only_an_admin_may_change_tools(admin_dir: Path, mesh_dir: Path) -> None:
+def test_only_an_admin_may_change_tools(state: str, admin_dir: Path, mesh_dir: Path) -> None:
     research = start_research(admin_dir)
     spec = definition_to_proto({"name": "cube", **CUBE})
     request = pb.AddToolRequest(spec=spec, address="127.0.0.1:1")
@@ -259,6 +303,41 @@ def test_a_model_uses_a_remote_tool_and_reads_its_failures(math_service: MeshPro
     math_service.stop()  # the remote is gone: the tool fails clearly and quickly
     with pytest.raises(ToolExecutionError, match="UNAVAILABLE"):
         RemoteTool(definition, address, timeout_s=5).call({"n": 3})
+
+
+def test_changes_are_logged_before_they_apply_and_replayed_over_the_configured_tools(
+    change_log: Callable[[str], ChangeLog],
+) -> None:
+    def agent() -> ToolCallingAgent:
+        return ToolCallingAgent([RemoteTool({**CUBE, "name": "configured"}, "127.0.0.1:1")],
+                                scripted(), name="research", description="Finds.")  # fmt: skip
+
+    admin = ToolAdmin(agent(), change_log("research"))
+    assert admin.restore() == 0 and admin.history() == []
+    cube = {"name": "cube", **CUBE}
+    added = admin.add(cube, "127.0.0.1:1", caller="admin")
+    with pytest.raises(AlreadyExistsError):
+        admin.add(cube, "127.0.0.1:1", caller="admin")
+    replaced = admin.add({**cube, "description": "Cube."}, "127.0.0.1:2", caller="admin",
+                         replace=True)  # fmt: skip
+    removed = admin.remove("configured", caller="tester")
+    with pytest.raises(NotFoundError):
+        admin.remove("configured", caller="admin")
+    assert admin.history() == [added, replaced, removed]  # refusals recorded nothing
+    assert added.schema_sha256 != replaced.schema_sha256 and removed.caller == "tester"
+    positions = [p for p, _ in change_log("research").read_after(0)]
+    assert positions == sorted(set(positions)) and len(positions) == 3
+    assert [c for _, c in change_log("research").read_after(positions[0])] == [replaced, removed]
+
+    restarted = ToolAdmin(agent(), change_log("research"))
+    assert restarted.restore() == 3
+    assert set(restarted.agent.tools) == {"cube", "final_answer"}
+    tool = restarted.agent.tools["cube"]
+    assert isinstance(tool, RemoteTool) and tool.address == "127.0.0.1:2"
+    assert tool.description == "Cube."
+    assert restarted.position == positions[-1]
+    other = ToolAdmin(agent(), change_log("writer"))  # another agent: a log of its own
+    assert other.restore() == 0 and "configured" in other.agent.tools
 
 
 def test_the_change_log_skips_a_line_torn_by_a_crash(tmp_path: Path) -> None:

@@ -33,6 +33,7 @@ from mesh.rpc.dev_credentials import (
     write_dev_credentials,
 )
 from mesh.rpc.serving import serve as serve_agent
+from mesh.state.registry import use_state
 from mesh.telemetry import default_trace_dir
 from mesh.telemetry.trace_file import iter_spans
 from mesh.telemetry.trace_view import list_traces, render_tree
@@ -48,6 +49,7 @@ def serve(args: argparse.Namespace) -> int:
     agent_config = config.agent(args.agent)
     address = args.address or agent_config.addresses[0]
     logging.getLogger("mesh").setLevel(logging.INFO)
+    use_state(config.state)  # before the agent is built: its memo tool looks for it
     with ExitStack() as resources:
         agent = build_agent(
             config, args.agent, resources=resources, wrap_model=_recording_to(args.record)
@@ -62,7 +64,7 @@ def serve(args: argparse.Namespace) -> int:
                     security=config.security, health_address=args.health_address,
                     on_ready=ready, data_limit_mb=config.data_limit_mb,
                     run_retention_s=config.run_retention_hours * 3600,
-                    run_memory_mb=config.run_memory_mb)  # fmt: skip
+                    run_memory_mb=config.run_memory_mb, state=config.state)  # fmt: skip
     return 0
 
 

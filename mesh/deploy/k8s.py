@@ -19,6 +19,11 @@ choices for any mesh.toml, so that a user's mesh deploys with one command
 - With an [auth] table, the files it names come from the Secret mesh-auth, mounted at the
   directory they are named in. With TLS, kubelet's gRPC probes (which cannot speak TLS) use a
   plaintext port that serves health checks alone (``mesh serve --health-address``).
+- State is embedded (SQLite files on an emptyDir at /var/lib/mesh) unless ``[mesh] state``
+  names a PostgreSQL DSN. Then every agent takes ``$MESH_STATE_DSN`` (which wins over the
+  config) from the Secret mesh-state, key dsn, which holds the cluster's DSN; the pods keep
+  only their audit log and traces, on an emptyDir at /var/log/mesh; and the ConfigMap's copy of
+  the DSN loses its password, as everything printed does: a password never enters a manifest.
 """
 
 from __future__ import annotations
@@ -32,14 +37,25 @@ from typing import Any
 
 from mesh.config import AgentConfig, MeshConfig
 from mesh.errors import ConfigError
+from mesh.state.setting import redacted
 
-__all__ = ["auth_files", "dns_label", "render_manifests", "service_name", "service_names"]
+__all__ = [
+    "auth_files",
+    "dns_label",
+    "render_manifests",
+    "service_name",
+    "service_names",
+    "state_dsn",
+]
 
 Manifest = dict[str, Any]
 
 CONFIG_MAP = "mesh-config"
 MODEL_SECRET = "mesh-secrets"
 AUTH_SECRET = "mesh-auth"
+STATE_SECRET = "mesh-state"  # as deploy/k8s/base names it
+STATE_KEY = "dsn"
+STATE_ENV = "MESH_STATE_DSN"
 DATA_DIR = "/var/lib/mesh"
 DATA_ENV = {  # as deploy/docker/Dockerfile sets them, repeated so that any image agrees
     "MESH_MEMO_PATH": f"{DATA_DIR}/memo.sqlite3",
@@ -48,6 +64,11 @@ DATA_ENV = {  # as deploy/docker/Dockerfile sets them, repeated so that any imag
     "MESH_TOOL_LOG_DIR": f"{DATA_DIR}/tool-changes",
     "MESH_RUNS_DIR": f"{DATA_DIR}/runs",
     "MESH_SESSIONS_DIR": f"{DATA_DIR}/sessions",
+}
+LOG_DIR = "/var/log/mesh"
+LOG_ENV = {  # with shared state, all a pod keeps of its own (as deploy/k8s/base has it)
+    "MESH_AUDIT_DIR": f"{LOG_DIR}/audit",
+    "MESH_TRACE_DIR": f"{LOG_DIR}/traces",
 }
 HEALTH_PORT = 8081
 USER_ID = 10001  # the image's unprivileged user
@@ -75,6 +96,7 @@ class _Mesh:
     config_sha256: str
     auth_dir: str | None
     tls: bool
+    shared_state: bool
 
 
 def render_manifests(
@@ -82,7 +104,9 @@ def render_manifests(
 ) -> list[Manifest]:
     """Every object the mesh needs, in apply order: the Namespace, the config, then each
     agent's Deployment and Service."""
-    text = config.path.read_text(encoding="utf-8")
+    written = config.path.read_text(encoding="utf-8")
+    dsn = state_dsn(written)
+    text = _without_password(written, dsn)
     config_path = posixpath.join(project_root_in_image, "mesh.toml")
     mesh = _Mesh(
         namespace=namespace,
@@ -91,6 +115,7 @@ def render_manifests(
         config_sha256=hashlib.sha256(text.encode()).hexdigest(),
         auth_dir=_auth_dir(config, text, project_root_in_image),
         tls=config.security is not None and config.security.tls,
+        shared_state=bool(dsn),
     )
     names = service_names(config)
     ports = {agent.name: _port(agent) for agent in config.agents.values()}
@@ -104,7 +129,7 @@ def render_manifests(
         },
     ]
     for agent in config.agents.values():
-        children = [
+        children: list[Manifest] = [
             {"name": f"MESH_ADDRESS_{child.upper()}", "value": f"{names[child]}:{ports[child]}"}
             for child in agent.depends_on()
         ]
@@ -153,7 +178,7 @@ def _port(agent: AgentConfig) -> int:
 
 
 def _deployment(
-    mesh: _Mesh, agent: AgentConfig, name: str, port: int, env: list[dict[str, str]]
+    mesh: _Mesh, agent: AgentConfig, name: str, port: int, env: list[Manifest]
 ) -> Manifest:
     runs_code = agent.kind == "code"
     labels = {
@@ -188,7 +213,7 @@ def _deployment(
 
 
 def _container(
-    mesh: _Mesh, agent: AgentConfig, port: int, env: list[dict[str, str]]
+    mesh: _Mesh, agent: AgentConfig, port: int, env: list[Manifest]
 ) -> tuple[Manifest, list[Manifest]]:
     """The agent's container and the pod's volumes it mounts."""
     runs_code = agent.kind == "code"
@@ -200,13 +225,18 @@ def _container(
         args += ["--health-address", f"0.0.0.0:{probed}"]
         ports.append({"name": "health", "containerPort": probed})
     mounts: list[Manifest] = [
-        {"name": "config", "mountPath": mesh.config_path, "subPath": "mesh.toml", "readOnly": True},
-        {"name": "state", "mountPath": DATA_DIR},
+        {"name": "config", "mountPath": mesh.config_path, "subPath": "mesh.toml", "readOnly": True}
     ]
-    volumes: list[Manifest] = [
-        {"name": "config", "configMap": {"name": CONFIG_MAP}},
-        {"name": "state", "emptyDir": {}},
-    ]
+    volumes: list[Manifest] = [{"name": "config", "configMap": {"name": CONFIG_MAP}}]
+    if mesh.shared_state:  # the state is in PostgreSQL: the pod keeps its own logs alone
+        state = {"secretKeyRef": {"name": STATE_SECRET, "key": STATE_KEY}}
+        env = [*env, {"name": STATE_ENV, "valueFrom": state}, *_values(LOG_ENV)]
+        mounts.append({"name": "logs", "mountPath": LOG_DIR})
+        volumes.append({"name": "logs", "emptyDir": {}})
+    else:
+        env = [*env, *_values(DATA_ENV)]
+        mounts.append({"name": "state", "mountPath": DATA_DIR})
+        volumes.append({"name": "state", "emptyDir": {}})
     if not runs_code:  # the root filesystem is read-only: scratch space for the tools
         mounts.append({"name": "tmp", "mountPath": "/tmp"})
         volumes.append({"name": "tmp", "emptyDir": {}})
@@ -221,7 +251,7 @@ def _container(
         "args": args,
         "ports": ports,
         "envFrom": [{"secretRef": {"name": MODEL_SECRET, "optional": True}}],
-        "env": [*env, *({"name": key, "value": value} for key, value in DATA_ENV.items())],
+        "env": env,
         "readinessProbe": {"grpc": {"port": probed}, "periodSeconds": 5},
         "livenessProbe": {"grpc": {"port": probed}, "initialDelaySeconds": 10, "periodSeconds": 20},
         "resources": {
@@ -232,6 +262,10 @@ def _container(
         "volumeMounts": mounts,
     }
     return container, volumes
+
+
+def _values(variables: dict[str, str]) -> list[Manifest]:
+    return [{"name": key, "value": value} for key, value in variables.items()]
 
 
 def _service(mesh: _Mesh, name: str, port: int, *, headless: bool) -> Manifest:
@@ -293,3 +327,31 @@ def _auth_dir(config: MeshConfig, text: str, root: str) -> str | None:
             f"mesh-auth/: the Secret {AUTH_SECRET} is mounted over {directory}"
         )
     return directory
+
+
+def state_dsn(text: str) -> str:
+    """The ``[mesh] state`` DSN as written, "" for embedded state. From the text alone, like
+    the manifests: the renderer's own ``$MESH_STATE_DSN`` is its machine's, not the cluster's."""
+    value = tomllib.loads(text).get("mesh", {}).get("state", "")
+    dsn = value.strip() if isinstance(value, str) else ""
+    if dsn and not dsn.lower().startswith(("postgresql://", "postgres://")):
+        # load_config checks it only when no $MESH_STATE_DSN (which wins) is set here
+        raise ConfigError(f"mesh.state: expected a postgresql:// DSN, got {redacted(dsn)!r}")
+    return dsn
+
+
+def _without_password(text: str, dsn: str) -> str:
+    """The mesh.toml for the ConfigMap: its DSN without the password (the pods take theirs
+    from the Secret, and ``$MESH_STATE_DSN`` wins). Refused if the DSN is not written as one
+    plain string that can be replaced, rather than risk the password going into the cluster."""
+    safe = redacted(dsn)
+    if not dsn or safe == dsn:
+        return text
+    replaced = text.replace(dsn, safe)
+    if state_dsn(replaced) != safe:
+        raise ConfigError(
+            "mesh.state: its password would go into the ConfigMap; write the DSN as one plain "
+            f"string, or leave the password out of mesh.toml (the pods take the DSN from the "
+            f"Secret {STATE_SECRET})"
+        )
+    return replaced

@@ -39,8 +39,14 @@ from mesh.paths import data_path
 from mesh.sqlite_usage import open_bounded, used_bytes
 from mesh.text import clip
 
-__all__ = ["Ledger", "LedgerEntry", "RunLedger", "default_run_ledger_path", "retry_answer",
-           "task_sha256"]
+__all__ = [
+    "Ledger",
+    "LedgerEntry",
+    "RunLedger",
+    "default_run_ledger_path",
+    "retry_answer",
+    "task_sha256",
+]
 
 WEEK_S = 7 * 24 * 3600.0
 MAX_LEDGER_BYTES = 16 * 1024 * 1024

@@ -31,7 +31,14 @@ from typing import Generic, TypeVar
 from mesh.errors import AlreadyExistsError, InvalidRequestError, NotFoundError
 from mesh.host.run_record import RunFilter, RunRecord, RunStatus
 
-__all__ = ["DEFAULT_RUN_MEMORY_BYTES", "DEFAULT_RUN_RETENTION_S", "RunStore"]
+__all__ = [
+    "DEFAULT_RUN_MEMORY_BYTES",
+    "DEFAULT_RUN_RETENTION_S",
+    "RunStore",
+    "page_size_of",
+    "run_page_position",
+    "run_page_token",
+]
 
 E = TypeVar("E")
 DEFAULT_RUN_RETENTION_S = 24 * 3600.0
@@ -104,28 +111,34 @@ class RunStore(Generic[E]):
         (see the module docstring)."""
         self.extend(run_id, [(event, size, essential)])
 
-    def extend(self, run_id: str, items: Sequence[tuple[E, int, bool]]) -> None:
+    def extend(self, run_id: str, items: Sequence[tuple[E, int, bool]]
+               ) -> list[tuple[int, E, int]]:  # fmt: skip
         """Add the run's next events, each with its size and whether it is essential: its
-        watchers wake once, and send them on together."""
+        watchers wake once, and send them on together. Those kept, with their indexes."""
         run = self._run(run_id)
+        kept = []
         for event, size, essential in items:
-            self._add(run, event, size, essential)
+            if self._add(run, event, size, essential):
+                kept.append((len(run.events) - 1, event, size))
         run.wake()
+        return kept
 
-    def _add(self, run: _Run[E], event: E, size: int, essential: bool) -> None:
+    def _add(self, run: _Run[E], event: E, size: int, essential: bool) -> bool:
         run.record.event_count += 1
         if essential or run.event_bytes + size <= self.max_run_bytes:
             run.events.append(event)
             run.event_bytes += size
             self._bytes += size
-        else:
-            run.events.append(None)
-            run.record.events_truncated = True
+            return True
+        run.events.append(None)
+        run.record.events_truncated = True
+        return False
 
     def finish(self, run_id: str, **outcome: object) -> None:
         """The run is over: set its outcome (status, answer, steps, usage, error...)."""
         run = self._run(run_id)
-        run.record = replace(run.record, ended=self._clock(), **outcome)  # type: ignore[arg-type]
+        ended = {"ended": self._clock(), **outcome}  # an outcome may say when it ended
+        run.record = replace(run.record, **ended)  # type: ignore[arg-type]
         if not run.record.status.is_over:
             raise ValueError(f"finish needs a final status, got {run.record.status}")
         self._ended[run_id] = run.record.ended or 0.0
@@ -147,10 +160,8 @@ class RunStore(Generic[E]):
         """Newest first; the token of the next page ("" on the last)."""
         where = where or RunFilter()
         self._forget_expired()
-        if page_size < 0:
-            raise InvalidRequestError("page_size must be >= 0")
-        size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        below = _sequence_from_token(page_token) if page_token else None
+        size = page_size_of(page_size)
+        below = run_page_position(page_token) if page_token else None
         page: list[RunRecord] = []
         for run in reversed(self._runs.values()):
             if below is not None and run.sequence >= below:
@@ -158,7 +169,7 @@ class RunStore(Generic[E]):
             if not where.matches(run.record):
                 continue
             if len(page) == size:
-                return page, _token(page_sequence=self._runs[page[-1].run_id].sequence)
+                return page, run_page_token(page_sequence=self._runs[page[-1].run_id].sequence)
             page.append(replace(run.record))
         return page, ""
 
@@ -210,11 +221,18 @@ class RunStore(Generic[E]):
         run.wake()
 
 
-def _token(page_sequence: int) -> str:
+def page_size_of(asked: int) -> int:
+    """The page size a ListRuns gets: the default for 0, at most ``MAX_PAGE_SIZE``."""
+    if asked < 0:
+        raise InvalidRequestError("page_size must be >= 0")
+    return min(asked or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+def run_page_token(page_sequence: int) -> str:
     return base64.urlsafe_b64encode(f"runs:{page_sequence}".encode()).decode()
 
 
-def _sequence_from_token(token: str) -> int:
+def run_page_position(token: str) -> int:
     try:
         text = base64.urlsafe_b64decode(token[:64].encode()).decode()
         prefix, number = text.split(":")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import (
@@ -28,7 +29,7 @@ from contextlib import (
     AsyncExitStack,
     asynccontextmanager,
 )
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Generic, Protocol, TypeVar
 
 from mesh.agents.base import MultiStepAgent, RunResult
@@ -47,10 +48,11 @@ from mesh.errors import (
 )
 from mesh.host.audit import AuditLog
 from mesh.host.run_ledger import Ledger, describe_error
-from mesh.host.run_record import RunRecord, RunStatus
+from mesh.host.run_record import RunFilter, RunRecord, RunStatus
 from mesh.host.run_store import RunStore
 from mesh.host.runs import ActiveRuns
 from mesh.host.sessions import Sessions
+from mesh.host.shared_runs import SharedRuns
 from mesh.text import clip
 from mesh.tools.base import Tool
 from mesh.tools.final_answer import FINAL_ANSWER
@@ -61,6 +63,7 @@ E = TypeVar("E")
 E_co = TypeVar("E_co", covariant=True)
 T = TypeVar("T")
 MAX_TASK_CHARS = 100_000
+SHARED_RECORD_WAIT_S = 2.0
 
 
 class WireCodec(Protocol[E_co]):
@@ -114,6 +117,7 @@ class ServedAgent(Generic[E]):
         ledger: Ledger | None = None,
         store: RunStore[E] | None = None,
         sessions: Sessions | None = None,
+        shared: SharedRuns[E] | None = None,
     ) -> None:
         self.agent = agent
         self.codec = codec
@@ -121,7 +125,11 @@ class ServedAgent(Generic[E]):
         self.ledger = ledger
         self.store: RunStore[E] = store if store is not None else RunStore()
         self.sessions = sessions
+        self.shared = shared
+        """With shared state: the runs of every replica of this agent (see ``shared_runs``)."""
         self.runs = ActiveRuns(max_concurrent_runs)
+        if shared is not None:
+            shared.on_cancel(self.runs.cancel)
         self._threads = ThreadPoolExecutor(
             max_workers=max_concurrent_runs + 4, thread_name_prefix=f"{agent.name}-run"
         )
@@ -144,7 +152,7 @@ class ServedAgent(Generic[E]):
                 raise AlreadyExistsError(f"run id {order.run_id!r} was used for another "
                                          "task; use a new run id")  # fmt: skip
             return joined, True
-        if (known := self._started_before(order)) is not None:
+        if (known := await self._started_before(order)) is not None:
             return known, True
         starting = asyncio.get_running_loop().create_future()
         starting.add_done_callback(_retrieved)
@@ -152,7 +160,14 @@ class ServedAgent(Generic[E]):
             self._starting[order.run_id] = starting
         try:
             launched = await self.launch(order)
+            if self.shared is not None:  # its caller may ask any replica about it next
+                await self.shared.written(launched.record.run_id)
             starting.set_result(launched.record)
+        except AlreadyExistsError as err:  # another replica started it (shared state)
+            starting.set_exception(err)
+            if (known := await self._started_elsewhere(order)) is None:
+                raise
+            return known, True
         except BaseException as err:
             starting.set_exception(err)
             raise
@@ -160,9 +175,24 @@ class ServedAgent(Generic[E]):
             self._starting.pop(order.run_id, None)
         return launched.record, False
 
-    def _started_before(self, order: RunOrder) -> RunRecord | None:
-        """The run ``order``'s run id started, if this service keeps it."""
+    async def _started_elsewhere(self, order: RunOrder) -> RunRecord | None:
+        """The run another replica started with ``order``'s run id: its record reaches the
+        shared database a moment after its id reached the ledger, so wait that moment."""
+        if self.shared is None or not order.run_id:
+            return None
+        deadline = time.monotonic() + SHARED_RECORD_WAIT_S
+        while (known := await self._started_before(order)) is None:
+            if time.monotonic() > deadline:
+                return None
+            await asyncio.sleep(0.02)
+        return known
+
+    async def _started_before(self, order: RunOrder) -> RunRecord | None:
+        """The run ``order``'s run id started, if this service (or, with shared state, any
+        replica) keeps it."""
         known = self.store.find(order.run_id) if order.run_id else None
+        if known is None and order.run_id and self.shared is not None:
+            known = await self.shared.get(order.run_id)
         if known is not None and known.task != order.task:
             raise AlreadyExistsError(f"run id {order.run_id!r} was used for another task; "
                                      "use a new run id")  # fmt: skip
@@ -206,6 +236,8 @@ class ServedAgent(Generic[E]):
             record = self.store.create(RunRecord(
                 run_id=ctx.run_id, agent=self.name, task=order.task,
                 session_id=order.session_id, parent_run_id=order.parent_run_id))  # fmt: skip
+            if self.shared is not None:
+                self.shared.changed(record)
             cleanup = undo.pop_all()
         outcome: asyncio.Future[RunResult] = asyncio.get_running_loop().create_future()
         outcome.add_done_callback(_retrieved)  # nobody may be waiting (StartRun)
@@ -214,17 +246,44 @@ class ServedAgent(Generic[E]):
         task.add_done_callback(self._tasks.discard)
         return Launched(record, ctx, outcome)
 
-    def cancel(self, run_id: str) -> tuple[bool, RunStatus]:
-        """Cancel a run; whether it was still going, and its state."""
+    async def cancel(self, run_id: str) -> tuple[bool, RunStatus]:
+        """Cancel a run; whether it was still going, and its state. A run another replica
+        holds (shared state) is asked to stop there: its end shows when it has."""
         record = self.store.find(run_id)
         if record is not None and record.status.is_over:
             return False, record.status  # its thread may still be unwinding: nothing to stop
         if self.runs.cancel(run_id):
             return True, record.status if record is not None else RunStatus.QUEUED
+        if record is None and self.shared is not None:
+            record = await self.shared.get(run_id)
+            if record is not None and not record.status.is_over:
+                await self.shared.cancel(run_id)
+                return True, record.status
         if record is None:
             raise NotFoundError(f"no run {clip(run_id, 40)!r} is kept here (unknown, or "
                                 "forgotten)")  # fmt: skip
         return False, record.status
+
+    async def get_run(self, run_id: str) -> RunRecord:
+        """The run's record, whichever replica holds it (shared state)."""
+        if (record := self.store.find(run_id)) is None and self.shared is not None:
+            record = await self.shared.get(run_id)
+        return record if record is not None else self.store.get(run_id)  # NotFoundError
+
+    async def list_runs(self, where: RunFilter, page_size: int, page_token: str
+                        ) -> tuple[list[RunRecord], str]:  # fmt: skip
+        """Newest first: this service's runs, or every replica's (shared state)."""
+        if self.shared is not None:
+            return await self.shared.query(where, page_size, page_token)
+        return self.store.query(where, page_size, page_token)
+
+    def watch_run(self, run_id: str, start_index: int = 0
+                  ) -> AsyncIterator[list[tuple[int, E]]]:  # fmt: skip
+        """The run's events, kept and live: from this service, or from the replica that
+        holds the run (shared state)."""
+        if self.shared is not None and self.store.find(run_id) is None:
+            return self.shared.watch(run_id, start_index)
+        return self.store.watch(run_id, start_index)
 
     def shutdown(self) -> None:
         """Cancel every run still going (their jails die with them)."""
@@ -288,11 +347,13 @@ class ServedAgent(Generic[E]):
                                           history=history)  # fmt: skip
 
                 self.store.start(ctx.run_id)  # its thread is free: runs are fewer than threads
+                if self.shared is not None:
+                    self.shared.changed(self.store.get(ctx.run_id))
                 result = await self._in_thread(ctx, work)
                 await self._remember(order, ctx.run_id, result)
             except BaseException as err:  # recorded, then handed to the caller
                 error = err
-        self._record_end(ctx.run_id, result, error)
+        await self._record_end(ctx.run_id, result, error)
         if not unary:  # a streamed run's caller need not wait for the ledger
             _settle(outcome, result, error)
         if order.run_id and self.ledger is not None:
@@ -316,24 +377,18 @@ class ServedAgent(Generic[E]):
             append = self.sessions.append
             await _unstoppable(asyncio.to_thread(append, order.session_id, run_id, result.turn))
 
-    def _record_end(
+    async def _record_end(
         self, run_id: str, result: RunResult | None, error: BaseException | None
     ) -> None:
-        if result is not None:
-            status = RunStatus.SUCCEEDED if result.state == "success" else RunStatus.MAX_STEPS
-            self.store.finish(run_id, status=status, answer=result.output,
-                              steps=len(result.steps), usage=result.usage,
-                              usage_by_agent=result.usage_by_agent)  # fmt: skip
-            return
-        assert error is not None
-        if isinstance(error, Exception):
-            info = ErrorInfo.of(error)
-        else:  # the service is stopping
-            info = ErrorInfo("run_cancelled", "the service stopped the run")
-        stopped = isinstance(error, RunCancelledError | DeadlineExceededError
-                             | asyncio.CancelledError)  # fmt: skip
-        status = RunStatus.CANCELLED if stopped else RunStatus.FAILED
-        self.store.finish(run_id, error=info, status=status)
+        """The run's outcome into its record: in the shared database first (committed), so
+        that whichever replica a client asks next knows the run ended."""
+        outcome = _outcome(result, error)
+        try:
+            if self.shared is not None:
+                outcome["ended"] = time.time()
+                await _unstoppable(self.shared.ended(replace(self.store.get(run_id), **outcome)))
+        finally:  # the service may be stopping: the run still ends here
+            self.store.finish(run_id, **outcome)
 
     def _sink(self, loop: asyncio.AbstractEventLoop, run_id: str) -> Callable[[AgentEvent], None]:
         """Each event to the audit log (in the run's thread), and into the run's log on
@@ -346,7 +401,9 @@ class ServedAgent(Generic[E]):
             with lock:
                 items = outbox[:]
                 outbox.clear()
-            self.store.extend(run_id, items)
+            kept = self.store.extend(run_id, items)
+            if self.shared is not None:
+                self.shared.added(run_id, kept)
 
         def sink(event: AgentEvent) -> None:
             self._audit(event)
@@ -370,6 +427,22 @@ class ServedAgent(Generic[E]):
             return await loop.run_in_executor(self._threads, contextvars.copy_context().run, work)
         finally:
             ctx.cancel()  # no-op once the run is over; stops it if its owner went away
+
+
+def _outcome(result: RunResult | None, error: BaseException | None) -> dict[str, Any]:
+    """How the run ended, as the fields of its record."""
+    if result is not None:
+        status = RunStatus.SUCCEEDED if result.state == "success" else RunStatus.MAX_STEPS
+        return {"status": status, "answer": result.output, "steps": len(result.steps),
+                "usage": result.usage, "usage_by_agent": result.usage_by_agent}  # fmt: skip
+    assert error is not None
+    if isinstance(error, Exception):
+        info = ErrorInfo.of(error)
+    else:  # the service is stopping
+        info = ErrorInfo("run_cancelled", "the service stopped the run")
+    stopped = isinstance(error, RunCancelledError | DeadlineExceededError
+                         | asyncio.CancelledError)  # fmt: skip
+    return {"status": RunStatus.CANCELLED if stopped else RunStatus.FAILED, "error": info}
 
 
 async def _unstoppable(write: Any) -> None:

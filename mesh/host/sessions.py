@@ -16,7 +16,9 @@ many steps keeps only its task and answer); a session keeps its newest
 share of the service's data limit: past three eighths of it, the least
 recently updated sessions are forgotten until a quarter is left. Sessions not
 updated for ``retention_s`` are dropped when a service starts. SQLite (WAL,
-synchronous=FULL), one file per agent, as the run ledger.
+synchronous=FULL), one file per agent, as the run ledger; or, for replicas on
+many machines, the shared database (``mesh.host.postgres_sessions``), bounded
+the same way with the helpers at the end of this module.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,14 +109,10 @@ class SessionStore:
         max_turns: int = MAX_TURNS,
         retention_s: float = MONTH_S,
     ) -> None:
-        if max_turns < 1:
-            raise ConfigError(f"a session keeps at least one turn (max_turns={max_turns})")
         self.path = path
         self.max_bytes = max_bytes
         self.max_turns = max_turns
-        self.max_session_bytes = max(16 * 1024, min(MAX_SESSION_BYTES, max_bytes // 8))
-        self.max_turn_chars = self.max_session_bytes // 16
-        """A turn's JSON in characters; in bytes (UTF-8) at most a quarter of a session's."""
+        self.max_session_bytes, self.max_turn_chars = session_bounds(max_bytes, max_turns)
         self._token = uuid.uuid4().hex
         """Marks this store's claims: another store of this process may share the file."""
         self._lock = threading.Lock()
@@ -162,12 +160,12 @@ class SessionStore:
             rows = self._db.execute(
                 "SELECT body FROM turns WHERE session_id = ? ORDER BY id", (session_id,)
             ).fetchall()
-        return [turn for (body,) in rows if (turn := _read_turn(session_id, body)) is not None]
+        return read_turns(session_id, [body for (body,) in rows])
 
     def append(self, session_id: str, run_id: str, turn: Turn) -> SessionInfo:
         """Add the turn of a run that ended with an answer (clipped to ``max_turn_chars``);
         the session begins with its first turn, and drops its oldest beyond its bounds."""
-        body = turn.clipped(self.max_turn_chars).to_json().encode("utf-8", "surrogatepass")
+        body = stored_body(turn, self.max_turn_chars)
         now = time.time()
         with self._lock, self._db:
             self._db.execute(
@@ -196,11 +194,11 @@ class SessionStore:
     ) -> tuple[builtins.list[SessionInfo], str]:
         """Sessions, most recently updated first, and the token of the next page ("" after
         the last). ``page_size`` 0 or less: the default; above ``MAX_PAGE_SIZE``: that."""
-        size = DEFAULT_PAGE_SIZE if page_size <= 0 else min(page_size, MAX_PAGE_SIZE)
+        size = page_length(page_size)
         where = ""
         args: tuple[Any, ...] = ()
         if page_token:
-            updated, last = _read_page_token(page_token)
+            updated, last = read_page_token(page_token)
             where = "WHERE updated < ? OR (updated = ? AND session_id < ?)"
             args = (updated, updated, last)
         with self._lock:
@@ -209,9 +207,7 @@ class SessionStore:
                 " ORDER BY updated DESC, session_id DESC LIMIT ?",
                 (*args, size + 1),
             ).fetchall()
-        page = [SessionInfo(*row) for row in rows[:size]]
-        more = len(rows) > size
-        return page, _page_token(page[-1]) if more else ""
+        return next_page([SessionInfo(*row) for row in rows], size)
 
     def get(self, session_id: str) -> tuple[SessionInfo, builtins.list[SessionTurn]]:
         """The session and its turns, oldest first; NotFoundError if it is not kept."""
@@ -221,11 +217,7 @@ class SessionStore:
                 "SELECT run_id, time, steps, body FROM turns WHERE session_id = ? ORDER BY id",
                 (session_id,),
             ).fetchall()
-        turns = []
-        for run_id, at, steps, body in rows:
-            if (turn := _read_turn(session_id, body)) is not None:
-                turns.append(SessionTurn(run_id, turn.task, turn.answer, at, steps))
-        return info, turns
+        return info, session_turns(session_id, rows)
 
     def delete(self, session_id: str) -> None:
         """Forget the session: NotFoundError if it is not kept, SessionBusyError while a
@@ -237,7 +229,7 @@ class SessionStore:
                 "DELETE FROM sessions WHERE session_id = ?", (session_id,)
             ).rowcount
         if not deleted:
-            raise NotFoundError(_unknown(session_id))
+            raise unknown_session(session_id)
 
     def close(self) -> None:
         with self._lock:
@@ -251,7 +243,7 @@ class SessionStore:
             f"SELECT {_INFO} FROM sessions WHERE session_id = ?", (session_id,)
         ).fetchone()
         if row is None:
-            raise NotFoundError(_unknown(session_id))
+            raise unknown_session(session_id)
         return SessionInfo(*row)
 
     def _refuse_if_held(self, session_id: str) -> None:
@@ -262,11 +254,7 @@ class SessionStore:
             return
         run_id, pid, token = row
         if _held(pid, token):
-            which = f" (run {run_id!r})" if run_id else ""
-            raise SessionBusyError(
-                f"session {session_id!r} has a run going{which}: runs of one session take "
-                "turns; wait for it to end, or cancel it"
-            )
+            raise session_busy(session_id, run_id)
         # else: left by a process that died (or a store since closed): taken over
 
     def _drop_oldest_turns(self, session_id: str) -> None:
@@ -294,12 +282,13 @@ class SessionStore:
         while the file is over three eighths of the budget, down to a quarter (the log, up to
         a quarter, takes what forgetting rewrites on top). In a write transaction, under the
         lock."""
-        if used_bytes(self._db) <= self.max_bytes * 3 // 8:
+        above, down_to = budget_marks(self.max_bytes)
+        if used_bytes(self._db) <= above:
             return
         (others,) = self._db.execute(
             "SELECT count(*) FROM sessions WHERE session_id != ?", (keep,)
         ).fetchone()
-        while others and used_bytes(self._db) > self.max_bytes // 4:
+        while others and used_bytes(self._db) > down_to:
             batch = max(1, others // 4)
             oldest = (
                 "SELECT session_id FROM sessions WHERE session_id != ?"
@@ -327,16 +316,68 @@ _OPEN_STORES: set[str] = set()
 _UPDATED_BEFORE = "SELECT session_id FROM sessions WHERE updated < ?"
 
 
-def _read_turn(session_id: str, body: Any) -> Turn | None:
+# ------------------------------------------- shared by both stores (``Sessions``)
+
+
+def session_bounds(max_bytes: int, max_turns: int) -> tuple[int, int]:
+    """A store's ``max_session_bytes`` and ``max_turn_chars`` (a turn's JSON in characters;
+    in bytes, UTF-8, at most a quarter of a session's); ConfigError for ``max_turns`` < 1."""
+    if max_turns < 1:
+        raise ConfigError(f"a session keeps at least one turn (max_turns={max_turns})")
+    max_session_bytes = max(16 * 1024, min(MAX_SESSION_BYTES, max_bytes // 8))
+    return max_session_bytes, max_session_bytes // 16
+
+
+def budget_marks(max_bytes: int) -> tuple[int, int]:
+    """Past the first, the least recently updated sessions are forgotten until the second is
+    left: three eighths and a quarter of the budget (for SQLite, the log, up to a quarter,
+    takes what forgetting rewrites on top)."""
+    return max_bytes * 3 // 8, max_bytes // 4
+
+
+def stored_body(turn: Turn, max_turn_chars: int) -> bytes:
+    """What is kept of a turn: its JSON, clipped, in UTF-8."""
+    return turn.clipped(max_turn_chars).to_json().encode("utf-8", "surrogatepass")
+
+
+def read_turn(session_id: str, body: Any) -> Turn | None:
+    """A stored turn; None (logged) for one that cannot be read."""
     try:
+        if isinstance(body, memoryview):
+            body = bytes(body)
         if isinstance(body, bytes):
             body = body.decode("utf-8", "surrogatepass")
         if not isinstance(body, str):
             raise ValueError(f"a turn stored as {type(body).__name__}")
         return Turn.from_json(body)
-    except ValueError as err:  # a damaged file: the conversation goes on without the turn
+    except ValueError as err:  # damaged: the conversation goes on without the turn
         log.warning("session %r: a stored turn cannot be read (%s); skipped", session_id, err)
         return None
+
+
+def read_turns(session_id: str, bodies: Iterable[Any]) -> builtins.list[Turn]:
+    return [turn for body in bodies if (turn := read_turn(session_id, body)) is not None]
+
+
+def session_turns(session_id: str, rows: Iterable[Sequence[Any]]) -> builtins.list[SessionTurn]:
+    """``SessionTurn``s of rows of (run_id, time, steps, body), those that read."""
+    turns = []
+    for run_id, at, steps, body in rows:
+        if (turn := read_turn(session_id, body)) is not None:
+            turns.append(SessionTurn(run_id, turn.task, turn.answer, at, steps))
+    return turns
+
+
+def page_length(page_size: int) -> int:
+    """``page_size`` 0 or less: the default; above ``MAX_PAGE_SIZE``: that."""
+    return DEFAULT_PAGE_SIZE if page_size <= 0 else min(page_size, MAX_PAGE_SIZE)
+
+
+def next_page(rows: builtins.list[SessionInfo], size: int
+              ) -> tuple[builtins.list[SessionInfo], str]:  # fmt: skip
+    """The page of ``size`` from ``size + 1`` rows fetched, and the next page's token."""
+    page = rows[:size]
+    return page, _page_token(page[-1]) if len(rows) > size else ""
 
 
 def _page_token(last: SessionInfo) -> str:
@@ -344,7 +385,9 @@ def _page_token(last: SessionInfo) -> str:
     return base64.urlsafe_b64encode(text.encode()).decode()
 
 
-def _read_page_token(token: str) -> tuple[float, str]:
+def read_page_token(token: str) -> tuple[float, str]:
+    """Where a page begins: after (updated, session_id); InvalidRequestError for a token no
+    store gave."""
     try:
         if len(token) > _MAX_TOKEN_CHARS:
             raise ValueError("too long")
@@ -358,8 +401,22 @@ def _read_page_token(token: str) -> tuple[float, str]:
     return float(updated), last
 
 
-def _unknown(session_id: str) -> str:
-    return f"no session {clip(session_id, 40)!r} is kept here (unknown, deleted, or forgotten)"
+def unknown_session(session_id: str) -> NotFoundError:
+    return NotFoundError(
+        f"no session {clip(session_id, 40)!r} is kept here (unknown, deleted, or forgotten)"
+    )
+
+
+def session_busy(session_id: str, run_id: str) -> SessionBusyError:
+    """The refusal of a claim (or a delete) while ``run_id`` ("" if unknown) holds it."""
+    which = f" (run {run_id!r})" if run_id else ""
+    return SessionBusyError(
+        f"session {session_id!r} has a run going{which}: runs of one session take "
+        "turns; wait for it to end, or cancel it"
+    )
+
+
+# ------------------------------------------------------------ SQLite claims
 
 
 def _held(pid: int, token: str) -> bool:

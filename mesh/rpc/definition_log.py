@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mesh.agents.base import MultiStepAgent
-from mesh.rpc.tool_admin import ToolChangeLog, schema_sha256
+from mesh.rpc.tool_admin import ChangeLog, schema_sha256
 from mesh.rpc.tool_change import ToolChange
 from mesh.text import clip
 from mesh.tools.final_answer import FINAL_ANSWER
@@ -37,7 +37,7 @@ def definition_of(agent: MultiStepAgent) -> dict[str, Any]:
     return {"instructions": agent.instructions or "", "tools": dict(sorted(tools.items()))}
 
 
-def record_definition(agent: MultiStepAgent, log: ToolChangeLog) -> list[ToolChange]:
+def record_definition(agent: MultiStepAgent, log: ChangeLog) -> list[ToolChange]:
     """Append what changed since the last recorded start (nothing if nothing did)."""
     current = definition_of(agent)
     previous = next((c.definition for c in reversed(log.read()) if c.action == "configured"), None)

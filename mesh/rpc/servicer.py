@@ -12,6 +12,7 @@ Cancel, cancels it (and with it the runs it delegated and their jails).
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -31,6 +32,7 @@ from mesh.agents.events import (
     ToolCallStarted,
 )
 from mesh.errors import InvalidRequestError, NotFoundError, PermissionDeniedError
+from mesh.host.run_record import RunRecord
 from mesh.host.served_agent import RunOrder, ServedAgent
 from mesh.host.sessions import Sessions
 from mesh.rpc.convert import (
@@ -49,6 +51,7 @@ from mesh.rpc.convert import (
 )
 from mesh.rpc.convert_runs import (
     run_filter_from_proto,
+    run_record_from_proto,
     run_record_to_proto,
     run_status_to_proto,
     session_to_proto,
@@ -76,6 +79,20 @@ class ProtoCodec:
 
     def response(self, result: RunResult) -> bytes:
         return run_response(result).SerializeToString()
+
+    # What the shared database keeps (mesh.host.run_writer.RunBytes): the wire messages.
+
+    def record_bytes(self, record: RunRecord) -> bytes:
+        return run_record_to_proto(record).SerializeToString()
+
+    def record_from_bytes(self, data: bytes) -> RunRecord:
+        return run_record_from_proto(pb.Run.FromString(data))
+
+    def event_bytes(self, event: pb.RunEvent) -> bytes:
+        return event.SerializeToString()
+
+    def event_from_bytes(self, data: bytes) -> pb.RunEvent:
+        return pb.RunEvent.FromString(data)
 
 
 class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
@@ -129,7 +146,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         return pb.StartRunResponse(run=run_record_to_proto(record), already_started=again)
 
     async def GetRun(self, request: pb.GetRunRequest, context: Context) -> pb.GetRunResponse:
-        record = self.served.store.get(_required_id(request.run_id, "run_id"))
+        record = await self.served.get_run(_required_id(request.run_id, "run_id"))
         return pb.GetRunResponse(run=run_record_to_proto(record))
 
     async def ListRuns(self, request: pb.ListRunsRequest, context: Context
@@ -139,7 +156,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             where = run_filter_from_proto(request)
         except ValueError as err:
             raise InvalidRequestError(f"states: {err}") from err
-        runs, token = self.served.store.query(where, request.page_size, request.page_token)
+        runs, token = await self.served.list_runs(where, request.page_size, request.page_token)
         return pb.ListRunsResponse(runs=[run_record_to_proto(r) for r in runs],
                                    next_page_token=token)  # fmt: skip
 
@@ -147,11 +164,11 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
         self, request: pb.WatchRunRequest, context: Context
     ) -> AsyncIterator[pb.WatchRunResponse]:
         run_id = _required_id(request.run_id, "run_id")
-        async for batch in self.served.store.watch(run_id, request.start_index):
+        async for batch in self.served.watch_run(run_id, request.start_index):
             yield pb.WatchRunResponse(events=_indexed(batch))
 
     async def Cancel(self, request: pb.CancelRequest, context: Context) -> pb.CancelResponse:
-        cancelled, status = self.served.cancel(_required_id(request.run_id, "run_id"))
+        cancelled, status = await self.served.cancel(_required_id(request.run_id, "run_id"))
         return pb.CancelResponse(cancelled=cancelled, state=run_status_to_proto(status))
 
     async def ListSessions(self, request: pb.ListSessionsRequest, context: Context
@@ -198,21 +215,29 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             definition = tool_spec_from_proto(request.spec)
         except ValueError as err:
             raise InvalidRequestError(f"invalid tool spec: {err}") from err
-        change = admin.add(definition, request.address, caller=caller,
-                           remote_name=request.remote_name, replace=request.replace)  # fmt: skip
+        add = functools.partial(
+            admin.add,
+            definition,
+            request.address,
+            caller=caller,
+            remote_name=request.remote_name,
+            replace=request.replace,
+        )
+        change = await asyncio.to_thread(add)  # the change log may wait for the database
         return pb.AddToolResponse(change=tool_change_to_proto(change))
 
     async def RemoveTool(
         self, request: pb.RemoveToolRequest, context: Context
     ) -> pb.RemoveToolResponse:
         admin, caller = self._admin(context)
-        change = admin.remove(request.name, caller=caller)
+        change = await asyncio.to_thread(admin.remove, request.name, caller=caller)
         return pb.RemoveToolResponse(change=tool_change_to_proto(change))
 
     async def ToolHistory(
         self, request: pb.ToolHistoryRequest, context: Context
     ) -> pb.ToolHistoryResponse:
-        changes = self.tool_admin.history() if self.tool_admin is not None else []
+        admin = self.tool_admin
+        changes = await asyncio.to_thread(admin.history) if admin is not None else []
         return pb.ToolHistoryResponse(changes=[tool_change_to_proto(c) for c in changes])
 
     def _order(self, request: RunRequest, deadline: float | None) -> RunOrder:

@@ -41,15 +41,15 @@ from mesh.agents.base import MultiStepAgent
 from mesh.data_limit import DataLimit
 from mesh.host.allocator import limit_retained_memory
 from mesh.host.audit import AuditLog
-from mesh.host.run_ledger import RunLedger, default_run_ledger_path
 from mesh.host.run_store import DEFAULT_RUN_MEMORY_BYTES, DEFAULT_RUN_RETENTION_S, RunStore
 from mesh.host.served_agent import ServedAgent
-from mesh.host.sessions import SessionStore, default_sessions_path
 from mesh.rpc.definition_log import record_definition
 from mesh.rpc.security import MeshSecurity
 from mesh.rpc.server import serve as serve_async
 from mesh.rpc.servicer import ProtoCodec
-from mesh.rpc.tool_admin import ToolAdmin, ToolChangeLog, default_tool_log_dir
+from mesh.rpc.stores import Stores, open_stores
+from mesh.rpc.tool_admin import ToolAdmin
+from mesh.state.registry import close_state, state_notifications, use_state
 from mesh.telemetry import setup_tracing
 
 __all__ = ["serve"]
@@ -68,30 +68,38 @@ def serve(
     data_limit_mb: int | None = None,
     run_retention_s: float = DEFAULT_RUN_RETENTION_S,
     run_memory_mb: int = DEFAULT_RUN_MEMORY_BYTES // 2**20,
+    state: str | None = None,
 ) -> None:
     """Serve ``agent`` at ``address`` (port 0: a free one, given to ``on_ready``) until
     SIGTERM or SIGINT; runs in flight get a grace period, then are cancelled.
     ``data_limit_mb``: what it keeps on disk (None: ``$MESH_DATA_LIMIT_MB``, else 50).
     Finished runs' records and events stay findable for ``run_retention_s``, within
-    ``run_memory_mb`` of memory (the oldest go first)."""
+    ``run_memory_mb`` of memory (the oldest go first). ``state``: a postgresql:// DSN
+    whose database the agent's replicas share (None: ``$MESH_STATE_DSN``, else files)."""
     limit_retained_memory()  # before the server's threads allocate (see allocator)
     limit = DataLimit.resolve() if data_limit_mb is None else DataLimit(data_limit_mb)
+    if state is not None:
+        use_state(state)
     provider = setup_tracing(agent.name, budget_bytes=limit.trace_bytes)
+    stores: Stores | None = None
+    tool_admin: ToolAdmin | None = None
     try:
         audit_log = AuditLog.for_service(agent.name, limit.audit_bytes)
-        changes = ToolChangeLog(default_tool_log_dir() / f"{agent.name}.jsonl")
-        for change in record_definition(agent, changes):
+        stores = open_stores(agent.name, limit, run_retention_s=run_retention_s,
+                             run_memory_bytes=run_memory_mb * 2**20)  # fmt: skip
+        for change in record_definition(agent, stores.changes):
             if change.action != "configured":
                 log.info("%s: %s %s", agent.name, change.action.replace("_", " "), change.tool)
-        tool_admin = ToolAdmin(agent, changes, security)
+        tool_admin = ToolAdmin(agent, stores.changes, security)
         if replayed := tool_admin.restore():
-            log.info("%s: %d tool change(s) replayed from %s", agent.name, replayed, changes.path)
+            log.info("%s: %d tool change(s) replayed from %s", agent.name, replayed,
+                     stores.changes.where)  # fmt: skip
+        if (notifications := state_notifications()) is not None:
+            tool_admin.follow(notifications)  # changes made on other replicas
         served = ServedAgent(
             agent, ProtoCodec(), max_concurrent_runs=max_concurrent_runs, audit=audit_log,
-            ledger=RunLedger(default_run_ledger_path(agent.name), max_bytes=limit.ledger_bytes),
+            ledger=stores.ledger, sessions=stores.sessions, shared=stores.shared,
             store=RunStore(retention_s=run_retention_s, max_bytes=run_memory_mb * 2**20),
-            sessions=SessionStore(default_sessions_path(agent.name),
-                                  max_bytes=limit.sessions_bytes),
         )  # fmt: skip
         gc.freeze()  # what start-up built lives as long as the process: collections skip it
         asyncio.run(
@@ -105,4 +113,9 @@ def serve(
             )
         )
     finally:
+        if tool_admin is not None:
+            tool_admin.close()
+        if stores is not None:
+            stores.close()
+        close_state()
         provider.shutdown()  # flush spans; bounded by the exporters' short timeouts

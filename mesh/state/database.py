@@ -15,6 +15,7 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import psycopg
 import psycopg_pool
@@ -32,6 +33,8 @@ CONNECT_TIMEOUT_S = 3
 """How long a call waits for a connection before it is refused (the database is away)."""
 STATEMENT_TIMEOUT_MS = 15_000
 MAX_CONNECTIONS = 8
+RECONNECT_S = 10.0
+"""A lost connection is retried in the background (backing off) for this long."""
 OPEN_TIMEOUT_S = 30.0
 """At start-up the database may still be starting too (a StatefulSet beside the mesh)."""
 
@@ -58,7 +61,7 @@ class Database:
             max_size=max_size,
             open=False,
             timeout=CONNECT_TIMEOUT_S,
-            reconnect_timeout=float("inf"),  # keep trying in the background: it comes back
+            reconnect_timeout=RECONNECT_S,  # then the next call that needs it tries afresh
             check=psycopg_pool.ConnectionPool.check_connection,
             kwargs=self.connect_arguments(),
             name=f"state-{application}",
@@ -87,7 +90,7 @@ class Database:
         return self
 
     @contextmanager
-    def transaction(self) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    def transaction(self) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
         """A connection in a transaction: committed at the end of the block."""
         try:
             with self._pool.connection() as db:

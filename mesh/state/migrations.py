@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 import psycopg
 
@@ -44,7 +45,7 @@ def migrations() -> list[Migration]:
     return found
 
 
-def migrate(db: psycopg.Connection[tuple[object, ...]]) -> list[str]:
+def migrate(db: psycopg.Connection[tuple[Any, ...]]) -> list[str]:
     """Apply what the database lacks, in the caller's transaction; the names applied."""
     db.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
     db.execute(

@@ -18,6 +18,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -35,7 +36,7 @@ RECONNECT_DELAYS_S = (0.05, 0.1, 0.2, 0.5, 1.0)
 POLL_S = 0.5
 
 
-def notify(db: psycopg.Connection[tuple[object, ...]], channel: str, payload: str) -> None:
+def notify(db: psycopg.Connection[tuple[Any, ...]], channel: str, payload: str) -> None:
     """Send ``payload`` on ``channel`` when ``db``'s transaction commits."""
     if len(payload) > MAX_PAYLOAD_CHARS:
         raise ValueError(f"a notification payload is at most {MAX_PAYLOAD_CHARS} characters")
@@ -93,9 +94,8 @@ class Notifications:
                 failures += 1
 
     def _listen_once(self) -> None:
-        with psycopg.connect(
-            self.database.dsn, autocommit=True, **self.database.connect_arguments()
-        ) as db:  # type: ignore[arg-type]
+        arguments: dict[str, Any] = self.database.connect_arguments()
+        with psycopg.connect(self.database.dsn, autocommit=True, **arguments) as db:
             channels: set[str] = set()
             self._follow_new_channels(db, channels)
             self._listening.set()
@@ -105,7 +105,7 @@ class Notifications:
                     self._deliver(message.channel, message.payload)
                 self._follow_new_channels(db, channels)
 
-    def _follow_new_channels(self, db: psycopg.Connection[tuple[object, ...]],
+    def _follow_new_channels(self, db: psycopg.Connection[tuple[Any, ...]],
                              channels: set[str]) -> None:  # fmt: skip
         with self._lock:
             new = [c for c in self._subscribers if c not in channels]
