@@ -90,7 +90,8 @@ def litellm_math_service(
     path, offline."""
     addresses = json.dumps(["127.0.0.1:0"] * replicas)
     (directory / "mesh.toml").write_text(
-        LITELLM_MATH_CONFIG.format(api_base=api_base, addresses=addresses))
+        LITELLM_MATH_CONFIG.format(api_base=api_base, addresses=addresses)
+    )
     config = load_mesh_config(directory / "mesh.toml")
     with MeshProcesses(config, env={"OPENAI_API_KEY": "sk-loopback-only", **(env or {})},
                        log_dir=directory / "logs") as mesh:  # fmt: skip
