@@ -353,14 +353,17 @@ class ServedAgent(Generic[E]):
                 await self._remember(order, ctx.run_id, result)
             except BaseException as err:  # recorded, then handed to the caller
                 error = err
+        ledger_entry: asyncio.Future[None] | None = None
+        if order.run_id and self.ledger is not None:  # written while the record is
+            response = self.codec.response(result) if result is not None and unary else None
+            problem = describe_error(error) if error is not None else None
+            ledger_entry = asyncio.ensure_future(asyncio.to_thread(
+                self.ledger.finish, order.run_id, error=problem, response=response))  # fmt: skip
         await self._record_end(ctx.run_id, result, error)
         if not unary:  # a streamed run's caller need not wait for the ledger
             _settle(outcome, result, error)
-        if order.run_id and self.ledger is not None:
-            response = self.codec.response(result) if result is not None and unary else None
-            problem = describe_error(error) if error is not None else None
-            await _unstoppable(asyncio.to_thread(self.ledger.finish, order.run_id,
-                                                 error=problem, response=response))  # fmt: skip
+        if ledger_entry is not None:
+            await _unstoppable(ledger_entry)
         if unary:  # a retry after the answer must find it recorded
             _settle(outcome, result, error)
         if error is not None and not isinstance(error, Exception):
