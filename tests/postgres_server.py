@@ -4,7 +4,10 @@ Debian's ``postgresql`` package (``make test`` installs it where it is missing)
 gives the server binaries; each ``PostgresServer`` has its own data directory
 in a fresh temporary folder and listens on a free loopback port, so tests own
 their world. PostgreSQL refuses to run as root: as root, the server runs as the
-``postgres`` user the package creates.
+``postgres`` user the package creates, switched to by ``setpriv`` rather than
+``Popen(user=...)``: that makes Popen fork without vfork, and a fork while the
+test's gRPC channels are busy runs gRPC's fork handlers in the child, which
+then crashes (a restart mid-traffic did).
 """
 
 from __future__ import annotations
@@ -71,11 +74,11 @@ class PostgresServer:
     def start(self) -> None:
         log = open(self.root / "server.log", "ab")  # noqa: SIM115 (the server's to write)
         self.process = subprocess.Popen(
-            [str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port),
+            [*self._as_user, str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port),
              "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.root}",
              "-c", "max_connections=300", "-c", "shared_buffers=32MB",
              "-c", "log_min_messages=warning"],
-            stdout=log, stderr=log, user=self._user, start_new_session=True,
+            stdout=log, stderr=log, start_new_session=True,
         )  # fmt: skip
         log.close()
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -120,8 +123,14 @@ class PostgresServer:
         except OSError:
             return "(no log)"
 
+    @property
+    def _as_user(self) -> list[str]:
+        if self._user is None:
+            return []
+        return ["setpriv", f"--reuid={self._user}", f"--regid={self._user}", "--init-groups"]
+
     def _run(self, *argv: object) -> None:
-        done = subprocess.run([str(a) for a in argv], user=self._user, capture_output=True)
+        done = subprocess.run([*self._as_user, *(str(a) for a in argv)], capture_output=True)
         if done.returncode:
             raise RuntimeError(f"{argv[0]} failed: {done.stderr.decode(errors='replace')[-2000:]}")
 

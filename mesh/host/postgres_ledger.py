@@ -32,6 +32,7 @@ from mesh.host.run_ledger import (
     MAX_LEDGER_BYTES,
     WEEK_S,
     LedgerEntry,
+    kept_response,
     retry_answer,
     task_sha256,
 )
@@ -101,9 +102,7 @@ class PostgresRunLedger:
 
     def finish(self, run_id: str, *, error: str | None = None, response: bytes | None = None
                ) -> None:  # fmt: skip
-        size = None if response is None else len(response)
-        if size is not None and size > self.max_response_bytes:
-            response = None  # kept, it could push every other run out of the ledger
+        response, size = kept_response(response, self.max_response_bytes)
         error = None if error is None else clip(error, MAX_ERROR_CHARS)
         new = row_bytes(self.agent, run_id, error, response)
         with self.database.transaction() as db:

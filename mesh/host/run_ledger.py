@@ -94,6 +94,13 @@ def task_sha256(task: str) -> str:
     return hashlib.sha256(task.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def kept_response(response: bytes | None, most: int) -> tuple[bytes | None, int | None]:
+    """The response as a ledger keeps it (None when over ``most`` bytes: kept, it could push
+    every other run out), and its size."""
+    size = None if response is None else len(response)
+    return (None if size is not None and size > most else response), size
+
+
 def retry_answer(prior: LedgerEntry, task: str, *, unary: bool) -> bytes:
     """What a run id that was claimed before gets: the recorded response, for a unary retry
     of a finished run of the same task; AlreadyExistsError for any other reuse."""
@@ -167,9 +174,7 @@ class RunLedger:
 
     def finish(self, run_id: str, *, error: str | None = None, response: bytes | None = None
                ) -> None:  # fmt: skip
-        size = None if response is None else len(response)
-        if size is not None and size > self.max_response_bytes:
-            response = None  # kept, it could push every other run out of the ledger
+        response, size = kept_response(response, self.max_response_bytes)
         with self._lock, self._db:
             self._db.execute(
                 "UPDATE runs SET finished = ?, error = ?, response = ?, response_bytes = ?"

@@ -45,6 +45,9 @@ HEARTBEAT_S = 2.0
 STALE_AFTER_S = 15.0
 """A replica silent this long has stopped: its runs still going are failed."""
 MAINTENANCE_S = 10.0
+LINGER_S = 0.005
+"""What comes within this of the first change waiting goes in the same transaction (a run's
+events come in bursts), unless someone waits for a commit."""
 RETRY_DELAYS_S = (0.1, 0.25, 0.5, 1.0, 2.0)
 
 
@@ -96,6 +99,8 @@ class RunWriter(Generic[E]):
         self._record_sizes: dict[str, int] = {}
         """Runs going: the size of their record as last committed (for the byte count)."""
         self._wake = threading.Condition()
+        self._waited = 0
+        """Commits waited for among what is pending: then nothing lingers."""
         self._closing = False
         self._thread = threading.Thread(target=self._write_forever, name=f"{agent}-run-writer",
                                         daemon=True)  # fmt: skip
@@ -120,6 +125,7 @@ class RunWriter(Generic[E]):
                 pending.record = record
             if done is not None:
                 pending.committed.append(done)
+                self._waited += 1
             self._wake.notify()
         return done
 
@@ -140,7 +146,9 @@ class RunWriter(Generic[E]):
             with self._wake:
                 if not self._pending and not self._closing:
                     self._wake.wait(timeout=max(0.05, beat + HEARTBEAT_S - time.monotonic()))
+                self._linger()
                 batch, self._pending, self._pending_bytes = self._pending, {}, 0
+                self._waited = 0
                 closing = self._closing
             try:
                 if batch:
@@ -163,6 +171,15 @@ class RunWriter(Generic[E]):
             _settle(batch, None)
             if closing and not self._pending:
                 return
+
+    def _linger(self) -> None:
+        """Let more changes join the batch for up to ``LINGER_S``. Holds the condition."""
+        until = time.monotonic() + LINGER_S
+        while self._pending and not self._waited and not self._closing:
+            left = until - time.monotonic()
+            if left <= 0:
+                return
+            self._wake.wait(left)
 
     def _keep_up(self, beat: float, maintained: float) -> tuple[float, float]:
         """The heartbeat and the maintenance, when due; when they were last done."""
@@ -188,12 +205,13 @@ class RunWriter(Generic[E]):
                 else:
                     self._pending[run_id] = older or recent  # type: ignore[assignment]
             self._pending_bytes = sum(p.event_bytes for p in self._pending.values())
+            self._waited = sum(len(p.committed) for p in self._pending.values())
 
     def _write(self, batch: dict[str, _Pending[E]]) -> None:
         added = 0
         rows: list[tuple[str, str, int, bytes]] = []
         sizes: dict[str, int] = {}
-        with self.database.transaction() as db:
+        with self.database.transaction() as db, db.pipeline():  # one round trip, not many
             for run_id, pending in batch.items():
                 events = [(self.agent, run_id, i, self.codec.event_bytes(e))
                           for i, e in pending.events]  # fmt: skip

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
+import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -45,6 +47,7 @@ from mesh.errors import (
     InvalidRequestError,
     NotFoundError,
     RunCancelledError,
+    StateUnavailableError,
 )
 from mesh.host.audit import AuditLog
 from mesh.host.run_ledger import Ledger, describe_error
@@ -59,11 +62,14 @@ from mesh.tools.final_answer import FINAL_ANSWER
 
 __all__ = ["Launched", "RunOrder", "ServedAgent", "WireCodec"]
 
+log = logging.getLogger(__name__)
+
 E = TypeVar("E")
 E_co = TypeVar("E_co", covariant=True)
 T = TypeVar("T")
 MAX_TASK_CHARS = 100_000
 SHARED_RECORD_WAIT_S = 2.0
+LEDGER_RETRY_S = 600.0
 
 
 class WireCodec(Protocol[E_co]):
@@ -357,8 +363,8 @@ class ServedAgent(Generic[E]):
         if order.run_id and self.ledger is not None:  # written while the record is
             response = self.codec.response(result) if result is not None and unary else None
             problem = describe_error(error) if error is not None else None
-            ledger_entry = asyncio.ensure_future(asyncio.to_thread(
-                self.ledger.finish, order.run_id, error=problem, response=response))  # fmt: skip
+            ledger_entry = asyncio.ensure_future(self._finish_in_ledger(
+                self.ledger, order.run_id, error=problem, response=response))  # fmt: skip
         await self._record_end(ctx.run_id, result, error)
         if not unary:  # a streamed run's caller need not wait for the ledger
             _settle(outcome, result, error)
@@ -368,6 +374,21 @@ class ServedAgent(Generic[E]):
             _settle(outcome, result, error)
         if error is not None and not isinstance(error, Exception):
             raise error
+
+    async def _finish_in_ledger(self, ledger: Ledger, run_id: str, *, error: str | None,
+                                response: bytes | None) -> None:  # fmt: skip
+        """The run's entry, finished. If the shared database is away, the run's caller still
+        gets its answer, and the entry is finished when the database is back (until then a
+        retry of the id is refused, as for any run not known to have finished)."""
+        finish = functools.partial(ledger.finish, run_id, error=error, response=response)
+        try:
+            await asyncio.to_thread(finish)
+        except StateUnavailableError as err:
+            log.warning("%s: run %s ended; its ledger entry waits for the state database (%s)",
+                        self.name, run_id, err.message)  # fmt: skip
+            task = asyncio.ensure_future(_retry_until_written(finish))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _history(self, order: RunOrder) -> list[Turn]:
         if not order.session_id or self.sessions is None:
@@ -430,6 +451,21 @@ class ServedAgent(Generic[E]):
             return await loop.run_in_executor(self._threads, contextvars.copy_context().run, work)
         finally:
             ctx.cancel()  # no-op once the run is over; stops it if its owner went away
+
+
+async def _retry_until_written(write: Callable[[], None]) -> None:
+    """Retry a write refused because the state database was away, for up to
+    ``LEDGER_RETRY_S``, backing off."""
+    delay, deadline = 0.5, time.monotonic() + LEDGER_RETRY_S
+    while time.monotonic() < deadline:
+        await asyncio.sleep(delay)
+        try:
+            await asyncio.to_thread(write)
+            return
+        except StateUnavailableError:
+            delay = min(delay * 2, 10.0)
+    log.error("a ledger entry was not written: the state database stayed away for %.0f s",
+              LEDGER_RETRY_S)  # fmt: skip
 
 
 def _outcome(result: RunResult | None, error: BaseException | None) -> dict[str, Any]:
