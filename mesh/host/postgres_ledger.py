@@ -10,14 +10,15 @@ service and of the database server.
 
 Rows are the agent's (``agent`` column). Each counts its bytes (the run id,
 error and kept response, plus what a row costs in any case) and the agent's
-total is kept exact in ``mesh_run_ledger_usage``, updated in the same
-transaction. Writers of one agent take turns on that usage row, locked first
-by every write, so that forgetting old runs never waits on a writer that
-waits on it. The bounds are ``RunLedger``'s: past three eighths of
-``max_bytes`` the oldest finished runs are forgotten down to a quarter (a
-running one never is), a response over ``max_bytes / 16`` is not kept,
-errors are clipped, and entries older than ``retention_s`` are dropped when
-a service starts.
+total is kept exact in ``mesh_run_ledger_usage``. A claim and a finish are on
+every run's critical path, so each is one statement (one round trip): its
+row, then the change in its bytes added to the agent's count. Forgetting
+locks the usage row first (one forgetter at a time) and deletes finished
+rows only, which no claim or finish is holding: nothing waits in a circle.
+The bounds are ``RunLedger``'s: past three eighths of ``max_bytes`` the
+oldest finished runs are forgotten down to a quarter (a running one never
+is), a response over ``max_bytes / 16`` is not kept, errors are clipped, and
+entries older than ``retention_s`` are dropped when a service starts.
 """
 
 from __future__ import annotations
@@ -49,6 +50,32 @@ _COLUMNS = "run_id, task_sha256, started, finished, error, response, response_by
 
 Connection = psycopg.Connection[tuple[Any, ...]]
 
+_CLAIM = b"""
+WITH claimed AS (
+    INSERT INTO mesh_run_ledger (agent, run_id, task_sha256, started, bytes)
+    VALUES (%(agent)s, %(run_id)s, %(task)s, %(started)s, %(bytes)s)
+    ON CONFLICT DO NOTHING RETURNING bytes),
+counted AS (
+    INSERT INTO mesh_run_ledger_usage (agent, bytes) SELECT %(agent)s, bytes FROM claimed
+    ON CONFLICT (agent) DO UPDATE SET bytes = mesh_run_ledger_usage.bytes + excluded.bytes
+    RETURNING bytes)
+SELECT (SELECT bytes FROM counted)"""
+"""A claim: the row if the id is new, and its bytes counted; the agent's bytes then (NULL
+when the id was claimed before)."""
+
+_FINISH = b"""
+WITH finished AS (
+    UPDATE mesh_run_ledger l SET finished = %(finished)s, error = %(error)s,
+        response = %(response)s, response_bytes = %(size)s, bytes = %(bytes)s
+    FROM (SELECT bytes AS before FROM mesh_run_ledger
+          WHERE agent = %(agent)s AND run_id = %(run_id)s) o
+    WHERE l.agent = %(agent)s AND l.run_id = %(run_id)s
+    RETURNING %(bytes)s - o.before AS grown)
+UPDATE mesh_run_ledger_usage SET bytes = bytes + (SELECT grown FROM finished)
+WHERE agent = %(agent)s AND EXISTS (SELECT 1 FROM finished) RETURNING bytes"""
+"""A finish: the row's outcome, and the change in its bytes counted; the agent's bytes then
+(no row when the entry was dropped meanwhile)."""
+
 
 def row_bytes(agent: str, run_id: str, error: str | None, response: bytes | None) -> int:
     """What a row counts against its agent's share."""
@@ -75,23 +102,22 @@ class PostgresRunLedger:
             self._keep_within_budget(db, used - int(dropped))
 
     def claim(self, run_id: str, task: str) -> LedgerEntry | None:
-        """Record ``run_id`` as started; if it was already recorded, its entry instead."""
+        """Record ``run_id`` as started; if it was already recorded, its entry instead.
+        One statement (the claim is on a run's critical path): the row, and its bytes added
+        to the agent's count."""
         size = row_bytes(self.agent, run_id, None, None)
-        with self.database.transaction() as db:
-            used = self._lock_usage(db)
-            inserted = db.execute(
-                "INSERT INTO mesh_run_ledger (agent, run_id, task_sha256, started, bytes)"
-                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                (self.agent, run_id, task_sha256(task), time.time(), size),
-            ).rowcount
-            if inserted:
-                self._keep_within_budget(db, used + size)
-                return None
-            row = _one(db.execute(
-                f"SELECT {_COLUMNS} FROM mesh_run_ledger WHERE agent = %s AND run_id = %s",
-                (self.agent, run_id),
-            ))  # fmt: skip
-        return LedgerEntry(*row)  # bytea comes back as bytes
+        row = self.database.fetch_one(_CLAIM, {
+            "agent": self.agent, "run_id": run_id, "task": task_sha256(task),
+            "started": time.time(), "bytes": size})  # fmt: skip
+        if row is not None and row[0] is not None:  # claimed: the agent's bytes now
+            self._trim_if_over(int(row[0]))
+            return None
+        found = self.database.fetch_one(
+            f"SELECT {_COLUMNS} FROM mesh_run_ledger WHERE agent = %s AND run_id = %s".encode(),
+            (self.agent, run_id),
+        )  # (read anew: a claim that lost a race may not have seen the winner's row)
+        assert found is not None, "a claimed run id has no row"
+        return LedgerEntry(*found)  # bytea comes back as bytes
 
     def start(self, run_id: str, task: str, *, unary: bool) -> bytes | None:
         """Claim ``run_id`` for a run of ``task`` about to start: None when it is new (run
@@ -104,21 +130,12 @@ class PostgresRunLedger:
                ) -> None:  # fmt: skip
         response, size = kept_response(response, self.max_response_bytes)
         error = None if error is None else clip(error, MAX_ERROR_CHARS)
-        new = row_bytes(self.agent, run_id, error, response)
-        with self.database.transaction() as db:
-            used = self._lock_usage(db)
-            row = db.execute(
-                "SELECT bytes FROM mesh_run_ledger WHERE agent = %s AND run_id = %s",
-                (self.agent, run_id),
-            ).fetchone()
-            if row is None:  # dropped meanwhile (a service started past its retention)
-                return
-            db.execute(
-                "UPDATE mesh_run_ledger SET finished = %s, error = %s, response = %s,"
-                " response_bytes = %s, bytes = %s WHERE agent = %s AND run_id = %s",
-                (time.time(), error, response, size, new, self.agent, run_id),
-            )
-            self._keep_within_budget(db, used + new - int(row[0]))
+        row = self.database.fetch_one(_FINISH, {
+            "agent": self.agent, "run_id": run_id, "finished": time.time(), "error": error,
+            "response": response, "size": size,
+            "bytes": row_bytes(self.agent, run_id, error, response)})  # fmt: skip
+        if row is not None and row[0] is not None:  # (no row: dropped meanwhile)
+            self._trim_if_over(int(row[0]))
 
     def close(self) -> None:
         """Nothing to release: the database is the process's, shared by its stores."""
@@ -133,6 +150,14 @@ class PostgresRunLedger:
                        " ON CONFLICT DO NOTHING", (self.agent,))  # fmt: skip
             row = _one(db.execute(lock, (self.agent,)))
         return int(row[0])
+
+    def _trim_if_over(self, used: int) -> None:
+        """Past three eighths of the budget, forget the oldest finished runs (in a
+        transaction of its own, holding the usage row: one forgetter at a time)."""
+        if used <= self.max_bytes * 3 // 8:
+            return
+        with self.database.transaction() as db:
+            self._keep_within_budget(db, self._lock_usage(db))
 
     def _keep_within_budget(self, db: Connection, used: int) -> None:
         """Record ``used`` as the agent's bytes, first forgetting the oldest finished runs,

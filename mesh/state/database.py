@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+import time
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -62,7 +64,7 @@ class Database:
             open=False,
             timeout=CONNECT_TIMEOUT_S,
             reconnect_timeout=RECONNECT_S,  # then the next call that needs it tries afresh
-            check=psycopg_pool.ConnectionPool.check_connection,
+            check=_check_if_idle,
             kwargs=self.connect_arguments(),
             name=f"state-{application}",
         )
@@ -95,8 +97,39 @@ class Database:
         try:
             with self._pool.connection() as db:
                 yield db
+                _used[db] = time.monotonic()
+        except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as err:
+            raise unavailable(self.dsn, err) from None
+
+    def fetch_one(self, query: bytes, params: Sequence[Any] | Mapping[str, Any]
+                  ) -> tuple[Any, ...] | None:  # fmt: skip
+        """One statement, its own transaction (one round trip, where ``transaction`` takes
+        two): its first row, if it returns any."""
+        try:
+            with self._pool.connection() as db:
+                db.autocommit = True
+                try:
+                    row = db.execute(query, params).fetchone()
+                finally:
+                    db.autocommit = False
+                _used[db] = time.monotonic()
+                return row
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as err:
             raise unavailable(self.dsn, err) from None
 
     def close(self) -> None:
         self._pool.close()
+
+
+_used: weakref.WeakKeyDictionary[psycopg.Connection[Any], float] = weakref.WeakKeyDictionary()
+"""When each pooled connection last answered: one that answered within
+``CHECK_AFTER_IDLE_S`` is lent without a check (a round trip saved on every call)."""
+CHECK_AFTER_IDLE_S = 1.0
+
+
+def _check_if_idle(db: psycopg.Connection[Any]) -> None:
+    """The pool's check before it lends a connection: only one idle for a while is probed
+    (the database may have gone and come back meanwhile). A connection that broke within the
+    last second fails its next call (UNAVAILABLE, retryable) and the pool drops it."""
+    if time.monotonic() - _used.get(db, 0.0) > CHECK_AFTER_IDLE_S:
+        psycopg_pool.ConnectionPool.check_connection(db)
