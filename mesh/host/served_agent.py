@@ -169,10 +169,11 @@ class ServedAgent(Generic[E]):
             if self.shared is not None:  # its caller may ask any replica about it next
                 await self.shared.written(launched.record.run_id)
             starting.set_result(launched.record)
-        except AlreadyExistsError as err:  # another replica started it (shared state)
-            starting.set_exception(err)
+        except AlreadyExistsError as err:  # another replica started it (shared state)?
             if (known := await self._started_elsewhere(order)) is None:
+                starting.set_exception(err)
                 raise
+            starting.set_result(known)
             return known, True
         except BaseException as err:
             starting.set_exception(err)
