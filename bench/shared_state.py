@@ -11,6 +11,10 @@ directory. Prints two tables; asserts nothing.
   PostgreSQL behind round robin, in alternating blocks so that the machine's
   drift falls on every side alike. The aim (issue 20): shared state adds under
   2 ms p50 to a delegated run.
+- The seed scenario (manager, research specialist with the memo, math
+  specialist), files against PostgreSQL, alternating.
+- The replica bench (``replicas.py``: two replicas, 16 clients, 250 ms model
+  calls), files against PostgreSQL.
 """
 
 from __future__ import annotations
@@ -26,6 +30,9 @@ from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from replicas import CONFIG as REPLICAS_CONFIG  # bench/replicas.py
+from replicas import SEED_CASSETTE, drive
 
 from mesh.launcher import MeshProcesses
 from mesh.project import load_mesh_config
@@ -138,6 +145,61 @@ def bench_runs(server: PostgresServer, directory: Path, runs: int) -> None:
             print(f"{name:<15}{p50:>8.2f}{percentile(values, 0.99):>8.2f}{added:>11}")
 
 
+def bench_seed(server: PostgresServer, directory: Path, runs: int) -> None:
+    root = Path(__file__).resolve().parent.parent
+    config = load_mesh_config(root / "mesh.toml")
+    with ExitStack() as stack:
+        sides: dict[str, AgentClient] = {}
+        for name, extra in (("files", {}), ("PostgreSQL", _state(server, "seed"))):
+            data = {var: str(directory / f"seed-{name}" / var.lower()) for var in (
+                "MESH_AUDIT_DIR", "MESH_TRACE_DIR", "MESH_RUNS_DIR", "MESH_SESSIONS_DIR",
+                "MESH_TOOL_LOG_DIR", "MESH_MEMO_PATH")}  # fmt: skip
+            logs = directory / f"seed-{name}-logs"
+            mesh = stack.enter_context(MeshProcesses(config, env={**data, **extra}, log_dir=logs))
+            sides[name] = stack.enter_context(
+                AgentClient(mesh.addresses["manager"], agent="manager")
+            )
+            sides[name].run(config.task)  # warm
+        latencies: dict[str, list[float]] = {name: [] for name in sides}
+        for _ in range(max(1, runs // 5)):
+            for name, client in sides.items():
+                for _ in range(5):
+                    started = time.perf_counter()
+                    client.run(config.task, run_id=uuid.uuid4().hex)
+                    latencies[name].append((time.perf_counter() - started) * 1000)
+    base = statistics.median(latencies["files"])
+    print(f"\nThe seed scenario (3 services, memo, 2 delegations; {len(latencies['files'])} each)")
+    print(f"{'state':<15}{'p50 ms':>8}{'p99 ms':>8}{'p50 added':>11}")
+    for name, values in latencies.items():
+        added = "" if name == "files" else f"{statistics.median(values) - base:+.2f}"
+        print(f"{name:<15}{statistics.median(values):>8.2f}{percentile(values, 0.99):>8.2f}"
+              f"{added:>11}")  # fmt: skip
+
+
+def bench_replicas(server: PostgresServer, directory: Path, seconds: float) -> None:
+    print(f"\nThe replica bench (2 replicas, 16 clients, 250 ms model calls, {seconds:g} s)")
+    print(f"{'state':<15}{'runs/s':>8}{'p50 ms':>8}{'p99 ms':>8}{'busy':>6}")
+    for name, extra in (
+        ("files", {}),
+        ("PostgreSQL", {"MESH_STATE_DSN": server.create_database("replicas")}),
+    ):
+        where = directory / f"replicas-{name}"
+        where.mkdir()
+        (where / "mesh.toml").write_text(REPLICAS_CONFIG.format(
+            addresses='["127.0.0.1:0", "127.0.0.1:0"]', cassette=SEED_CASSETTE))  # fmt: skip
+        config = load_mesh_config(where / "mesh.toml")
+        env = {"XDG_DATA_HOME": str(where), **extra}
+        with MeshProcesses(config, env=env, log_dir=where / "logs") as mesh:
+            latencies, busy = drive(mesh.addresses["math_specialist"], 16, seconds)
+        values = [x * 1000 for x in latencies]
+        print(f"{name:<15}{len(values) / seconds:>8.1f}{statistics.median(values):>8.1f}"
+              f"{percentile(values, 0.99):>8.1f}{busy:>6}")  # fmt: skip
+
+
+def _state(server: PostgresServer, database: str) -> dict[str, str]:
+    return {"MESH_STATE_DSN": server.create_database(database)}
+
+
 def main() -> None:
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 200
     logging.basicConfig(level=logging.WARNING)
@@ -147,6 +209,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as scratch:
             bench_memo(server, Path(scratch))
             bench_runs(server, Path(scratch), runs)
+            bench_seed(server, Path(scratch), runs // 4)
+            bench_replicas(server, Path(scratch), 10.0)
     finally:
         server.close()
 
