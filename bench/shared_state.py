@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from replicas import CONFIG as REPLICAS_CONFIG  # bench/replicas.py
 from replicas import SEED_CASSETTE, drive
 
+from mesh.cli.mesh_commands import on_free_ports
 from mesh.launcher import MeshProcesses
 from mesh.project import load_mesh_config
 from mesh.rpc.client import AgentClient
@@ -147,7 +148,7 @@ def bench_runs(server: PostgresServer, directory: Path, runs: int) -> None:
 
 def bench_seed(server: PostgresServer, directory: Path, runs: int) -> None:
     root = Path(__file__).resolve().parent.parent
-    config = load_mesh_config(root / "mesh.toml")
+    config = on_free_ports(load_mesh_config(root / "mesh.toml"))  # two meshes at once
     with ExitStack() as stack:
         sides: dict[str, AgentClient] = {}
         for name, extra in (("files", {}), ("PostgreSQL", _state(server, "seed"))):
@@ -201,14 +202,15 @@ def _state(server: PostgresServer, database: str) -> dict[str, str]:
 
 
 def main() -> None:
-    runs = int(sys.argv[1]) if len(sys.argv) > 1 else 200
+    runs = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 200
     logging.basicConfig(level=logging.WARNING)
     server = PostgresServer()
     try:
         server.start()
         with tempfile.TemporaryDirectory() as scratch:
-            bench_memo(server, Path(scratch))
-            bench_runs(server, Path(scratch), runs)
+            if "--only-meshes" not in sys.argv:
+                bench_memo(server, Path(scratch))
+                bench_runs(server, Path(scratch), runs)
             bench_seed(server, Path(scratch), runs // 4)
             bench_replicas(server, Path(scratch), 10.0)
     finally:

@@ -45,9 +45,10 @@ HEARTBEAT_S = 2.0
 STALE_AFTER_S = 15.0
 """A replica silent this long has stopped: its runs still going are failed."""
 MAINTENANCE_S = 10.0
-LINGER_S = 0.005
-"""What comes within this of the first change waiting goes in the same transaction (a run's
-events come in bursts), unless someone waits for a commit."""
+LINGER_S = 0.05
+"""What comes within this of the first change waiting goes in the same transaction (a short
+run's record and events in one), unless someone waits for a commit: watchers on other
+replicas see a run's events this much later at most."""
 RETRY_DELAYS_S = (0.1, 0.25, 0.5, 1.0, 2.0)
 
 
@@ -227,10 +228,13 @@ class RunWriter(Generic[E]):
                                " run_id = %s", (grown, self.agent, run_id))  # fmt: skip
                 added += grown
                 notify(db, RUNS_CHANNEL, runs_message(self.agent, run_id))
-            if rows:
-                db.cursor().executemany(
+            if rows:  # one statement for the batch's events, however many
+                db.execute(
                     "INSERT INTO mesh_run_events (agent, run_id, index, body)"
-                    " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING", rows)  # fmt: skip
+                    " SELECT %s, unnest(%s::text[]), unnest(%s::int[]), unnest(%s::bytea[])"
+                    " ON CONFLICT DO NOTHING",
+                    (self.agent, [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows]),
+                )
             self._count(db, added)
         self._record_sizes.update(sizes)
         for run_id, pending in batch.items():
