@@ -86,6 +86,14 @@ def test_notifications_are_delivered_after_commit_and_caught_up_after_a_lost_con
             notify(db, "mesh_test", "rolled back")
             raise RuntimeError("the change fails")
 
+        late: list[str] = []  # a subscriber after the listener connected: followed, caught up
+        late_resumed = threading.Event()
+        listener.subscribe("mesh_late", late.append, late_resumed.set)
+        assert listener.wait_following(10) and late_resumed.is_set()
+        with database.transaction() as db:
+            notify(db, "mesh_late", "hello")
+        wait_until(lambda: late == ["hello"])
+
         resumed.clear()
         server.kill()
         server.start()

@@ -56,6 +56,8 @@ __all__ = ["serve"]
 
 log = logging.getLogger(__name__)
 
+FOLLOW_WAIT_S = 10.0
+
 
 def serve(
     agent: MultiStepAgent,
@@ -96,6 +98,9 @@ def serve(
                      stores.changes.where)  # fmt: skip
         if (notifications := state_notifications()) is not None:
             tool_admin.follow(notifications)  # changes made on other replicas
+            if not notifications.wait_following(FOLLOW_WAIT_S):  # no cancel missed once up
+                log.warning("%s: not yet listening to the other replicas; serving anyway",
+                            agent.name)  # fmt: skip
         served = ServedAgent(
             agent, ProtoCodec(), max_concurrent_runs=max_concurrent_runs, audit=audit_log,
             ledger=stores.ledger, sessions=stores.sessions, shared=stores.shared,

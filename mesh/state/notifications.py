@@ -8,8 +8,10 @@ thread of its own, and hands each notification to the callbacks subscribed
 to its channel (which must be quick: they schedule work, they do not do it).
 
 Notifications sent while a listener was disconnected are lost; that is
-PostgreSQL's contract. So after every reconnection each subscriber's
-``resumed`` callback runs, to catch up by reading the state itself.
+PostgreSQL's contract. So each subscriber's ``resumed`` callback runs once its
+channel is listened to (a subscriber added later misses nothing sent before
+that either), and again after every reconnection, to catch up by reading the
+state itself.
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ class Notifications:
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._listening = threading.Event()
+        self._following = threading.Event()
+        """Set while every subscriber's channel is listened to."""
         self._thread = threading.Thread(target=self._listen_forever, name="state-notifications",
                                         daemon=True)  # fmt: skip
         self._thread.start()
@@ -65,13 +69,20 @@ class Notifications:
     def subscribe(self, channel: str, on_message: Callable[[str], None],
                   resumed: Callable[[], None] | None = None) -> None:  # fmt: skip
         """Call ``on_message(payload)`` for each notification on ``channel`` from now on
-        (``resumed()`` after each reconnection); it takes effect within ``POLL_S``."""
+        (``resumed()`` once it is listened to, within ``POLL_S``, and after each
+        reconnection)."""
         with self._lock:
             self._subscribers.setdefault(channel, []).append(_Subscriber(on_message, resumed))
+            self._following.clear()
 
     def wait_listening(self, timeout_s: float) -> bool:
         """Whether the listener is connected (tests, start-up)."""
         return self._listening.wait(timeout_s)
+
+    def wait_following(self, timeout_s: float) -> bool:
+        """Whether every subscriber's channel is listened to (a service waits for this
+        before it serves, so that no cancel or change sent to it is missed)."""
+        return self._following.wait(timeout_s)
 
     def close(self) -> None:
         self._closed.set()
@@ -87,6 +98,7 @@ class Notifications:
                 failures = 0
             except psycopg.Error as err:
                 self._listening.clear()
+                self._following.clear()
                 if failures == 0:
                     log.warning("state notifications from %s interrupted (%s); reconnecting",
                                 redacted(self.database.dsn), str(err).strip()[:200])  # fmt: skip
@@ -96,29 +108,32 @@ class Notifications:
     def _listen_once(self) -> None:
         arguments: dict[str, Any] = self.database.connect_arguments()
         with psycopg.connect(self.database.dsn, autocommit=True, **arguments) as db:
-            channels: set[str] = set()
-            self._follow_new_channels(db, channels)
+            followed: set[int] = set()  # on this connection: every subscriber is new
+            self._follow_new_subscribers(db, followed)
             self._listening.set()
-            self._catch_up()
             while not self._closed.is_set():
                 for message in db.notifies(timeout=POLL_S):
                     self._deliver(message.channel, message.payload)
-                self._follow_new_channels(db, channels)
+                self._follow_new_subscribers(db, followed)
 
-    def _follow_new_channels(self, db: psycopg.Connection[tuple[Any, ...]],
-                             channels: set[str]) -> None:  # fmt: skip
+    def _follow_new_subscribers(self, db: psycopg.Connection[tuple[Any, ...]],
+                                followed: set[int]) -> None:  # fmt: skip
+        """LISTEN to the channels of subscribers not yet followed, then let them catch up."""
         with self._lock:
-            new = [c for c in self._subscribers if c not in channels]
-        for channel in new:
+            listened = {c for c, subs in self._subscribers.items()
+                        if any(id(s) in followed for s in subs)}  # fmt: skip
+            new = [(c, s) for c, subs in self._subscribers.items() for s in subs
+                   if id(s) not in followed]  # fmt: skip
+        for channel in sorted({c for c, _ in new} - listened):
             db.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
-            channels.add(channel)
-
-    def _catch_up(self) -> None:
-        with self._lock:
-            everyone = [s for subs in self._subscribers.values() for s in subs]
-        for subscriber in everyone:
+        for _, subscriber in new:
+            followed.add(id(subscriber))
             if subscriber.resumed is not None:
                 _quietly(subscriber.resumed)
+        with self._lock:
+            everyone = sum(len(subs) for subs in self._subscribers.values())
+            if everyone == len(followed):
+                self._following.set()
 
     def _deliver(self, channel: str, payload: str) -> None:
         with self._lock:
