@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ import pytest
 
 from mesh import ToolCallingAgent, tool
 from mesh.errors import StateUnavailableError
+from mesh.rpc.definition_log import record_definition
 from mesh.rpc.postgres_tool_changes import PostgresToolChangeLog, tool_changes_channel
 from mesh.rpc.remote_tool import RemoteTool
 from mesh.rpc.tool_admin import ToolAdmin
@@ -321,3 +323,20 @@ def test_the_channel_is_a_valid_name_for_any_agent() -> None:
     long = tool_changes_channel("a" * 500)
     assert len(long) <= 63 and long != tool_changes_channel("a" * 499)
     assert long == tool_changes_channel("a" * 500)
+
+
+def test_replicas_starting_at_once_record_a_changed_definition_once(state_dsn: str) -> None:
+    databases = [Database(state_dsn, application=f"starter-{n}").open() for n in range(4)]
+    try:
+        for instructions in ("Be brief.", "Be thorough."):  # the first start, then a change
+            agents = [ToolCallingAgent([shout], scripted(), name=AGENT, description="Facts.",
+                                       instructions=instructions) for _ in databases]  # fmt: skip
+            logs = [PostgresToolChangeLog(d, AGENT) for d in databases]
+            with ThreadPoolExecutor(len(logs)) as pool:
+                recorded = list(pool.map(record_definition, agents, logs))
+            assert sorted(len(r) for r in recorded)[:-1] == [0] * (len(logs) - 1)
+        actions = [c.action for c in PostgresToolChangeLog(databases[0], AGENT).read()]
+        assert actions == ["configured", "instructions_changed", "configured"]
+    finally:
+        for database in databases:
+            database.close()

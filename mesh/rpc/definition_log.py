@@ -38,7 +38,14 @@ def definition_of(agent: MultiStepAgent) -> dict[str, Any]:
 
 
 def record_definition(agent: MultiStepAgent, log: ChangeLog) -> list[ToolChange]:
-    """Append what changed since the last recorded start (nothing if nothing did)."""
+    """Append what changed since the last recorded start (nothing if nothing did). Replicas
+    starting at once take turns (``log.exclusive``): the first records the change, the
+    others find it recorded."""
+    with log.exclusive():
+        return _record_changes(agent, log)
+
+
+def _record_changes(agent: MultiStepAgent, log: ChangeLog) -> list[ToolChange]:
     current = definition_of(agent)
     previous = next((c.definition for c in reversed(log.read()) if c.action == "configured"), None)
     if previous == current:

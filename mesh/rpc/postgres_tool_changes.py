@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, fields
 
 from mesh.rpc.tool_admin import RUNTIME_ACTIONS
@@ -33,6 +35,7 @@ from mesh.state.setting import redacted
 __all__ = ["PostgresToolChangeLog", "tool_changes_channel"]
 
 LOCK_CLASS = 0x746F6F6C  # "tool": the first key of the per-agent advisory locks (two-key space)
+START_LOCK_CLASS = 0x73746172  # "star": the agent's start-up record, one replica at a time
 _FIELDS = frozenset(f.name for f in fields(ToolChange))
 
 
@@ -74,6 +77,15 @@ class PostgresToolChangeLog:
 
     def read(self) -> list[ToolChange]:
         return [change for _, change in self.read_after(0)]
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """One replica of the agent at a time: a transaction holding the agent's start-up
+        lock (released with it, and by PostgreSQL if this process dies)."""
+        with self.database.transaction() as db:
+            db.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
+                       (START_LOCK_CLASS, self.agent))  # fmt: skip
+            yield
 
     def read_after(self, position: int) -> list[tuple[int, ToolChange]]:
         with self.database.transaction() as db:

@@ -26,6 +26,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
@@ -94,6 +95,10 @@ class ChangeLog(Protocol):
         """The changes after ``position`` (0: all), in order, with their positions."""
         ...
 
+    def exclusive(self) -> AbstractContextManager[object]:
+        """Held by one writer of the log at a time (a start-up's read, then append)."""
+        ...
+
 
 class Subscriptions(Protocol):
     """What following needs of ``mesh.state.notifications.Notifications``."""
@@ -128,6 +133,9 @@ class ToolChangeLog:
 
     def read_after(self, position: int) -> list[tuple[int, ToolChange]]:
         return list(enumerate(self.read(), start=1))[position:]
+
+    def exclusive(self) -> AbstractContextManager[object]:
+        return nullcontext()  # one service per file: its start-up is the only writer then
 
 
 class ToolAdmin:
