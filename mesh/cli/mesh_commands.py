@@ -49,6 +49,7 @@ def serve(args: argparse.Namespace) -> int:
     agent_config = config.agent(args.agent)
     address = args.address or agent_config.addresses[0]
     logging.getLogger("mesh").setLevel(logging.INFO)
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)  # each retry; ours says it once
     use_state(config.state)  # before the agent is built: its memo tool looks for it
     with ExitStack() as resources:
         agent = build_agent(

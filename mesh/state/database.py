@@ -80,6 +80,8 @@ class Database:
     def open(self, timeout_s: float = OPEN_TIMEOUT_S) -> Database:
         """Connect (waiting up to ``timeout_s`` for the database to come up) and bring the
         schema up to date; StateUnavailableError if it does not answer in time."""
+        log.info("state database %s: connecting (waiting up to %.0f s)", redacted(self.dsn),
+                 timeout_s)  # fmt: skip
         try:
             self._pool.open(wait=True, timeout=timeout_s)
         except psycopg_pool.PoolTimeout as err:
