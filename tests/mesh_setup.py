@@ -126,3 +126,27 @@ def mesh_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (directory / "manager.jsonl").write_text(manager)
     (directory / "slow.jsonl").write_text(cassette_lines(SPIN_TASK, code("while True:\n    pass")))
     return directory
+
+
+ADMIN_TOKENS = {"admin": "adm-" + "a" * 32, "tester": "tst-" + "b" * 32, "mesh": "msh-" + "c" * 32}
+"""Callers of a mesh with tokens: an admin (may change tools), a tester, the mesh itself."""
+ADMIN_AUTH = """
+[auth]
+tokens_file = "tokens"
+token_file = "mesh.token"
+[auth.permissions]
+admin = ["*", "admin"]
+tester = ["*"]
+"""
+"""The ``[auth]`` table of a config whose callers are ``ADMIN_TOKENS`` (``write_tokens``)."""
+
+
+def write_tokens(directory: Path) -> None:
+    """The files ``ADMIN_AUTH`` names, in ``directory`` (beside the config)."""
+    (directory / "tokens").write_text("".join(f"{c} {t}\n" for c, t in ADMIN_TOKENS.items()))
+    (directory / "mesh.token").write_text(ADMIN_TOKENS["mesh"])
+
+
+def bearer(caller: str) -> tuple[tuple[str, str]]:
+    """gRPC metadata that calls as ``caller`` (one of ``ADMIN_TOKENS``)."""
+    return (("authorization", f"Bearer {ADMIN_TOKENS[caller]}"),)

@@ -27,11 +27,17 @@ from mesh.project import load_mesh_config
 from mesh.rpc.client import AgentClient
 from mesh.rpc.security import MeshSecurity
 from mesh.state.database import CONNECT_TIMEOUT_S
-from tests.mesh_setup import SEED_SERVICES, SEED_TASK
+from tests.mesh_setup import (
+    ADMIN_AUTH,
+    ADMIN_TOKENS,
+    SEED_SERVICES,
+    SEED_TASK,
+    bearer,
+    write_tokens,
+)
 from tests.postgres_server import PostgresServer
 from tests.support import wait_until
 
-TOKENS = {"admin": "adm-" + "a" * 32, "tester": "tst-" + "b" * 32, "mesh": "msh-" + "c" * 32}
 RESEARCH = """
 [agents.research_specialist]
 kind = "tool-calling"
@@ -42,18 +48,14 @@ cassette = "SEED/research_specialist/cassette.jsonl"
 agent = "services.research_specialist.agent:build"
 """
 SHARED_CONFIG = (
-    """
+    (
+        """
 [mesh]
 entry = "manager"
 replay = "always"
 replay_latency_ms = 150
 
-[auth]
-tokens_file = "tokens"
-token_file = "mesh.token"
-[auth.permissions]
-admin = ["*", "admin"]
-tester = ["*"]
+ADMIN_AUTH
 
 [agents.manager]
 kind = "code"
@@ -70,8 +72,11 @@ address = "127.0.0.1:0"
 tools = ["smallest_prime_factor", "factorial"]
 cassette = "SEED/math_specialist/cassette.jsonl"
 """
-    + RESEARCH
-).replace("SEED", str(SEED_SERVICES))
+        + RESEARCH
+    )
+    .replace("SEED", str(SEED_SERVICES))
+    .replace("ADMIN_AUTH", ADMIN_AUTH)
+)
 BURST_CONFIG = ('[mesh]\nreplay = "always"\nreplay_latency_ms = 200\n' + RESEARCH).replace(
     "SEED", str(SEED_SERVICES)
 )
@@ -81,12 +86,8 @@ TASK = (
 )
 
 
-def bearer(caller: str) -> tuple[tuple[str, str]]:
-    return (("authorization", f"Bearer {TOKENS[caller]}"),)
-
-
 def as_caller(caller: str) -> MeshSecurity:
-    return MeshSecurity(client_token=TOKENS[caller])
+    return MeshSecurity(client_token=ADMIN_TOKENS[caller])
 
 
 def audit_events(path: Path, event: str, run_id: str) -> int:
@@ -107,8 +108,7 @@ def no_tracebacks(logs: Path) -> None:
 
 
 def test_replicas_share_memo_ledger_and_tool_changes(state_dsn: str, tmp_path: Path) -> None:
-    (tmp_path / "tokens").write_text("".join(f"{c} {t}\n" for c, t in TOKENS.items()))
-    (tmp_path / "mesh.token").write_text(TOKENS["mesh"])
+    write_tokens(tmp_path)
     (tmp_path / "mesh.toml").write_text(SHARED_CONFIG)
     config = load_mesh_config(tmp_path / "mesh.toml")
     audit = tmp_path / "audit"

@@ -27,21 +27,15 @@ from mesh.rpc.security import MeshSecurity
 from mesh.rpc.tool_admin import ChangeLog, ToolAdmin, ToolChangeLog
 from mesh.rpc.tool_change import ToolChange
 from mesh.state.database import Database
-from tests.mesh_setup import SEED_SERVICES
+from tests.mesh_setup import ADMIN_AUTH, ADMIN_TOKENS, SEED_SERVICES, bearer, write_tokens
 from tests.support import calls, scripted
 
-TOKENS = {"admin": "adm-" + "a" * 32, "tester": "tst-" + "b" * 32, "mesh": "msh-" + "c" * 32}
 CONFIG = """
 [mesh]
 replay = "always"
 entry = "research_specialist"
 
-[auth]
-tokens_file = "tokens"
-token_file = "mesh.token"
-[auth.permissions]
-admin = ["*", "admin"]
-tester = ["*"]
+ADMIN_AUTH
 
 [agents.research_specialist]
 kind = "tool-calling"
@@ -57,7 +51,7 @@ description = "Arithmetic."
 address = "127.0.0.1:0"
 tools = ["factorial", "smallest_prime_factor"]
 cassette = "SEED/math_specialist/cassette.jsonl"
-""".replace("SEED", str(SEED_SERVICES))
+""".replace("SEED", str(SEED_SERVICES)).replace("ADMIN_AUTH", ADMIN_AUTH)
 CUBE = {
     "description": "Cube of n, computed elsewhere.",
     "inputs": {"n": {"type": "integer", "description": "The number."}},
@@ -68,8 +62,7 @@ CUBE = {
 @pytest.fixture(scope="module")
 def admin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("admin")
-    (directory / "tokens").write_text("".join(f"{c} {t}\n" for c, t in TOKENS.items()))
-    (directory / "mesh.token").write_text(TOKENS["mesh"])
+    write_tokens(directory)
     (directory / "mesh.toml").write_text(CONFIG)
     return directory
 
@@ -130,12 +123,8 @@ def runtime_changes(history: pb.ToolHistoryResponse) -> list[pb.ToolChange]:
     return [c for c in history.changes if c.action in runtime]
 
 
-def bearer(caller: str) -> tuple[tuple[str, str]]:
-    return (("authorization", f"Bearer {TOKENS[caller]}"),)
-
-
 def mesh_tools(admin_dir: Path, *args: str, caller: str = "admin") -> Any:
-    env = {**os.environ, "MESH_TOKEN": TOKENS[caller]}
+    env = {**os.environ, "MESH_TOKEN": ADMIN_TOKENS[caller]}
     return subprocess.run(
         [sys.executable, "-m", "mesh", "tools", *args, "--config", str(admin_dir / "mesh.toml")],
         capture_output=True, text=True, env=env, timeout=60,
@@ -211,7 +200,7 @@ def test_an_admin_adds_replaces_and_removes_tools_and_the_changes_survive_a_rest
     else:
         log_text = "".join(p.read_text() for p in files)
     assert '"factorial"' in log_text
-    assert not any(token in log_text for token in TOKENS.values())
+    assert not any(token in log_text for token in ADMIN_TOKENS.values())
 
 
 def test_only_an_admin_may_change_tools(state: str, admin_dir: Path, mesh_dir: Path) -> None:
@@ -286,7 +275,7 @@ def test_a_model_uses_a_remote_tool_and_reads_its_failures(math_service: MeshPro
     address = math_service.addresses["math_specialist"][0]
     definition = {"name": "factorial", "description": "n!", "output_type": "integer",
                   "inputs": {"n": {"type": "integer", "description": "n"}}}  # fmt: skip
-    security = MeshSecurity(client_token=TOKENS["tester"])
+    security = MeshSecurity(client_token=ADMIN_TOKENS["tester"])
     model = scripted(
         calls(("factorial", {"n": 5})),
         calls(("factorial", {"n": 5000})),  # math refuses n > 1000: an observation, not a crash

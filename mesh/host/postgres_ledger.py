@@ -38,6 +38,7 @@ from mesh.host.run_ledger import (
     task_sha256,
 )
 from mesh.state.database import Database
+from mesh.state.usage import lock_usage
 from mesh.text import clip
 
 __all__ = ["PostgresRunLedger"]
@@ -46,6 +47,7 @@ ROW_OVERHEAD_BYTES = 200
 """What any row costs beyond its run id, error and response: the tuple, its hash and
 times, its share of the indexes."""
 FORGET_BATCH = 256
+USAGE = "mesh_run_ledger_usage"
 _COLUMNS = "run_id, task_sha256, started, finished, error, response, response_bytes"
 
 Connection = psycopg.Connection[tuple[Any, ...]]
@@ -93,7 +95,7 @@ class PostgresRunLedger:
         self.max_bytes = max_bytes
         self.max_response_bytes = max_bytes // 16
         with self.database.transaction() as db:
-            used = self._lock_usage(db)
+            used = lock_usage(db, USAGE, "agent", self.agent)
             (dropped,) = _one(db.execute(
                 "WITH gone AS (DELETE FROM mesh_run_ledger WHERE agent = %s AND started < %s"
                 " RETURNING bytes) SELECT coalesce(sum(bytes), 0) FROM gone",
@@ -140,24 +142,13 @@ class PostgresRunLedger:
     def close(self) -> None:
         """Nothing to release: the database is the process's, shared by its stores."""
 
-    def _lock_usage(self, db: Connection) -> int:
-        """Take the agent's turn to write (its usage row) for the rest of the transaction;
-        the bytes its rows hold."""
-        lock = "SELECT bytes FROM mesh_run_ledger_usage WHERE agent = %s FOR UPDATE"
-        row = db.execute(lock, (self.agent,)).fetchone()
-        if row is None:  # the agent's first write (or two first writes at once)
-            db.execute("INSERT INTO mesh_run_ledger_usage (agent, bytes) VALUES (%s, 0)"
-                       " ON CONFLICT DO NOTHING", (self.agent,))  # fmt: skip
-            row = _one(db.execute(lock, (self.agent,)))
-        return int(row[0])
-
     def _trim_if_over(self, used: int) -> None:
         """Past three eighths of the budget, forget the oldest finished runs (in a
         transaction of its own, holding the usage row: one forgetter at a time)."""
         if used <= self.max_bytes * 3 // 8:
             return
         with self.database.transaction() as db:
-            self._keep_within_budget(db, self._lock_usage(db))
+            self._keep_within_budget(db, lock_usage(db, USAGE, "agent", self.agent))
 
     def _keep_within_budget(self, db: Connection, used: int) -> None:
         """Record ``used`` as the agent's bytes, first forgetting the oldest finished runs,

@@ -61,6 +61,7 @@ from mesh.host.sessions import (
     unknown_session,
 )
 from mesh.state.database import Database, unavailable
+from mesh.state.usage import lock_usage
 
 __all__ = ["TURN_ROW_BYTES", "PostgresSessionStore", "claim_key"]
 
@@ -105,8 +106,6 @@ class PostgresSessionStore:
         """The sessions this store claims, and the run of each."""
         self._closed = False
         with database.transaction() as db:
-            db.execute("INSERT INTO mesh_session_usage (agent, bytes) VALUES (%s, 0)"
-                       " ON CONFLICT DO NOTHING", (agent,))  # fmt: skip
             self._queue(db)
             _, freed = self._forget(db, "updated < %s", (time.time() - retention_s,))
             usage = self._count(db, -freed)
@@ -341,10 +340,8 @@ class PostgresSessionStore:
     # ------------------------------------------------------------- internals
 
     def _queue(self, db: Db) -> None:
-        """Wait for the agent's other writers (of any replica) by the lock of the row that
-        counts its bytes, held until the transaction ends: each takes it first, before any
-        session's row, so that they cannot deadlock."""
-        db.execute("SELECT 1 FROM mesh_session_usage WHERE agent = %s FOR UPDATE", (self.agent,))
+        """Wait for the agent's other writers (of any replica): see ``mesh.state.usage``."""
+        lock_usage(db, "mesh_session_usage", "agent", self.agent)
 
     def _count(self, db: Db, change: int) -> int:
         """Add ``change`` to the bytes the budget counts; their total."""

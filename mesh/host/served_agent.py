@@ -32,7 +32,7 @@ from contextlib import (
     asynccontextmanager,
 )
 from dataclasses import dataclass, replace
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from mesh.agents.base import MultiStepAgent, RunResult
 from mesh.agents.budget import Budget
@@ -55,10 +55,12 @@ from mesh.host.run_record import RunFilter, RunRecord, RunStatus
 from mesh.host.run_store import RunStore
 from mesh.host.runs import ActiveRuns
 from mesh.host.sessions import Sessions
-from mesh.host.shared_runs import SharedRuns
 from mesh.text import clip
 from mesh.tools.base import Tool
 from mesh.tools.final_answer import FINAL_ANSWER
+
+if TYPE_CHECKING:  # only with shared state: its driver is not loaded otherwise
+    from mesh.host.shared_runs import SharedRuns
 
 __all__ = ["Launched", "RunOrder", "ServedAgent", "WireCodec"]
 

@@ -159,9 +159,9 @@ class SharedRuns(Generic[E]):
     # ------------------------------------------------------------ internals
 
     def _get(self, run_id: str) -> RunRecord | None:
-        with self.database.transaction() as db:
-            row = db.execute("SELECT record FROM mesh_runs WHERE agent = %s AND run_id = %s",
-                             (self.agent, run_id)).fetchone()  # fmt: skip
+        row = self.database.fetch_one(
+            "SELECT record FROM mesh_runs WHERE agent = %s AND run_id = %s", (self.agent, run_id)
+        )
         return None if row is None else self.codec.record_from_bytes(row[0])
 
     def _select(self, where: RunFilter, limit: int, below: int | None
@@ -185,22 +185,18 @@ class SharedRuns(Generic[E]):
             args.append(below)
         query = (f"SELECT sequence, record FROM mesh_runs WHERE {' AND '.join(clauses)}"
                  " ORDER BY sequence DESC LIMIT %s")  # fmt: skip
-        with self.database.transaction() as db:
-            return db.execute(query.encode(), (*args, limit)).fetchall()
+        return self.database.fetch_all(query.encode(), (*args, limit))
 
     def _events(self, run_id: str, index: int
                 ) -> tuple[RunRecord | None, list[tuple[int, bytes]]]:  # fmt: skip
         """The record, read first: if it says the run is over, the events read after it are
         all there are (a run's end is committed with, or after, its last events)."""
-        with self.database.transaction() as db:
-            row = db.execute("SELECT record FROM mesh_runs WHERE agent = %s AND run_id = %s",
-                             (self.agent, run_id)).fetchone()  # fmt: skip
-            rows = db.execute(
-                "SELECT index, body FROM mesh_run_events WHERE agent = %s AND run_id = %s"
-                " AND index >= %s ORDER BY index LIMIT %s",
-                (self.agent, run_id, index, EVENTS_PER_READ),
-            ).fetchall()
-        record = None if row is None else self.codec.record_from_bytes(row[0])
+        record = self._get(run_id)
+        rows = self.database.fetch_all(
+            "SELECT index, body FROM mesh_run_events WHERE agent = %s AND run_id = %s"
+            " AND index >= %s ORDER BY index LIMIT %s",
+            (self.agent, run_id, index, EVENTS_PER_READ),
+        )
         return record, rows
 
     def _on_written(self, payload: str) -> None:

@@ -12,18 +12,18 @@ within the same bounds.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from mesh._proto import agent_pb2 as pb
 from mesh.data_limit import DataLimit
-from mesh.host.postgres_ledger import PostgresRunLedger
-from mesh.host.postgres_sessions import PostgresSessionStore
 from mesh.host.run_ledger import Ledger, RunLedger, default_run_ledger_path
 from mesh.host.sessions import Sessions, SessionStore, default_sessions_path
-from mesh.host.shared_runs import SharedRuns
-from mesh.rpc.postgres_tool_changes import PostgresToolChangeLog
 from mesh.rpc.servicer import ProtoCodec
 from mesh.rpc.tool_admin import ChangeLog, ToolChangeLog, default_tool_log_dir
 from mesh.state.registry import state_database, state_notifications
+
+if TYPE_CHECKING:
+    from mesh.host.shared_runs import SharedRuns
 
 __all__ = ["Stores", "open_stores"]
 
@@ -53,6 +53,12 @@ def open_stores(agent: str, limit: DataLimit, *, run_retention_s: float,
             sessions=SessionStore(default_sessions_path(agent), max_bytes=limit.sessions_bytes),
             changes=ToolChangeLog(default_tool_log_dir() / f"{agent}.jsonl"),
         )
+    # Imported here: a service on files never loads the PostgreSQL driver.
+    from mesh.host.postgres_ledger import PostgresRunLedger
+    from mesh.host.postgres_sessions import PostgresSessionStore
+    from mesh.host.shared_runs import SharedRuns
+    from mesh.rpc.postgres_tool_changes import PostgresToolChangeLog
+
     notifications = state_notifications()
     assert notifications is not None
     return Stores(

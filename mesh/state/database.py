@@ -17,10 +17,11 @@ import time
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, LiteralString
 
 import psycopg
 import psycopg_pool
+from psycopg import sql
 
 from mesh.errors import StateUnavailableError
 from mesh.state.migrations import migrate
@@ -103,19 +104,28 @@ class Database:
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as err:
             raise unavailable(self.dsn, err) from None
 
-    def fetch_one(self, query: bytes, params: Sequence[Any] | Mapping[str, Any]
-                  ) -> tuple[Any, ...] | None:  # fmt: skip
+    def fetch_one(self, query: Query, params: Params = ()) -> tuple[Any, ...] | None:
         """One statement, its own transaction (one round trip, where ``transaction`` takes
         two): its first row, if it returns any."""
+        with self._statement() as db:
+            return db.execute(query, params).fetchone()
+
+    def fetch_all(self, query: Query, params: Params = ()) -> list[tuple[Any, ...]]:
+        """One statement, its own transaction: its rows."""
+        with self._statement() as db:
+            return db.execute(query, params).fetchall()
+
+    @contextmanager
+    def _statement(self) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+        """A connection for statements that commit as they run (autocommit)."""
         try:
             with self._pool.connection() as db:
                 db.autocommit = True
                 try:
-                    row = db.execute(query, params).fetchone()
+                    yield db
                 finally:
                     db.autocommit = False
                 _used[db] = time.monotonic()
-                return row
         except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as err:
             raise unavailable(self.dsn, err) from None
 
@@ -123,6 +133,9 @@ class Database:
         self._pool.close()
 
 
+Query = LiteralString | bytes | sql.SQL | sql.Composed
+"""Our own statements (a caller's text is only ever a parameter)."""
+Params = Sequence[Any] | Mapping[str, Any]
 _used: weakref.WeakKeyDictionary[psycopg.Connection[Any], float] = weakref.WeakKeyDictionary()
 """When each pooled connection last answered: one that answered within
 ``CHECK_AFTER_IDLE_S`` is lent without a check (a round trip saved on every call)."""

@@ -17,11 +17,8 @@ service and of the server.
 
 from __future__ import annotations
 
-from typing import Any
-
-import psycopg
-
 from mesh.state.database import Database
+from mesh.state.usage import lock_usage
 
 __all__ = ["PostgresMemoStore"]
 
@@ -46,7 +43,7 @@ class PostgresMemoStore:
             raise ValueError("key contains a NUL character, which the state database cannot keep")
         size = entry_bytes(key, encoded)
         with self.database.transaction() as db:
-            used = _lock_usage(db, namespace)
+            used = lock_usage(db, "mesh_memo_usage", "namespace", namespace)
             row = db.execute(
                 "SELECT bytes FROM mesh_memo WHERE namespace = %s AND key = %s", (namespace, key)
             ).fetchone()
@@ -68,25 +65,22 @@ class PostgresMemoStore:
     def get(self, namespace: str, key: str) -> str | None:
         if "\x00" in key:
             return None
-        with self.database.transaction() as db:
-            row = db.execute(
-                "SELECT value FROM mesh_memo WHERE namespace = %s AND key = %s", (namespace, key)
-            ).fetchone()
+        row = self.database.fetch_one(
+            "SELECT value FROM mesh_memo WHERE namespace = %s AND key = %s", (namespace, key)
+        )
         return None if row is None else str(row[0])
 
     def keys(self, namespace: str) -> list[str]:
-        with self.database.transaction() as db:
-            rows = db.execute(
-                "SELECT key FROM mesh_memo WHERE namespace = %s ORDER BY key",
-                (namespace,),
-            ).fetchall()
+        rows = self.database.fetch_all(
+            "SELECT key FROM mesh_memo WHERE namespace = %s ORDER BY key", (namespace,)
+        )
         return [str(key) for (key,) in rows]
 
     def delete(self, namespace: str, key: str) -> bool:
         if "\x00" in key:
             return False
         with self.database.transaction() as db:
-            _lock_usage(db, namespace)
+            lock_usage(db, "mesh_memo_usage", "namespace", namespace)
             row = db.execute(
                 "DELETE FROM mesh_memo WHERE namespace = %s AND key = %s RETURNING bytes",
                 (namespace, key),
@@ -98,16 +92,3 @@ class PostgresMemoStore:
                 (int(row[0]), namespace),
             )
         return True
-
-
-def _lock_usage(db: psycopg.Connection[tuple[Any, ...]], namespace: str) -> int:
-    """Take the namespace's turn to write (its usage row, created at its first write) for
-    the rest of the transaction; the bytes its entries hold."""
-    lock = "SELECT bytes FROM mesh_memo_usage WHERE namespace = %s FOR UPDATE"
-    row = db.execute(lock, (namespace,)).fetchone()
-    if row is None:  # the namespace's first write (or two first writes at once)
-        db.execute("INSERT INTO mesh_memo_usage (namespace, bytes) VALUES (%s, 0)"
-                   " ON CONFLICT DO NOTHING", (namespace,))  # fmt: skip
-        row = db.execute(lock, (namespace,)).fetchone()
-    assert row is not None  # created above, and never deleted
-    return int(row[0])

@@ -10,10 +10,13 @@ embedded default: each store keeps its own SQLite file.
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 
-from mesh.state.database import Database
-from mesh.state.notifications import Notifications
 from mesh.state.setting import resolve_state
+
+if TYPE_CHECKING:  # imported when a DSN is set: embedded state never loads the driver
+    from mesh.state.database import Database
+    from mesh.state.notifications import Notifications
 
 __all__ = ["close_state", "state_database", "state_notifications", "use_state"]
 
@@ -45,6 +48,8 @@ def state_database() -> Database | None:
         if not _dsn:
             return None
         if _database is None:
+            from mesh.state.database import Database
+
             _database = Database(_dsn).open()
         return _database
 
@@ -57,6 +62,8 @@ def state_notifications() -> Notifications | None:
         return None
     with _lock:
         if _notifications is None:
+            from mesh.state.notifications import Notifications
+
             _notifications = Notifications(database)
         return _notifications
 
