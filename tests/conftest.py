@@ -21,6 +21,7 @@ import pytest
 
 from tests.installed import installed, wheel  # noqa: F401  (smolmesh installed from a wheel)
 from tests.mesh_setup import mesh_dir  # noqa: F401  (a session fixture shared by mesh tests)
+from tests.otlp_receiver import Receiver, serve_receiver
 from tests.postgres_server import PostgresServer
 from tests.runs_setup import (  # noqa: F401  (shared: slow runs)
     runs_model,
@@ -161,3 +162,11 @@ def postgres() -> Iterator[PostgresServer]:
 def state_dsn(postgres: PostgresServer) -> str:
     """A fresh, empty database of the suite's server, for one test."""
     return postgres.create_database(f"test_{uuid.uuid4().hex[:16]}")
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[Receiver, int]]:
+    """A real OTLP/gRPC receiver on loopback, and its port."""
+    collector, server, port = serve_receiver()
+    yield collector, port
+    server.stop(0)

@@ -55,8 +55,11 @@ class PostgresServer:
     """One PostgreSQL server: ``start``, ``kill`` (SIGKILL, as a crash), ``start`` again on
     the same data and port, ``stop``."""
 
-    def __init__(self) -> None:
+    def __init__(self, also_listen: str = "", trusted_network: str = "") -> None:
+        """``also_listen``: one more address to listen on (e.g. a container network's gateway),
+        from which clients in ``trusted_network`` (CIDR) connect without a password."""
         self.bin = postgres_bin_dir()
+        self.listen = ",".join(filter(None, ["127.0.0.1", also_listen]))
         self.root = Path(tempfile.mkdtemp(prefix="mesh-pg-"))
         self.data = self.root / "data"
         self.port = _free_port()
@@ -67,6 +70,9 @@ class PostgresServer:
             os.chown(self.root, entry.pw_uid, entry.pw_gid)
         self._run(self.bin / "initdb", "-D", str(self.data), "--auth=trust", "-U", "postgres",
                   "--no-instructions", "-E", "UTF8")  # fmt: skip
+        if trusted_network:
+            with open(self.data / "pg_hba.conf", "a") as hba:
+                hba.write(f"host all all {trusted_network} trust\n")
 
     def dsn(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
@@ -75,7 +81,7 @@ class PostgresServer:
         log = open(self.root / "server.log", "ab")  # noqa: SIM115 (the server's to write)
         self.process = subprocess.Popen(
             [*self._as_user, str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port),
-             "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.root}",
+             "-c", f"listen_addresses={self.listen}", "-c", f"unix_socket_directories={self.root}",
              "-c", "max_connections=300", "-c", "shared_buffers=32MB",
              "-c", "log_min_messages=warning"],
             stdout=log, stderr=log, start_new_session=True,

@@ -235,6 +235,21 @@ def test_short_tokens_are_refused(tmp_path: Path) -> None:
         load_config(tmp_path / "mesh.toml", frozenset(BUILTIN_TOOLS))
 
 
+def test_mesh_health_speaks_tls_as_its_config_says(
+    secure_mesh: Any, secure_dir: Path, tmp_path: Path
+) -> None:
+    address = secure_mesh.addresses["math_specialist"][0]
+
+    def health(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "mesh", "health", *args, address],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=60)  # fmt: skip
+
+    secure = health("--config", str(secure_dir / "mesh.toml"))
+    assert secure.returncode == 0, secure.stderr
+    plain = health()  # no mesh.toml here: plaintext, which the agent's TLS port refuses
+    assert plain.returncode == 1 and "error (agent_unavailable)" in plain.stderr
+
+
 def test_a_plaintext_health_port_answers_probes_and_nothing_else(secure_dir: Path) -> None:
     with socket.socket() as probe_socket:
         probe_socket.bind(("127.0.0.1", 0))

@@ -14,16 +14,22 @@ from cryptography import x509
 
 from mesh import Cassette, ReplayServer
 from mesh.config import load_config
-from mesh.project import BUILTIN_TOOLS
+from mesh.launcher import MeshProcesses
+from mesh.project import BUILTIN_TOOLS, load_mesh_config
 from tests.support import calls, code
 
 MESH = str(Path(sys.executable).parent / "mesh")
 
 
-def mesh(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def mesh(
+    *args: str, tmp_path: Path, cwd: Path | None = None, **env_vars: str
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
     env["MESH_MEMO_PATH"] = str(tmp_path / "memo.sqlite3")
-    return subprocess.run([MESH, *args], capture_output=True, text=True, env=env, timeout=120)
+    env.update(env_vars)
+    return subprocess.run(
+        [MESH, *args], capture_output=True, text=True, env=env, timeout=120, cwd=cwd
+    )
 
 
 def test_run_without_a_key_replays_the_demo(tmp_path: Path) -> None:
@@ -69,6 +75,57 @@ def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
                     f"127.0.0.1:{port}", tmp_path=tmp_path)  # fmt: skip
     assert done.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}: the address is in use" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_health_exits_0_for_a_serving_agent_and_1_saying_why_otherwise(
+    mesh_dir: Path, tmp_path: Path
+) -> None:
+    """What a container's health check runs; in a directory without a mesh.toml (plaintext),
+    and with the config the agent was started from."""
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        free = f"127.0.0.1:{unused.getsockname()[1]}"
+    config = load_mesh_config(mesh_dir / "mesh.toml")
+    with MeshProcesses(config, only=("math_specialist",), log_dir=tmp_path / "logs") as served:
+        address = served.addresses["math_specialist"][0]
+        alone = mesh("health", address, tmp_path=tmp_path, cwd=tmp_path)
+        assert (alone.returncode, alone.stdout, alone.stderr) == (0, "", "")
+        configured = mesh("health", "--config", str(mesh_dir / "mesh.toml"), address,
+                          tmp_path=tmp_path, cwd=tmp_path)  # fmt: skip
+        assert configured.returncode == 0, configured.stderr
+    down = mesh("health", free, "--timeout", "2", tmp_path=tmp_path, cwd=tmp_path)
+    assert down.returncode == 1 and down.stdout == ""
+    assert down.stderr.startswith(f"error (agent_unavailable): the agent at {free}: UNAVAILABLE")
+    assert down.stderr.count("\n") == 1 and "Traceback" not in down.stderr
+
+
+@pytest.mark.parametrize(
+    ("agent", "variable", "what", "under"),
+    [
+        ("math_specialist", "MESH_TRACE_DIR", "trace directory", "traces"),
+        ("math_specialist", "MESH_AUDIT_DIR", "audit directory", "audit"),
+        ("math_specialist", "MESH_RUNS_DIR", "run ledger directory", "runs"),
+        ("math_specialist", "MESH_SESSIONS_DIR", "sessions directory", "sessions"),
+        ("math_specialist", "MESH_TOOL_LOG_DIR", "tool change log directory", "tool-changes"),
+        ("research_specialist", "MESH_MEMO_PATH", "memo's directory", "memo/memo.sqlite3"),
+    ],
+)
+def test_a_data_directory_it_cannot_write_is_a_clear_error(
+    tmp_path: Path, agent: str, variable: str, what: str, under: str
+) -> None:
+    """Under a regular file, a directory cannot be made even by root (the tests' user)."""
+    (tmp_path / "file").write_text("")
+    place = tmp_path / "file" / under
+    directory = place.parent if variable == "MESH_MEMO_PATH" else place
+    config = Path(__file__).parent.parent / "mesh.toml"
+    done = mesh("serve", agent, "--config", str(config), "--address", "127.0.0.1:0",
+                tmp_path=tmp_path, **{variable: str(place)})  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"error (config_error): cannot write the {what} {directory} (Not a directory); "
+        f"point {variable} somewhere writable"
+    )
     assert "Traceback" not in done.stderr
 
 

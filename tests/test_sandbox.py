@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -17,7 +18,8 @@ import pytest
 from mesh import CodeAgent, NsjailExecutor, SandboxConfig, factorial
 from mesh.agents import ModelOutput
 from mesh.errors import ToolExecutionError
-from mesh.sandbox.nsjail import SandboxUnavailableError, locate_nsjail
+from mesh.sandbox.jail import death_reason, signal_name
+from mesh.sandbox.nsjail import SandboxUnavailableError, locate_nsjail, nsjail_errors
 from mesh.sandbox.protocol import FrameReader, encode
 from mesh.sandbox.zygotes import Zygote
 from tests.support import alive, code, descendants, scripted, wait_until
@@ -221,6 +223,81 @@ def test_start_up_checks_say_what_is_missing(tmp_path: Any) -> None:
         CodeAgent([], scripted("x"), sandbox=SandboxConfig(python=str(private / "python3")))
     with pytest.raises(SandboxUnavailableError, match=r"(?s)could not start.*user namespaces"):
         Zygote(SandboxConfig(nsjail="/bin/false"))
+
+
+NSJAIL_PROC_FAILURE = """\
+[W][2026-12-02T15:32:55+0000][7] logParams():313 Process will be UID/EUID=0 in the global \
+user namespace, and will have user root-level access to files
+[I][2026-12-02T15:32:55+0000] Mount: '/proc' type:'proc' options:'' dir:true
+[W][2026-12-02T15:32:55+0000][9] mountSinglePoint():225 mount('none' -> \
+'/run/user/nsjail.0.root//proc'): procfs mount may fail if /proc has overmounts (e.g., \
+/dev/null on /proc/kcore): Operation not permitted
+[E][2026-12-02T15:32:55+0000][9] buildMountTree():328 Failed to mount mandatory point: '/proc'
+[E][2026-12-02T15:32:55+0000][9] initCloneNs():270 Failed to build mount tree
+[F][2026-12-02T15:32:55+0000][9] runChild():506 Launching child process failed
+[W][2026-12-02T15:32:55+0000][7] runChild():526 Received error message from the child process \
+before it has been executed
+[E][2026-12-02T15:32:55+0000][7] standaloneMode():274 Couldn't launch the child process
+"""
+"""What nsjail logs in a container that may not mount /proc (as printed, one line each)."""
+
+
+def test_nsjails_failure_is_its_error_lines_without_their_prefixes() -> None:
+    assert nsjail_errors(NSJAIL_PROC_FAILURE) == (
+        "buildMountTree():328 Failed to mount mandatory point: '/proc' | "
+        "initCloneNs():270 Failed to build mount tree | "
+        "runChild():506 Launching child process failed | "
+        "standaloneMode():274 Couldn't launch the child process"
+    )
+
+
+def test_without_errors_the_zygotes_own_words_then_warnings_then_anything() -> None:
+    root = NSJAIL_PROC_FAILURE.splitlines()[0]
+    walls = "the run's walls could not be raised: [Errno 1] Operation not permitted"
+    assert nsjail_errors(f"{root}\n{walls}\n") == walls
+    assert nsjail_errors(f"[I][2026-12-02T15:32:55+0000] Mode: STANDALONE_ONCE\n{root}\n") == (
+        "logParams():313 Process will be UID/EUID=0 in the global user namespace, and will "
+        "have user root-level access to files"
+    )
+    assert nsjail_errors("[I][2026-12-02T15:32:55+0000] Mode: STANDALONE_ONCE\n") == (
+        "Mode: STANDALONE_ONCE"
+    )
+    assert nsjail_errors("") == ""
+
+
+def test_nsjails_errors_are_cut_between_lines_keeping_the_first_and_the_last() -> None:
+    errors = [f"[E][2026-12-02T15:32:55+0000][1] step{n}():1 {'x' * 90}" for n in range(12)]
+    said = nsjail_errors("\n".join(errors))
+    assert len(said) <= 600
+    parts = said.split(" | ")
+    assert parts[0] == f"step0():1 {'x' * 90}" and parts[-1] == f"step11():1 {'x' * 90}"
+    assert parts[-2] == "..." and all(len(part) == 100 for part in parts[:-2])
+    alone = nsjail_errors(f"[F][2026-12-02T15:32:55+0000][1] huge():1 {'y' * 900}")
+    assert len(alone) == 600 and alone.startswith("huge():1 yyy") and alone.endswith("...")
+
+
+def test_only_a_real_signal_number_is_a_signal() -> None:
+    assert death_reason(255, 0.0, 10) == "the interpreter exited with code 255"
+    assert death_reason(139, 0.0, 10) == "the interpreter crashed with signal SIGSEGV"
+    assert death_reason(137, 0.0, 10) == "it was killed (SIGKILL)"
+    assert death_reason(3, 0.0, 10) == "the interpreter exited with code 3"
+    assert signal_name(-15) == "SIGTERM"  # as subprocess reports it
+    assert signal_name(128 + 40) == "40"  # a real-time signal, which has no name
+    assert signal_name(200) is None and signal_name(None) is None
+
+
+def test_a_jail_that_cannot_start_says_nsjails_own_error() -> None:
+    """An interpreter nsjail cannot bind into the jail: nsjail fails as it does in a
+    container without the right to mount, and says why in its own [E] lines."""
+    with pytest.raises(SandboxUnavailableError) as failed:
+        Zygote(SandboxConfig(python="/nonexistent/bin/python3"))
+    message = str(failed.value)
+    assert re.search(
+        r"could not start: nsjail exited with code 255: buildMountTree\(\):\d+ Failed to "
+        r"mount mandatory point: '/nonexistent' \| ",
+        message,
+    ), message
+    assert "logParams" not in message and "[E][" not in message
 
 
 def test_a_jail_dies_with_its_host_even_while_code_spins() -> None:

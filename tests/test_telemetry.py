@@ -6,78 +6,18 @@ import json
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from concurrent import futures
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
-import pytest
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from mesh._proto import agent_pb2 as pb
 from mesh._proto import agent_pb2_grpc
 from mesh.launcher import MeshProcesses
 from mesh.project import load_mesh_config
 from tests.mesh_setup import SEED_TASK
-
-
-@dataclass(frozen=True)
-class Span:
-    service: str
-    name: str
-    trace_id: str
-    span_id: str
-    parent_id: str
-    attributes: dict[str, Any]
-    start_ns: int = 0
-
-
-class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
-    def __init__(self) -> None:
-        self.spans: list[Span] = []
-        self.lock = threading.Lock()
-
-    def Export(self, request: Any, context: Any) -> Any:
-        for resource_spans in request.resource_spans:
-            resource = {kv.key: kv.value.string_value for kv in resource_spans.resource.attributes}
-            for scope in resource_spans.scope_spans:
-                for s in scope.spans:
-                    attributes = {kv.key: _value(kv.value) for kv in s.attributes}
-                    with self.lock:
-                        self.spans.append(
-                            Span(
-                                resource["service.name"],
-                                s.name,
-                                s.trace_id.hex(),
-                                s.span_id.hex(),
-                                s.parent_span_id.hex(),
-                                attributes,
-                                s.start_time_unix_nano,
-                            )
-                        )
-        return trace_service_pb2.ExportTraceServiceResponse()
-
-
-def _value(value: Any) -> Any:
-    kind = value.WhichOneof("value")
-    if kind == "array_value":
-        return [_value(v) for v in value.array_value.values]
-    return getattr(value, kind) if kind else None
-
-
-@pytest.fixture
-def receiver() -> Iterator[tuple[Receiver, int]]:
-    collector = Receiver()
-    server = grpc.server(futures.ThreadPoolExecutor(4))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(collector, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    yield collector, port
-    server.stop(0)
+from tests.otlp_receiver import Receiver, Span
 
 
 def test_one_trace_spans_the_delegation_tree(

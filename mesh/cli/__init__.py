@@ -5,6 +5,7 @@ mesh demo                 start the mesh, run its task, stop it
 mesh up                   start every agent of the config, each its own process
 mesh run [TASK]           send a task to the mesh and show the steps live
 mesh agents               the agents' cards
+mesh health ADDRESS       exit 0 if the agent there is serving (a container health check)
 mesh trace [ID]           recent traces, or one drawn as a tree
 mesh audit RUN_ID         one run's audit log across every service
 mesh tools add|remove     change an agent's tools at run time (admin)
@@ -88,6 +89,12 @@ def _parser() -> argparse.ArgumentParser:
 
     agents = command("agents", "list the agents' cards")
     agents.set_defaults(func=mesh_commands.agents)
+
+    health = command("health", "exit 0 if the agent at ADDRESS is serving, else say why")
+    health.add_argument("address", help="host:port of the agent")
+    health.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS",
+                        help="how long to wait for its answer (default 3)")  # fmt: skip
+    health.set_defaults(func=mesh_commands.health)
 
     trace = commands.add_parser("trace", help="recent traces, or one as a tree")
     trace.add_argument("trace_id", nargs="?", help="a trace id (or its first characters)")

@@ -1,4 +1,4 @@
-"""The mesh verbs of the ``mesh`` command: serve, up, run, agents, demo."""
+"""The mesh verbs of the ``mesh`` command: serve, up, run, agents, health, demo."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ from mesh.telemetry import default_trace_dir
 from mesh.telemetry.trace_file import iter_spans
 from mesh.telemetry.trace_view import list_traces, render_tree
 
-__all__ = ["agents", "audit", "demo", "on_free_ports", "run", "serve", "trace", "up"]
+__all__ = ["agents", "audit", "demo", "health", "on_free_ports", "run", "serve", "trace", "up"]
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -147,6 +147,20 @@ def agents(args: argparse.Namespace) -> int:
             print(f"    tool {tool['name']}({inputs}) -> {tool['output_type']}")
         for managed in card.managed_agents:
             print(f"    delegates to {managed}")
+    return 0
+
+
+def health(args: argparse.Namespace) -> int:
+    """Exit 0 when the agent at ``args.address`` reports SERVING: a container's health check.
+    Not serving, or not answering within ``args.timeout`` s, is an error (exit 1) that says
+    which. With a config (``--config``, else ./mesh.toml) its TLS settings apply (a health
+    check needs no token); without one, plaintext."""
+    config = _config_for(args)
+    security = config.security if config is not None else None
+    label = f"the agent at {args.address}"
+    with AgentClient(args.address, security=security, label=label) as client:
+        if not client.health(timeout_s=args.timeout):
+            raise AgentUnavailableError(f"{label} answers but is not serving")
     return 0
 
 

@@ -13,9 +13,11 @@ choices for any mesh.toml, so that a user's mesh deploys with one command
   Service has a cluster IP; the others are headless, so callers balance across replicas.
 - Each agent reaches the agents it manages through their Services (``MESH_ADDRESS_<CHILD>``,
   which overrides the address in mesh.toml).
-- Privileges only where model-written code runs: nsjail needs root in the container,
-  CAP_SYS_ADMIN and friends and unconfined seccomp and AppArmor to build its jail. Every other
-  pod runs as uid 10001 with no capabilities and a read-only root filesystem.
+- Privileges only where model-written code runs, and exactly what nsjail needs to build its
+  jail (``JAIL_CONTEXT``; tests/test_containers.py proves each is needed): root in a user
+  namespace of the pod's own (``hostUsers: false``), CAP_SETUID and CAP_SETGID, an unmasked
+  /proc, unconfined seccomp (and AppArmor, whose default profile denies mount). Every other pod
+  runs as uid 10001 with no capabilities. Every root filesystem is read-only.
 - With an [auth] table, the files it names come from the Secret mesh-auth, mounted at the
   directory they are named in. With TLS, kubelet's gRPC probes (which cannot speak TLS) use a
   plaintext port that serves health checks alone (``mesh serve --health-address``).
@@ -72,14 +74,27 @@ LOG_ENV = {  # with shared state, all a pod keeps of its own (as deploy/k8s/base
 }
 HEALTH_PORT = 8081
 USER_ID = 10001  # the image's unprivileged user
-NSJAIL_CAPABILITIES = ("SYS_ADMIN", "SETUID", "SETGID", "SYS_CHROOT", "KILL")
+NSJAIL_CAPABILITIES = ("SETUID", "SETGID")
+"""To map the jail's user and group (uid_map, gid_map); nothing else is needed, not even KILL
+to cancel jailed code: its user namespace belongs to the container's root."""
+JAIL_CONTEXT: Manifest = {
+    "runAsUser": 0,  # in the pod's user namespace (hostUsers: false)
+    "runAsNonRoot": False,
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "procMount": "Unmasked",  # to mount the jail's own /proc; needs hostUsers: false
+    "capabilities": {"drop": ["ALL"], "add": list(NSJAIL_CAPABILITIES)},
+    "seccompProfile": {"type": "Unconfined"},  # to make namespaces and name the jail's host
+    "appArmorProfile": {"type": "Unconfined"},  # the default profile denies mount
+}
+"""The securityContext of a pod that runs model-written code (deploy/k8s/base has the same)."""
 RESOURCES = {  # (requests, limits) of (cpu, memory), as deploy/k8s/base gives them
     "code": (("500m", "512Mi"), ("2", "2Gi")),
     "tool-calling": (("250m", "256Mi"), ("1", "512Mi")),
 }
 _WHY_PRIVILEGED = (
-    "runs model-written code in nsjail, which needs root in the container, CAP_SYS_ADMIN, "
-    "SETUID, SETGID, SYS_CHROOT, KILL and unconfined seccomp and AppArmor to build its jail"
+    "runs model-written code in nsjail, which needs root (in the pod's user namespace), "
+    "SETUID, SETGID, an unmasked /proc and unconfined seccomp and AppArmor to build its jail"
 )
 _AUTH_FILES = ("tls_cert", "tls_key", "tls_ca", "tokens_file", "token_file")
 _NAME = "app.kubernetes.io/name"
@@ -190,7 +205,8 @@ def _deployment(
     if runs_code:
         metadata["annotations"] = {"mesh.smolmesh.io/privileges": _WHY_PRIVILEGED}
     container, volumes = _container(mesh, agent, port, env)
-    pod = {
+    pod: Manifest = {"hostUsers": False} if runs_code else {}  # root in the pod is not the node's
+    pod |= {
         "automountServiceAccountToken": False,  # agents never call the Kubernetes API
         "terminationGracePeriodSeconds": 30,
         "securityContext": {"fsGroup": USER_ID},  # uid 10001 may read the mounted Secret
@@ -237,9 +253,9 @@ def _container(
         env = [*env, *_values(DATA_ENV)]
         mounts.append({"name": "state", "mountPath": DATA_DIR})
         volumes.append({"name": "state", "emptyDir": {}})
-    if not runs_code:  # the root filesystem is read-only: scratch space for the tools
-        mounts.append({"name": "tmp", "mountPath": "/tmp"})
-        volumes.append({"name": "tmp", "emptyDir": {}})
+    # The root filesystem is read-only: scratch space for the tools, and for the jail's root.
+    mounts.append({"name": "tmp", "mountPath": "/tmp"})
+    volumes.append({"name": "tmp", "emptyDir": {}})
     if mesh.auth_dir:
         mounts.append({"name": AUTH_SECRET, "mountPath": mesh.auth_dir, "readOnly": True})
         secret = {"secretName": AUTH_SECRET, "defaultMode": 0o440}  # owner and fsGroup only
@@ -258,7 +274,7 @@ def _container(
             "requests": {"cpu": cpu, "memory": memory},
             "limits": {"cpu": cpu_limit, "memory": memory_limit},
         },
-        "securityContext": _jail_context() if runs_code else _locked_context(),
+        "securityContext": dict(JAIL_CONTEXT if runs_code else _locked_context()),
         "volumeMounts": mounts,
     }
     return container, volumes
@@ -277,17 +293,6 @@ def _service(mesh: _Mesh, name: str, port: int, *, headless: bool) -> Manifest:
         "kind": "Service",
         "metadata": {"name": name, "namespace": mesh.namespace, "labels": {_NAME: name}},
         "spec": spec,
-    }
-
-
-def _jail_context() -> Manifest:
-    return {
-        "runAsUser": 0,
-        "runAsNonRoot": False,
-        "allowPrivilegeEscalation": True,
-        "capabilities": {"drop": ["ALL"], "add": list(NSJAIL_CAPABILITIES)},
-        "seccompProfile": {"type": "Unconfined"},
-        "appArmorProfile": {"type": "Unconfined"},
     }
 
 

@@ -33,7 +33,7 @@ from typing import Any
 from mesh.agents import events as ev
 from mesh.append_only import MAX_RECORD_BYTES, json_line, parse_record, read_lines, string_field
 from mesh.errors import ErrorInfo
-from mesh.paths import data_path
+from mesh.paths import data_path, writable_dir
 from mesh.rotating_file import RotatingFile
 from mesh.telemetry.redact import redact, shape
 
@@ -67,7 +67,8 @@ class AuditLog:
     def for_service(cls, name: str, budget_bytes: int) -> AuditLog:
         """The audit log of this process of service ``name``: its own file (replicas never
         share one), within ``budget_bytes`` with its backups and earlier processes' files."""
-        path = default_audit_dir() / f"{name}-{os.getpid()}.jsonl"
+        directory = writable_dir(default_audit_dir(), "audit directory", "MESH_AUDIT_DIR")
+        path = directory / f"{name}-{os.getpid()}.jsonl"
         return cls(path, max_bytes=budget_bytes // (AUDIT_BACKUPS + 1), family=name)
 
     def record(self, event: ev.AgentEvent) -> None:

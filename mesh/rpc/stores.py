@@ -18,6 +18,7 @@ from mesh._proto import agent_pb2 as pb
 from mesh.data_limit import DataLimit
 from mesh.host.run_ledger import Ledger, RunLedger, default_run_ledger_path
 from mesh.host.sessions import Sessions, SessionStore, default_sessions_path
+from mesh.paths import writable_dir
 from mesh.rpc.servicer import ProtoCodec
 from mesh.rpc.tool_admin import ChangeLog, ToolChangeLog, default_tool_log_dir
 from mesh.state.registry import state_database, state_notifications
@@ -48,11 +49,7 @@ def open_stores(agent: str, limit: DataLimit, *, run_retention_s: float,
     """The agent's stores, where the process's state setting says (``use_state``)."""
     database = state_database()
     if database is None:
-        return Stores(
-            ledger=RunLedger(default_run_ledger_path(agent), max_bytes=limit.ledger_bytes),
-            sessions=SessionStore(default_sessions_path(agent), max_bytes=limit.sessions_bytes),
-            changes=ToolChangeLog(default_tool_log_dir() / f"{agent}.jsonl"),
-        )
+        return _file_stores(agent, limit)
     # Imported here: a service on files never loads the PostgreSQL driver.
     from mesh.host.postgres_ledger import PostgresRunLedger
     from mesh.host.postgres_sessions import PostgresSessionStore
@@ -68,3 +65,19 @@ def open_stores(agent: str, limit: DataLimit, *, run_retention_s: float,
         shared=SharedRuns(database, notifications, agent, ProtoCodec(),
                           retention_s=run_retention_s, max_bytes=run_memory_bytes),
     )  # fmt: skip
+
+
+def _file_stores(agent: str, limit: DataLimit) -> Stores:
+    """The agent's stores as files on this machine, in directories checked first: one that
+    cannot be written stops the service at start-up, naming the variable that moves it."""
+    ledger, sessions = default_run_ledger_path(agent), default_sessions_path(agent)
+    writable_dir(ledger.parent, "run ledger directory", "MESH_RUNS_DIR")
+    writable_dir(sessions.parent, "sessions directory", "MESH_SESSIONS_DIR")
+    tool_log = writable_dir(
+        default_tool_log_dir(), "tool change log directory", "MESH_TOOL_LOG_DIR"
+    )
+    return Stores(
+        ledger=RunLedger(ledger, max_bytes=limit.ledger_bytes),
+        sessions=SessionStore(sessions, max_bytes=limit.sessions_bytes),
+        changes=ToolChangeLog(tool_log / f"{agent}.jsonl"),
+    )

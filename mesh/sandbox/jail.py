@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from mesh.sandbox.protocol import FrameReader, ProtocolError, encode
 
-__all__ = ["Ending", "Jail", "JailDied", "death_reason"]
+__all__ = ["Ending", "Jail", "JailDied", "death_reason", "signal_name"]
 
 
 class JailDied(Exception):
@@ -132,10 +132,27 @@ def death_reason(code: int | None, cpu_used_s: float, cpu_limit_s: float) -> str
     """Why an interpreter ended with ``code`` (128 + N for signal N), in words."""
     if cpu_used_s >= cpu_limit_s - 0.5:
         return f"it used up its CPU time limit of {cpu_limit_s:g} s"
-    if code is not None and code > 128:
-        number = code - 128
-        name = signal.Signals(number).name if number in signal.valid_signals() else ""
-        if name == "SIGKILL":
-            return "it was killed (SIGKILL)"
-        return f"the interpreter crashed with signal {name or number}"
+    name = signal_name(code)
+    if name == "SIGKILL":
+        return "it was killed (SIGKILL)"
+    if name is not None:
+        return f"the interpreter crashed with signal {name}"
     return f"the interpreter exited with code {code}"
+
+
+def signal_name(code: int | None) -> str | None:
+    """The signal that ended a process with exit ``code``, or None for a plain exit.
+
+    A death by signal N reads -N from ``subprocess`` and 128 + N from the zygote (as
+    from a shell). Only a real signal's number counts: 255, what nsjail exits with when
+    it cannot start the jail, is an exit code, not "signal 127".
+    """
+    if code is None:
+        return None
+    number = -code if code < 0 else code - 128
+    if number not in signal.valid_signals():
+        return None
+    try:
+        return signal.Signals(number).name
+    except ValueError:  # the real-time signals between SIGRTMIN and SIGRTMAX have no name
+        return str(number)

@@ -1,5 +1,6 @@
 """How the zygote's jail is made: the nsjail command line, its seccomp policy,
-and the start-up checks that refuse to go on when the sandbox cannot work.
+the start-up checks that refuse to go on when the sandbox cannot work, and
+what nsjail's log says when the jail fails anyway.
 
 The jail every run of one sandbox configuration shares: new user, PID,
 mount, network, IPC and UTS namespaces (nsjail's defaults); uid/gid 65534
@@ -15,6 +16,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -26,8 +28,15 @@ from pathlib import Path
 
 from mesh.errors import ExecutorError
 from mesh.sandbox.config import SandboxConfig
+from mesh.text import clip
 
-__all__ = ["JAIL_RUNNER_DIR", "SECCOMP_POLICY", "SandboxUnavailableError", "zygote_command"]
+__all__ = [
+    "JAIL_RUNNER_DIR",
+    "SECCOMP_POLICY",
+    "SandboxUnavailableError",
+    "nsjail_errors",
+    "zygote_command",
+]
 
 JAIL_RUNNER_DIR = "/opt/mesh"
 JAIL_UID = 65534
@@ -58,6 +67,11 @@ DENIED_SYSCALLS = (
     "lookup_dcookie", "vhangup",
 )  # fmt: skip
 SECCOMP_POLICY = f"ERRNO(1) {{ {', '.join(DENIED_SYSCALLS)} }} DEFAULT ALLOW"
+
+LOG_LINE = re.compile(r"\[([DIWEF])\]\[[^\]]*\](?:\[\d+\])? ?(.*)")
+"""One line of nsjail's log: ``[E][2026-12-02T15:32:55+0000][1] buildMountTree():328 Failed
+to mount mandatory point: '/proc'`` (level, time, pid; [I] lines have no pid)."""
+LOG_LIMIT = 600
 
 
 class SandboxUnavailableError(ExecutorError):
@@ -168,6 +182,50 @@ def check_python_visible(python: str) -> None:
                 "world-readable interpreter (MESH_JAIL_PYTHON=/usr/bin/python3) or "
                 f"`chmod o+x {directory}`."
             )
+
+
+def nsjail_errors(log: str, limit: int = LOG_LIMIT) -> str:
+    """What went wrong, from nsjail's log (the zygote's stderr shares it), in at most
+    ``limit`` characters.
+
+    nsjail says much that is no error (its parameters, warnings about root), so the end
+    of its log may not hold the cause. Its errors ([E], [F]) are what is kept, with the
+    lines that are not nsjail's (the zygote's own words, a Python traceback); failing
+    those, its warnings; failing those, everything. Each without its "[E][time][pid] "
+    prefix, in order, joined with " | ".
+    """
+    lines = [_log_line(line) for line in log.splitlines() if line.strip()]
+    for wanted in ({"E", "F", ""}, {"W"}):
+        chosen = [text for level, text in lines if level in wanted]
+        if chosen:
+            return _join_within(chosen, limit)
+    return _join_within([text for _, text in lines], limit)
+
+
+def _log_line(line: str) -> tuple[str, str]:
+    """(level, message) of a line of nsjail's; ("", line) of any other."""
+    match = LOG_LINE.match(line)
+    return (match[1], match[2].strip()) if match else ("", line.strip())
+
+
+def _join_within(lines: list[str], limit: int) -> str:
+    """``lines`` joined with " | " in at most ``limit`` characters, cut between lines: the
+    first that fit (nsjail names the cause first, then what failed because of it) and the
+    last (a traceback ends with its error), "..." for those left out between them. Only a
+    line too long on its own is cut."""
+    joined = " | ".join(lines)
+    if len(joined) <= limit or len(lines) == 1:
+        return clip(joined, limit)
+    last = clip(lines[-1], limit // 2)
+    room = limit - len(last) - len(" | ... | ")
+    head: list[str] = []
+    for line in lines[:-1]:
+        if len(" | ".join([*head, line])) > room:
+            break
+        head.append(line)
+    head = head or [clip(lines[0], room)]
+    gap = ["..."] if len(head) < len(lines) - 1 else []
+    return " | ".join([*head, *gap, last])
 
 
 _runner_lock = threading.Lock()

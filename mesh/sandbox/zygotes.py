@@ -23,8 +23,13 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from mesh.sandbox.config import SandboxConfig
-from mesh.sandbox.jail import Jail, JailDied, death_reason
-from mesh.sandbox.nsjail import SandboxUnavailableError, check_python_visible, zygote_command
+from mesh.sandbox.jail import Jail, JailDied, death_reason, signal_name
+from mesh.sandbox.nsjail import (
+    SandboxUnavailableError,
+    check_python_visible,
+    nsjail_errors,
+    zygote_command,
+)
 
 __all__ = ["Zygote", "zygote_for"]
 
@@ -169,16 +174,26 @@ class Zygote:
         self._control.close()
 
     def failure(self) -> str:
+        """How the zygote failed, and what nsjail (or the zygote) said about it."""
         code = self.process.poll()
+        name = signal_name(code)
+        if code is None:
+            how = "it did not answer in time"
+        elif name is not None:
+            how = f"nsjail was ended by signal {name}"
+        else:
+            how = f"nsjail exited with code {code}"
+        said = self.said()
+        return f"{how}: {said}" if said else how
+
+    def said(self) -> str:
+        """The errors on nsjail's log, which the zygote's stderr shares (``nsjail_errors``)."""
         try:
             self._log.seek(0)
             log = self._log.read().decode("utf-8", errors="replace")
         except (OSError, ValueError):
             log = ""
-        lines = " | ".join(line for line in log.splitlines() if line.strip())[-600:]
-        if code is None:
-            return f"it did not answer in time{': ' + lines if lines else ''}"
-        return f"nsjail exited with code {code}{': ' + lines if lines else ''}"
+        return nsjail_errors(log)
 
 
 class _Order:
@@ -264,6 +279,9 @@ def zygote_for(config: SandboxConfig, imports: Iterable[str] = ()) -> Zygote:
             except (JailDied, TimeoutError) as err:
                 zygote.close()
                 reason = err.reason if isinstance(err, JailDied) else "it did not start in time"
+                said = zygote.said()  # e.g. the zygote's word on the walls it could not raise
+                if said and said not in reason:
+                    reason += f"; the jail said: {said}"
                 raise SandboxUnavailableError(
                     f"the sandbox cannot isolate a run: {reason}. It needs nested user "
                     "namespaces (user.max_user_namespaces well above 1)."

@@ -16,7 +16,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from mesh.paths import data_path
+from mesh.paths import data_path, writable_dir
 from mesh.telemetry.trace_file import MAX_TRACE_BYTES, TRACE_BACKUPS, TraceFileExporter
 
 __all__ = ["default_trace_dir", "setup_tracing"]
@@ -49,7 +49,7 @@ def setup_tracing(
             OTLPSpanExporter(timeout=timeout), max_queue_size=4096, schedule_delay_millis=200,
             export_timeout_millis=int(timeout * 1000), max_export_batch_size=EXPORT_BATCH,
         ))  # fmt: skip
-    directory = trace_dir or default_trace_dir()
+    directory = trace_dir or writable_dir(default_trace_dir(), "trace directory", "MESH_TRACE_DIR")
     provider.add_span_processor(BatchSpanProcessor(
         TraceFileExporter(directory / f"{service_name}-{os.getpid()}.jsonl",
                           max_bytes=budget_bytes // (TRACE_BACKUPS + 1), family=service_name),

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mesh.errors import ToolExecutionError
-from mesh.paths import data_path
+from mesh.paths import data_path, writable_dir
 from mesh.sqlite_usage import used_bytes
 from mesh.tools.base import Tool
 
@@ -130,7 +130,9 @@ def default_memo_store(path: str | os.PathLike[str] | None = None) -> MemoStore:
             from mesh.state.memo import PostgresMemoStore
 
             return PostgresMemoStore(database, max_bytes=MAX_MEMO_BYTES)
-    return SqliteMemoStore(default_memo_path() if path is None else path)
+        path = default_memo_path()
+        writable_dir(path.parent, "memo's directory", "MESH_MEMO_PATH")
+    return SqliteMemoStore(path)
 
 
 class MemoTool(Tool):
