@@ -13,7 +13,7 @@ CONTRACT_TAG   := contract-v1
 CONTRACT_IMAGE := protos/released/smolmesh-v1.binpb
 NODE_CLIENT := examples/clients/node
 
-.PHONY: demo test lint protos check-protos typecheck unit postgres bench constraints clean contract-image
+.PHONY: demo test lint protos check-protos typecheck unit postgres container-engine containers bench constraints clean contract-image
 
 # The main job: start the seed mesh (one process per agent), run its task, stop it.
 demo: $(STAMP)
@@ -43,12 +43,22 @@ check-protos: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP) $(NPM_STAMP) $(NODE_CLIENT)/node_modules/.installed postgres
+unit: $(STAMP) $(NPM_STAMP) $(NODE_CLIENT)/node_modules/.installed postgres container-engine
 	$(BIN)/pytest
 
 # The tests start PostgreSQL servers of their own: Debian's server binaries, installed if missing.
 postgres:
 	scripts/ensure_postgres.sh
+
+# The container tests build the image and run the mesh under podman: Debian's, installed if missing.
+container-engine:
+	scripts/ensure_containers.sh
+
+# The seed mesh in containers, offline: the Python base image from Debian packages (no registry
+# is reachable here), the image, one container per Deployment of deploy/k8s/overlays/dev with
+# its privileges, the seed task from a client container, then everything stopped.
+containers: $(STAMP) container-engine
+	$(BIN)/python scripts/mesh_containers.py seed
 
 $(NPM_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund
@@ -67,6 +77,7 @@ bench: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python bench/sustained_load.py
 	$(BENCH_VENV)/bin/python bench/project_startup.py
 	$(BENCH_VENV)/bin/python bench/lead_enrichment.py
+	$(BIN)/python bench/containers.py  # kubectl is in the dev venv
 
 $(BENCH_VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(BENCH_VENV)

@@ -68,7 +68,8 @@ class ContainerError(RuntimeError):
 
 @dataclass
 class Engine:
-    """podman with this machine's two settings, optionally on a private image store."""
+    """podman with this machine's two settings, optionally with a store of its own (images,
+    containers, volumes; networks stay the machine's, so that their subnets never collide)."""
 
     home: Path
     private_store: bool = False
@@ -79,7 +80,9 @@ class Engine:
         conf = self.home / "containers.conf"
         conf.write_text(ENGINE_SETTINGS)
         self.env = {**os.environ, "CONTAINERS_CONF": str(conf)}
-        if self.private_store:
+        if self.private_store:  # images, containers, volumes and podman's own run state
+            conf.write_text(ENGINE_SETTINGS + f'tmp_dir = "{self.home}/libpod"\n'
+                            f'volume_path = "{self.home}/volumes"\n')  # fmt: skip
             storage = self.home / "storage.conf"
             storage.write_text(
                 f'[storage]\ndriver = "overlay"\ngraphroot = "{self.home}/graph"\n'
@@ -87,9 +90,9 @@ class Engine:
             )
             self.env["CONTAINERS_STORAGE_CONF"] = str(storage)
 
-    def run(self, *args: str, timeout: float = 300, check: bool = True) -> str:
+    def run(self, *args: str, timeout: float = 300, check: bool = True, input: str = "") -> str:
         """podman ``args``; its standard output (its error output is in the error)."""
-        done = subprocess.run(["podman", *args], capture_output=True, text=True,
+        done = subprocess.run(["podman", *args], capture_output=True, text=True, input=input,
                               env=self.env, timeout=timeout)  # fmt: skip
         if check and done.returncode != 0:
             raise ContainerError(f"podman {args[0]} failed ({done.returncode}): "
@@ -423,7 +426,6 @@ class Mesh:
     def remove(self) -> None:
         for pod in self.pods:
             self.engine.run("rm", "--force", "--time", "0", self.container(pod.name), check=False)
-        self.engine.run("network", "rm", "--force", self.network, check=False)
 
 
 @contextmanager
@@ -462,31 +464,33 @@ EMBEDDED_STATE = {"MESH_STATE_DSN": None, "MESH_MEMO_PATH": "/var/log/mesh/memo.
 manifests expect PostgreSQL, which is not in this image)."""
 
 
+def mesh_image(docs: Sequence[dict[str, Any]]) -> str:
+    """The image the agents run (every Deployment but Jaeger's runs the same one)."""
+    agents = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] != "jaeger"]
+    return str(agents[0]["spec"]["template"]["spec"]["containers"][0]["image"])
+
+
 def prepare(engine: Engine, image: str) -> None:
-    if not engine.has_image(STAND_IN_BASE) and not engine.has_image(UPSTREAM_BASE):
-        print(f"building the stand-in base image {STAND_IN_BASE} ...", flush=True)
-        print(f"  {build_base(engine):.0f} s", flush=True)
+    """The image, built on python.org's base if this store has it, else on the stand-in (built
+    first if missing)."""
     base = UPSTREAM_BASE if engine.has_image(UPSTREAM_BASE) else STAND_IN_BASE
+    if not engine.has_image(base):
+        print(f"building the stand-in base image {base} ...", flush=True)
+        print(f"  {build_base(engine, base):.0f} s", flush=True)
     print(f"building {image} on {base} ...", flush=True)
     print(f"  {build_image(engine, image, base):.0f} s", flush=True)
 
 
-def mesh_up(engine: Engine, state: str | None) -> Mesh:
-    docs = render(OVERLAY)
-    image = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"][
-        "containers"][0]["image"]  # fmt: skip
-    prepare(engine, image)
+def mesh_pods(engine: Engine, docs: Sequence[dict[str, Any]], state: str | None) -> list[Pod]:
+    """The overlay's agents, with the state in ``state`` (a DSN) or else in files, and no OTLP
+    endpoint (Jaeger's image cannot be pulled here: traces go to the trace files)."""
     secrets = secrets_of(docs)
     env: dict[str, str | None] = {"OTEL_EXPORTER_OTLP_ENDPOINT": None}
     if state:
         secrets[generated(secrets, "mesh-state")] = {"dsn": state}
     else:
         env.update(EMBEDDED_STATE)
-    engine.run("network", "create", NETWORK)
-    mesh = Mesh(engine, NETWORK, pods(docs, engine.home / "pods", secrets=secrets, env=env,
-                                      skip=("jaeger",)))  # fmt: skip
-    mesh.start(image, publish=("manager",))
-    return mesh
+    return pods(docs, engine.home / "pods", secrets=secrets, env=env, skip=("jaeger",))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -500,24 +504,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(missing, file=sys.stderr)
         return 1
     engine = Engine(STATE_DIR)
+    docs = render(OVERLAY)
+    image = mesh_image(docs)
+    mesh = Mesh(engine, NETWORK, mesh_pods(engine, docs, args.state))
     try:
         if args.command == "base":
             print(f"{build_base(engine):.0f} s")
         elif args.command == "image":
-            prepare(engine, "smolmesh/seed:dev")
+            prepare(engine, image)
         elif args.command == "down":
-            Mesh(engine, NETWORK, pods(render(OVERLAY), engine.home / "pods",
-                 secrets=secrets_of(render(OVERLAY)), env={})).remove()  # fmt: skip
+            mesh.remove()
+            engine.run("network", "rm", "--force", NETWORK, check=False)
         else:
-            mesh = mesh_up(engine, args.state)
-            port = mesh.published["manager"]
-            print(f"the manager answers on 127.0.0.1:{port} (mesh run --address 127.0.0.1:{port})")
-            if args.command == "seed":
-                try:
-                    print(engine.run("run", "--rm", f"--network={NETWORK}", mesh.pods[0].image,
+            prepare(engine, image)
+            engine.run("network", "create", NETWORK)
+            try:
+                mesh.start(image, publish=["manager"])
+                port = mesh.published["manager"]
+                print(f"the manager answers on 127.0.0.1:{port}: "
+                      f"mesh run --address 127.0.0.1:{port}", flush=True)  # fmt: skip
+                if args.command == "seed":
+                    print(engine.run("run", "--rm", f"--network={NETWORK}", image,
                                      "run", "--address", f"manager:{GRPC_PORT}"))  # fmt: skip
-                finally:
+            finally:
+                if args.command == "seed":
                     mesh.remove()
+                    engine.run("network", "rm", "--force", NETWORK, check=False)
     except ContainerError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

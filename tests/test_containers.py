@@ -8,15 +8,20 @@ network of its own. The state is in a real PostgreSQL, as in the cluster.
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+import yaml
 
 from mesh.rpc.client import AgentClient
 from scripts.mesh_containers import (
@@ -26,6 +31,7 @@ from scripts.mesh_containers import (
     build_base,
     build_image,
     engine_missing,
+    free_port,
     generated,
     layers,
     network,
@@ -43,6 +49,7 @@ pytestmark = [
     pytest.mark.timeout(600),
 ]
 
+ROOT = Path(__file__).parent.parent
 OVERLAY = "overlays/dev"
 SEED_ANSWER = "gRPC was open-sourced in 2015"
 JAILERS = ("manager", "math-specialist")
@@ -58,7 +65,9 @@ def manifests() -> list[dict[str, Any]]:
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
     engine = Engine(tmp_path_factory.mktemp("podman"), private_store=True)
     yield engine
-    engine.run("system", "reset", "--force", check=False, timeout=120)
+    # Not `podman system reset`: it would also remove every network on the machine.
+    engine.run("rm", "--all", "--force", "--time", "0", check=False, timeout=120)
+    engine.run("rmi", "--all", "--force", check=False, timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -282,6 +291,150 @@ def test_the_image_holds_no_build_or_test_tools_and_no_dead_layers(
     assert not any("/wheels" in step and "COPY" in step for step in steps), steps
     user = engine.run("image", "inspect", "--format", "{{.Config.User}}", image).strip()
     assert user == "10001"
+
+
+COMPOSE_DIR = ROOT / "deploy" / "compose"
+COMPOSE = str(Path(sys.executable).parent / "podman-compose")
+COMPOSE_AGENTS = ("math-specialist", "research-specialist", "manager")
+
+
+def test_compose_runs_the_seed_task_as_shipped(engine: Engine, image: str, tmp_path: Path) -> None:
+    """deploy/compose as shipped but for Jaeger, whose image cannot be pulled here: an OTLP
+    receiver of ours takes its place (and its name), so the agents' exporters are unchanged."""
+    engine.run("tag", image, compose_image())
+    override = tmp_path / "jaeger-stand-in.yaml"
+    override.write_text(yaml.safe_dump({"services": {"jaeger": {
+        "image": compose_image(), "entrypoint": ["python3", "/stand_in.py"],
+        "volumes": [f"{Path(__file__).parent / 'containers' / 'otlp_stand_in.py'}:/stand_in.py:ro"],
+    }}}))  # fmt: skip
+    project = f"mesh-compose-{uuid.uuid4().hex[:6]}"
+    ports = {name: str(free_port()) for name in ("MESH_PORT", "JAEGER_UI_PORT", "OTLP_PORT")}
+
+    def compose(*args: str, timeout: float = 120) -> str:
+        done = subprocess.run([COMPOSE, "-p", project, "-f", "compose.yaml", "-f", str(override),
+                               *args], cwd=COMPOSE_DIR, env={**engine.env, **ports},
+                              capture_output=True, text=True, timeout=timeout)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout
+
+    try:
+        compose("up", "--detach")
+        # podman 4.3 schedules health checks with systemd, which this machine lacks, and
+        # podman-compose skips `condition: service_healthy` below podman 4.6: run the shipped
+        # health checks as the engine would, until each agent passes its own.
+        for agent in COMPOSE_AGENTS:
+            wait_until_healthy(engine, f"{project}_{agent}_1")
+        out = compose("--profile", "client", "run", "--rm", "client", timeout=180)
+        assert SEED_ANSWER in out
+        math = processes(engine, f"{project}_math-specialist_1")
+        assert any("nsjail" in command for _, command in math), math
+        spans = [json.loads(line) for line in engine.logs(f"{project}_jaeger_1").splitlines()
+                 if line.startswith("{")]  # fmt: skip
+        roots = [s for s in spans if s["name"] == "invoke_agent manager" and s["run_id"]]
+        assert roots, spans[-5:]
+        traced = {s["service"] for s in spans if s["trace_id"] == roots[0]["trace_id"]}
+        assert traced == {"manager", "research_specialist", "math_specialist"}
+        started = time.monotonic()
+        compose("stop", *COMPOSE_AGENTS, timeout=120)  # SIGTERM, then 30 s of grace
+        assert time.monotonic() - started < 30
+        for agent in COMPOSE_AGENTS:
+            code = engine.run("inspect", "--format", "{{.State.ExitCode}}", f"{project}_{agent}_1")
+            assert code.strip() == "0", (agent, engine.logs(f"{project}_{agent}_1")[-2000:])
+    finally:
+        compose("down", "--volumes", timeout=180)
+
+
+def compose_image() -> str:
+    shipped = yaml.safe_load((COMPOSE_DIR / "compose.yaml").read_text())
+    return str(shipped["x-agent"]["image"])
+
+
+def wait_until_healthy(engine: Engine, container: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not engine.succeeds("healthcheck", "run", container):
+        assert time.monotonic() < deadline, engine.logs(container)[-2000:]
+        time.sleep(0.5)
+
+
+def test_kube_play_reads_the_pods_privileges_as_our_runner_does(
+    engine: Engine, image: str, manifests: list[dict[str, Any]], cluster: dict[str, Any],
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """podman's own Kubernetes reader, on the rendered dev overlay, gives each agent's
+    container the user, capabilities, privilege escalation and read-only root that ours does.
+
+    What podman 4.3's `kube play` cannot do, so that the overlay cannot run under it (the
+    runner above runs it instead): it ignores the securityContext's seccompProfile and
+    procMount (the jail then cannot start), gives a `hostUsers: false` pod 1024 ids (the jail's
+    user 65534 is not among them), mounts a ConfigMap's directory where a subPath names a file,
+    stores the Secrets it reads in a form it cannot read back, and has no Services' DNS,
+    NetworkPolicies, HPAs or probes without systemd. Its Secrets are made beforehand here.
+    """
+    if not subuid_for_containers():
+        pytest.skip("no ids for podman's user namespaces: run scripts/ensure_containers.sh")
+    agents = [
+        d for d in manifests if d["kind"] == "Deployment" and d["metadata"]["name"] != "jaeger"
+    ]
+    for secret in [d for d in manifests if d["kind"] == "Secret"]:
+        engine.run("secret", "create", secret["metadata"]["name"], "-",
+                   input=json.dumps(podman_secret(secret)))  # fmt: skip
+    played = tmp_path / "overlay.yaml"
+    others = [d for d in manifests if d["kind"] in ("ConfigMap",)]
+    played.write_text(yaml.safe_dump_all([*others, *agents]))
+    engine.run("kube", "play", "--start=false", str(played))
+    try:
+        for agent in agents:
+            name = agent["metadata"]["name"]
+            theirs = security(engine, f"{name}-pod-0-agent")
+            (ours_pod,) = pods([agent, *others], **cluster)
+            ours_name = f"ours-{name}-{uuid.uuid4().hex[:6]}"
+            engine.run("create", "--name", ours_name, *ours_pod.options, image, *ours_pod.args)
+            try:
+                ours = security(engine, ours_name)
+            finally:
+                engine.run("rm", "--force", ours_name, check=False)
+            assert theirs == ours, name
+            jailer = name in JAILERS
+            assert ours["capabilities"] == (["CAP_SETGID", "CAP_SETUID"] if jailer else [])
+            assert ours["user"] == ("0" if jailer else "10001")
+            assert ours["user_namespace"] is jailer and ours["read_only_root"] is True
+            assert "/tmp" in ours["writable"] and "/var/log/mesh" in ours["writable"]
+    finally:
+        engine.run("kube", "down", str(played), check=False)
+        for secret in [d for d in manifests if d["kind"] == "Secret"]:
+            engine.run("secret", "rm", secret["metadata"]["name"], check=False)
+
+
+def subuid_for_containers() -> bool:
+    try:
+        return any(line.startswith("containers:") for line in open("/etc/subuid"))
+    except OSError:
+        return False
+
+
+def podman_secret(secret: dict[str, Any]) -> dict[str, str]:
+    """A Secret as podman 4.3's `kube play` reads it: its keys' base64 values, as JSON."""
+    values = dict(secret.get("data", {}))
+    for key, text in secret.get("stringData", {}).items():
+        values[key] = base64.b64encode(text.encode()).decode()
+    return values
+
+
+def security(engine: Engine, container: str) -> dict[str, Any]:
+    """What podman made of a container's privileges (the fields both readers set)."""
+    (found,) = json.loads(engine.run("inspect", container))
+    host = found["HostConfig"]
+    writable = {m["Destination"] for m in found["Mounts"] if m.get("RW")} | set(host["Tmpfs"])
+    return {
+        "user": found["Config"]["User"],
+        "capabilities": sorted(found.get("EffectiveCaps") or []),
+        "no_new_privileges": "no-new-privileges" in (host.get("SecurityOpt") or []),
+        "read_only_root": host["ReadonlyRootfs"],
+        "user_namespace": bool((host.get("IDMappings") or {}).get("UidMap")),
+        "writable": sorted(writable),
+        "environment": sorted(v.split("=", 1)[0] for v in found["Config"]["Env"]
+                              if v.startswith(("MESH_", "OTEL_"))),
+    }  # fmt: skip
 
 
 def test_sigterm_stops_every_container_within_its_grace_period(mesh: Mesh) -> None:
