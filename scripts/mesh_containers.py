@@ -77,12 +77,13 @@ class Engine:
 
     def __post_init__(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
+        settings = ENGINE_SETTINGS
+        if self.private_store:  # podman's own run state and volumes too
+            settings += f'tmp_dir = "{self.home}/libpod"\nvolume_path = "{self.home}/volumes"\n'
         conf = self.home / "containers.conf"
-        conf.write_text(ENGINE_SETTINGS)
+        conf.write_text(settings)
         self.env = {**os.environ, "CONTAINERS_CONF": str(conf)}
-        if self.private_store:  # images, containers, volumes and podman's own run state
-            conf.write_text(ENGINE_SETTINGS + f'tmp_dir = "{self.home}/libpod"\n'
-                            f'volume_path = "{self.home}/volumes"\n')  # fmt: skip
+        if self.private_store:
             storage = self.home / "storage.conf"
             storage.write_text(
                 f'[storage]\ndriver = "overlay"\ngraphroot = "{self.home}/graph"\n'
@@ -295,9 +296,12 @@ def pod_options(spec: dict[str, Any], container: dict[str, Any], *, index: int =
 
 def _security_option(key: str, value: Any, context: dict[str, Any]) -> list[str]:
     if key == "runAsUser":
-        return ["--user", str(value)]
+        group = context.get("runAsGroup")
+        return ["--user", f"{value}:{group}" if group is not None else str(value)]
     if key == "runAsGroup":
-        return []  # with runAsUser: podman takes the group from --user below
+        return []  # in --user, with runAsUser
+    if key == "fsGroup":  # volumes' group, and the containers' supplementary group
+        return ["--group-add", str(value)]
     if key == "runAsNonRoot":
         if value and context.get("runAsUser", 0) == 0:
             raise ContainerError("runAsNonRoot with runAsUser 0 would not start in a cluster")

@@ -35,6 +35,7 @@ from scripts.mesh_containers import (
     generated,
     layers,
     network,
+    pod_options,
     pods,
     render,
     secrets_of,
@@ -277,6 +278,18 @@ def test_each_privilege_of_the_jail_is_needed(
     assert "error (sandbox_unavailable): the nsjail sandbox could not start" in logs
     assert nsjail_says in logs and "signal" not in logs
     assert "Traceback" not in logs
+
+
+@pytest.mark.parametrize("overlay", ["base", "overlays/dev", "overlays/prod"])
+def test_every_pod_of_every_overlay_translates_to_podman(overlay: str) -> None:
+    """A securityContext field the runner does not know is refused, never dropped: each
+    overlay's pods must translate whole (and the jail's exactly as the test above runs it)."""
+    for doc in render(overlay):
+        if doc["kind"] == "Deployment":
+            spec = doc["spec"]["template"]["spec"]
+            options = pod_options(spec, spec["containers"][0])
+            if doc["metadata"]["name"] in JAILERS:
+                assert "--cap-add=setuid" in options and "unmask=/proc/*" in options
 
 
 def test_the_image_holds_no_build_or_test_tools_and_no_dead_layers(
