@@ -4,7 +4,9 @@
 # Debian packages when no image registry is reachable. Installed here when missing (as root);
 # elsewhere those tests are skipped and say why, and this says how to install them.
 set -euo pipefail
-PACKAGES=(podman runc mmdebstrap netavark aardvark-dns iptables catatonit uidmap)
+# The set verified on Debian 12 machines like CI's, with their recommended packages
+# (netavark, aardvark-dns, catatonit, uidmap, ...).
+PACKAGES=(podman buildah runc mmdebstrap)
 
 if ! { command -v podman && command -v runc && command -v mmdebstrap; } >/dev/null; then
   if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
@@ -13,8 +15,7 @@ if ! { command -v podman && command -v runc && command -v mmdebstrap; } >/dev/nu
   fi
   echo "installing podman, runc and mmdebstrap from Debian for the container tests"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" \
-    >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${PACKAGES[@]}" >/dev/null
 fi
 # `podman kube play` gives a pod with hostUsers: false a user namespace from the ids of the
 # user "containers" (podman's documented setup for --userns=auto).

@@ -1,6 +1,7 @@
 """Agents: the shared multi-step loop and its two kinds."""
 
 from mesh.agents.base import MultiStepAgent, RunResult
+from mesh.agents.callbacks import FinalAnswerStep
 from mesh.agents.code_agent import CodeAgent
 from mesh.agents.context import RunContext
 from mesh.agents.conversation import Turn
@@ -27,6 +28,7 @@ __all__ = [
     "CodeAction",
     "CodeAgent",
     "FinalAnswer",
+    "FinalAnswerStep",
     "ManagedAgent",
     "ManagedAgentTool",
     "ModelOutput",

@@ -20,6 +20,13 @@ from typing import Any, Literal, overload
 
 from mesh.agents.answer_schema import AnswerSchema
 from mesh.agents.budget import Budget
+from mesh.agents.callbacks import (
+    FinalAnswerCheck,
+    FinalAnswerStep,
+    StepCallback,
+    StepCallbacks,
+    rejection,
+)
 from mesh.agents.context import EventSink, RunContext, active_run
 from mesh.agents.conversation import Turn, answer_text, keep_recent
 from mesh.agents.events import (
@@ -118,6 +125,10 @@ class MultiStepAgent(ABC):
         budget: Budget | None = None,
         max_parallel: int = 8,
         output_schema: Mapping[str, Any] | None = None,
+        step_callbacks: Iterable[StepCallback]
+        | Mapping[type, StepCallback | Iterable[StepCallback]]
+        | None = None,
+        final_answer_checks: Iterable[FinalAnswerCheck] = (),
     ) -> None:
         if model is None:
             raise ConfigError(f"{type(self).__name__} needs a model, e.g. LiteLLMModel()")
@@ -139,6 +150,10 @@ class MultiStepAgent(ABC):
         """How many calls one step may run at once (parallel tool calls, ``run_parallel``)."""
         self.answer_schema = AnswerSchema(output_schema) if output_schema is not None else None
         """What a final answer must be (JSON Schema); None: anything."""
+        self.step_callbacks = StepCallbacks(step_callbacks)
+        """Called after each step, plan and final answer (see ``callbacks``)."""
+        self.final_answer_checks = list(final_answer_checks)
+        """Each may reject a final answer: the model reads why and the run goes on."""
         self.tools: dict[str, Tool] = {}
         for item in [*tools, self._final_answer_tool()]:
             if not isinstance(item, Tool):
@@ -344,12 +359,31 @@ class MultiStepAgent(ABC):
         for number in range(1, max_steps + 1):
             state.ctx.raise_if_cancelled()
             step = self._step(state, number)
-            if step.is_final and self._answer_fits(state, step):
-                state.ctx.report(FinalAnswer, number, answer=step.final_answer)
-                return step.final_answer, "success"
+            accepted = step.is_final and self._answer_fits(state, step)
+            accepted = accepted and self._answer_passes_checks(state, step)
+            self.step_callbacks(step, self)
+            if accepted:
+                return self._final(state, number, step.final_answer), "success"
         answer = self._answer_after_max_steps(state, max_steps)
-        state.ctx.report(FinalAnswer, max_steps + 1, answer=answer)
-        return answer, "max_steps"
+        return self._final(state, max_steps + 1, answer), "max_steps"
+
+    def _final(self, state: RunState, number: int, answer: Any) -> Any:
+        state.ctx.report(FinalAnswer, number, answer=answer)
+        self.step_callbacks(FinalAnswerStep(answer), self)
+        return answer
+
+    def _answer_passes_checks(self, state: RunState, step: ActionStep) -> bool:
+        """Whether every final-answer check accepts the answer; if one does not, the step
+        fails with its reason (the model reads it) and the run goes on."""
+        if not self.final_answer_checks:
+            return True
+        reason = rejection(self.final_answer_checks, step.final_answer, state.memory, self)
+        if reason is None:
+            return True
+        step.is_final, step.final_answer = False, None
+        step.fail(ErrorInfo.of(ModelOutputError(reason)))
+        state.ctx.report(StepFailed, step.step_number, error=_step_error(step))
+        return False
 
     def _answer_fits(self, state: RunState, step: ActionStep) -> bool:
         """Whether the final answer matches the output schema. The first answer that does not
