@@ -112,7 +112,9 @@ def test_manager_answers_using_both_specialists(tmp_path: Path) -> None:
     # The specialists' answers reached the manager's code as values.
     observations = [s.observation for s in boss.memory.steps]  # type: ignore[union-attr]
     assert observations[:2] == ["Execution logs:\n2015", "Execution logs:\n5"]
-    assert "research_specialist(task: string)" in boss.system_prompt()
+    assert "research_specialist(task: string, additional_args: object | null = None)" in (
+        boss.system_prompt()
+    )
 
 
 def test_a_failing_specialist_becomes_an_observation(tmp_path: Path) -> None:

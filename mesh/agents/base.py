@@ -42,6 +42,7 @@ from mesh.agents.fan_out import PARALLEL, ParallelCallsTool
 from mesh.agents.managed import ManagedAgent, ManagedAgentTool
 from mesh.agents.memory import ActionStep, AgentMemory
 from mesh.agents.prompts import render_prompt
+from mesh.agents.run_args import checked_args, described
 from mesh.agents.tool_runner import ToolRunner
 from mesh.agents.usage import AgentUsage, merge_usage
 from mesh.errors import (
@@ -100,12 +101,26 @@ class RunState:
     """Final answers sent back for not matching the output schema."""
     last_prompt: tuple[ChatMessage, ...] = ()
     """What the run's previous model call sent: the next records only what is new."""
+    additional_args: dict[str, Any] = field(default_factory=dict)
+    """The caller's values beside the task (checked JSON values, see ``run_args``)."""
+
+
+@dataclass(frozen=True)
+class _Order:
+    """What ``run`` was asked, checked, on its way to the thread that runs it."""
+
+    task: str
+    max_steps: int | None
+    history: Sequence[Turn]
+    additional_args: dict[str, Any]
 
 
 class MultiStepAgent(ABC):
     template_name: str = ""
     offers_run_parallel: bool = False
     """Whether steps get ``run_parallel`` (code agents: their tool calls are sequential)."""
+    args_as_variables: bool = False
+    """Whether a run's ``additional_args`` are variables of the model's code."""
     max_history_turns: int = 20
     max_history_chars: int = 200_000
     """What a run reads of its conversation: the newest turns within both bounds, the older
@@ -185,6 +200,7 @@ class MultiStepAgent(ABC):
         context: RunContext | None = ...,
         reset: bool = ...,
         history: Sequence[Turn] | None = ...,
+        additional_args: Mapping[str, Any] | None = ...,
     ) -> Any: ...
     @overload
     def run(
@@ -197,6 +213,7 @@ class MultiStepAgent(ABC):
         context: RunContext | None = ...,
         reset: bool = ...,
         history: Sequence[Turn] | None = ...,
+        additional_args: Mapping[str, Any] | None = ...,
     ) -> RunResult: ...
     @overload
     def run(
@@ -209,6 +226,7 @@ class MultiStepAgent(ABC):
         context: RunContext | None = ...,
         reset: bool = ...,
         history: Sequence[Turn] | None = ...,
+        additional_args: Mapping[str, Any] | None = ...,
     ) -> Iterator[AgentEvent]: ...
 
     def run(
@@ -221,6 +239,7 @@ class MultiStepAgent(ABC):
         context: RunContext | None = None,
         reset: bool = True,
         history: Sequence[Turn] | None = None,
+        additional_args: Mapping[str, Any] | None = None,
     ) -> Any:
         """Solve ``task``; the final answer, a ``RunResult``, or (stream) an event iterator.
 
@@ -234,13 +253,17 @@ class MultiStepAgent(ABC):
         ``history`` gives the earlier turns instead: how a server continues a conversation it
         keeps, as the agent object is shared by its runs. A run an agent delegates to starts
         afresh: a managed agent never reads its caller's conversation.
+
+        ``additional_args`` (JSON values by name, see ``run_args``): a code agent's code finds
+        each as a variable; every agent's model reads what they are, after the task.
         """
         if not isinstance(task, str) or not task.strip():
             raise InvalidRequestError("task must be a non-empty string")
         turns = self._earlier_turns(reset, history)
+        order = _Order(task, max_steps, turns, checked_args(additional_args, self.toolbox()))
         if stream:
-            return self._stream(task, max_steps, context, turns)
-        result = self._run_in(context or self._new_context(sink=None), task, max_steps, turns)
+            return self._stream(order, context)
+        result = self._run_in(context or self._new_context(sink=None), order)
         return result if return_full_result else result.output
 
     def _earlier_turns(self, reset: bool, history: Sequence[Turn] | None) -> list[Turn]:
@@ -263,13 +286,7 @@ class MultiStepAgent(ABC):
             child.sink = sink
         return child
 
-    def _stream(
-        self,
-        task: str,
-        max_steps: int | None,
-        context: RunContext | None,
-        history: Sequence[Turn] = (),
-    ) -> Iterator[AgentEvent]:
+    def _stream(self, order: _Order, context: RunContext | None) -> Iterator[AgentEvent]:
         events: queue.Queue[AgentEvent | None] = queue.Queue()
         ctx = context or self._new_context(sink=events.put)
         ctx.sink = events.put
@@ -277,7 +294,7 @@ class MultiStepAgent(ABC):
 
         def work() -> None:
             try:
-                self._run_in(ctx, task, max_steps, history)
+                self._run_in(ctx, order)
             except BaseException as err:
                 failure.append(err)
             finally:
@@ -299,28 +316,28 @@ class MultiStepAgent(ABC):
         if failure:
             raise failure[0]
 
-    def _run_in(
-        self, ctx: RunContext, task: str, max_steps: int | None, history: Sequence[Turn] = ()
-    ) -> RunResult:
+    def _run_in(self, ctx: RunContext, order: _Order) -> RunResult:
         with agent_span(self.name, ctx.run_id, ctx.parent_run_id) as span:
             try:
-                return self._run_steps(ctx, task, max_steps, history)
+                return self._run_steps(ctx, order)
             except MeshError as err:
                 record_error(span, ErrorInfo.of(err))
                 raise
 
-    def _run_steps(
-        self, ctx: RunContext, task: str, max_steps: int | None, history: Sequence[Turn] = ()
-    ) -> RunResult:
+    def _run_steps(self, ctx: RunContext, order: _Order) -> RunResult:
         token = current_scope.set(ctx)
         started = time.monotonic()
-        memory = AgentMemory(system_prompt="", task=task, history=list(history))
-        state = RunState(ctx=ctx, memory=memory)
+        task, max_steps = order.task, order.max_steps
+        if order.additional_args:  # the model reads what they are, after the task
+            note = described(order.additional_args, as_variables=self.args_as_variables)
+            task = f"{task}\n\n{note}"
+        memory = AgentMemory(system_prompt="", task=task, history=list(order.history))
+        state = RunState(ctx=ctx, memory=memory, additional_args=order.additional_args)
         self.memory = state.memory
         if self.budget is not None:
             ctx.budget = self.budget.tighter(ctx.budget)
         ctx.spent = lambda: _total(state)
-        ctx.report(RunStarted, task=task)
+        ctx.report(RunStarted, task=order.task)
         error: ErrorInfo | None = None
         try:
             self._open_run(state)

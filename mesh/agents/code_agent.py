@@ -8,20 +8,22 @@ is chosen by name and lives exactly as long as one run.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from mesh.agents.base import MultiStepAgent, RunState
 from mesh.agents.events import CodeAction
 from mesh.agents.memory import ActionStep
 from mesh.agents.parsing import extract_code
+from mesh.agents.run_args import assignments
 from mesh.agents.tool_runner import ToolRunner
-from mesh.errors import CodeError, ConfigError, ErrorInfo
+from mesh.errors import CodeError, ConfigError, ErrorInfo, ExecutorError, ToolNotFoundError
 from mesh.models.base import ChatMessage, Model, ModelResponse
 from mesh.sandbox.base import ExecutionResult, Executor
 from mesh.sandbox.config import SandboxConfig
 from mesh.sandbox.snippet import DEFAULT_AUTHORIZED_IMPORTS
 from mesh.telemetry.spans import record_error, sandbox_span
+from mesh.text import clip
 from mesh.tools.base import Tool
 
 __all__ = ["EXECUTORS", "CodeAgent"]
@@ -48,6 +50,7 @@ EXECUTORS: dict[str, ExecutorFactory] = {"nsjail": _nsjail, "unsafe-local": _uns
 class CodeAgent(MultiStepAgent):
     template_name = "code_agent.j2"
     offers_run_parallel = True
+    args_as_variables = True
 
     def __init__(
         self,
@@ -84,6 +87,12 @@ class CodeAgent(MultiStepAgent):
         executor = self.executor_factory(self)
         state.resources["executor"] = executor
         state.ctx.on_cancel(executor.close)  # cancellation kills the jail mid-snippet
+        if state.additional_args:  # the caller's values, as variables of the model's code
+            result = executor.run(assignments(state.additional_args), _NoTools())
+            if result.error is not None:
+                raise ExecutorError(
+                    f"the run's additional_args could not be set: {clip(result.error, 300)}"
+                )
 
     def _close_run(self, state: RunState) -> None:
         executor: Executor | None = state.resources.pop("executor", None)
@@ -139,3 +148,13 @@ def format_observation(result: ExecutionResult) -> str:
     elif result.value is not None:
         parts.append(f"Last output from code snippet:\n{result.value}")
     return "\n".join(parts)
+
+
+class _NoTools:
+    """The bridge of the snippet that sets a run's additional_args: it calls nothing."""
+
+    def tool_names(self) -> Sequence[str]:
+        return ()
+
+    def call_tool(self, name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
+        raise ToolNotFoundError(name)

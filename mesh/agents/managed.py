@@ -38,12 +38,21 @@ class ManagedAgentTool(Tool):
             "task": {
                 "type": "string",
                 "description": "A complete, self-contained description of the task to delegate.",
-            }
+            },
+            "additional_args": {
+                "type": "object",
+                "description": "Values the team member needs beside the task, by name "
+                "(JSON values, e.g. data to work on): its code gets them as variables.",
+                "nullable": True,
+                "default": None,
+            },
         }
         super().__init__()
 
-    def forward(self, task: str) -> Any:
+    def forward(self, task: str, additional_args: dict[str, Any] | None = None) -> Any:
         try:
+            if additional_args:  # only then: a managed agent of the user's may not take them
+                return self.agent.run(task, additional_args=additional_args)  # type: ignore[call-arg]
             return self.agent.run(task)
         except RunCancelledError:
             raise

@@ -31,7 +31,7 @@ from contextlib import (
     AsyncExitStack,
     asynccontextmanager,
 )
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from mesh.agents.base import MultiStepAgent, RunResult
@@ -99,6 +99,8 @@ class RunOrder:
     budget: Budget | None = None
     deadline: float | None = None
     """time.monotonic() after which the run stops."""
+    additional_args: dict[str, Any] = field(default_factory=dict)
+    """Checked JSON values beside the task (``mesh.agents.run_args``)."""
 
 
 @dataclass
@@ -353,7 +355,8 @@ class ServedAgent(Generic[E]):
                 def work() -> RunResult:
                     return self.agent.run(order.task, max_steps=order.max_steps,
                                           return_full_result=True, context=ctx,
-                                          history=history)  # fmt: skip
+                                          history=history,
+                                          additional_args=order.additional_args)  # fmt: skip
 
                 self.store.start(ctx.run_id)  # its thread is free: runs are fewer than threads
                 if self.shared is not None:

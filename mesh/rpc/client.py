@@ -19,6 +19,7 @@ a watched run's) are ``EventStream`` objects: iterate them for the events,
 from __future__ import annotations
 
 import ipaddress
+import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -33,6 +34,7 @@ from opentelemetry.trace import Span, SpanKind
 from mesh._proto import agent_pb2 as pb
 from mesh._proto import agent_pb2_grpc
 from mesh.agents.budget import Budget
+from mesh.agents.run_args import checked_args
 from mesh.agents.usage import AgentUsage
 from mesh.errors import (
     AgentUnavailableError,
@@ -204,11 +206,13 @@ class AgentClient:
         budget: Budget | None = None,
         session_id: str = "",
         timeout_s: float | None = None,
+        additional_args: Mapping[str, Any] | None = None,
     ) -> RunOutcome:
         """Run ``task`` to its end. ``run_id`` (optional) is an idempotency key: running
         again with a finished run's id returns its recorded outcome."""
-        request = pb.RunRequest(**self._run_fields(task, max_steps, run_id, parent_run_id,
-                                                   budget, session_id))  # fmt: skip
+        fields = self._run_fields(task, max_steps, run_id, parent_run_id, budget, session_id,
+                                  additional_args)  # fmt: skip
+        request = pb.RunRequest(**fields)
         response: pb.RunResponse = self._unary("Run", request, timeout_s)
         return RunOutcome(
             run_id=response.run_id, answer=from_json(response.answer_json),
@@ -231,14 +235,16 @@ class AgentClient:
         timeout_s: float | None = None,
         depth_offset: int = 0,
         scope: RunScope | None = None,
+        additional_args: Mapping[str, Any] | None = None,
     ) -> EventStream:
         """Run ``task``, streaming its events and those of the runs it delegates.
 
         Cancelling the stream (``cancel()``, or ``scope`` being cancelled) cancels the run.
         ``depth_offset`` is added to every event's depth (a relay one level deeper).
         """
-        request = pb.RunStreamRequest(**self._run_fields(task, max_steps, run_id, parent_run_id,
-                                                         budget, session_id))  # fmt: skip
+        fields = self._run_fields(task, max_steps, run_id, parent_run_id, budget, session_id,
+                                  additional_args)  # fmt: skip
+        request = pb.RunStreamRequest(**fields)
         return self._stream("RunStream", request, timeout_s, depth_offset, scope)
 
     def cancel(
@@ -261,11 +267,13 @@ class AgentClient:
         session_id: str = "",
         run_timeout_s: float | None = None,
         timeout_s: float | None = DEFAULT_TIMEOUT_S,
+        additional_args: Mapping[str, Any] | None = None,
     ) -> tuple[RunRecord, bool]:
         """Start a run in the background: (its record, whether ``run_id`` had started it
         already). ``run_timeout_s`` bounds the run; ``timeout_s`` only this call."""
-        request = pb.StartRunRequest(**self._run_fields(task, max_steps, run_id, parent_run_id,
-                                                        budget, session_id))  # fmt: skip
+        fields = self._run_fields(task, max_steps, run_id, parent_run_id, budget, session_id,
+                                  additional_args)  # fmt: skip
+        request = pb.StartRunRequest(**fields)
         if run_timeout_s is not None:
             request.timeout.CopyFrom(duration_to_proto(run_timeout_s))
         response = self._unary("StartRun", request, timeout_s)
@@ -410,10 +418,13 @@ class AgentClient:
         parent_run_id: str,
         budget: Budget | None,
         session_id: str,
+        additional_args: Mapping[str, Any] | None,
     ) -> dict[str, Any]:
         fields: dict[str, Any] = {"task": task, "max_steps": max_steps, "run_id": run_id,
                                   "parent_run_id": parent_run_id, "agent": self.agent,
                                   "session_id": session_id}  # fmt: skip
+        if additional_args:  # checked here too: a bad one fails before it travels
+            fields["additional_args_json"] = json.dumps(checked_args(additional_args))
         if budget is not None:
             fields["budget"] = budget_to_proto(budget)
         return fields

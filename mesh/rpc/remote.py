@@ -24,11 +24,12 @@ import contextlib
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mesh.agents.context import RunContext, active_run
 from mesh.agents.events import AgentEvent, FinalAnswer, RunFinished
+from mesh.agents.run_args import checked_args
 from mesh.agents.unfinished import Unfinished
 from mesh.errors import (
     AgentUnavailableError,
@@ -79,9 +80,10 @@ class RemoteAgent:
     def describe(self, timeout_s: float = 5.0) -> AgentCard:
         return self.client.describe(timeout_s=timeout_s)
 
-    def run(self, task: str) -> Any:
-        """Run ``task`` remotely and return the final answer (see the module docstring)."""
-        delegation = _Delegation(active_run())
+    def run(self, task: str, additional_args: Mapping[str, Any] | None = None) -> Any:
+        """Run ``task`` remotely and return the final answer (see the module docstring).
+        ``additional_args`` travel with it, checked here first (see ``run_args``)."""
+        delegation = _Delegation(active_run(), checked_args(additional_args))
         try:
             return self._run(task, delegation)
         except MeshError as err:
@@ -135,6 +137,7 @@ class RemoteAgent:
             task, run_id=delegation.run_id, parent_run_id=parent.run_id if parent else "",
             budget=parent.remaining_budget() if parent is not None else None,
             timeout_s=self._timeout(parent), depth_offset=delegation.depth, scope=parent,
+            additional_args=delegation.additional_args,
         )  # fmt: skip
 
     def _rejoin(self, delegation: _Delegation) -> Any:
@@ -223,8 +226,9 @@ class _Delegation:
     """One call of a remote agent, across its attempts: the run id they send, and what has
     been relayed into the caller's stream."""
 
-    def __init__(self, parent: RunContext | None) -> None:
+    def __init__(self, parent: RunContext | None, additional_args: dict[str, Any]) -> None:
         self.parent = parent
+        self.additional_args = additional_args
         self.depth = parent.depth + 1 if parent is not None else 0
         self.run_id = uuid.uuid4().hex
         self.unfinished = Unfinished()

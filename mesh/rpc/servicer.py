@@ -31,6 +31,7 @@ from mesh.agents.events import (
     ToolCallFinished,
     ToolCallStarted,
 )
+from mesh.agents.run_args import args_from_json
 from mesh.errors import InvalidRequestError, NotFoundError, PermissionDeniedError
 from mesh.host.run_record import RunRecord
 from mesh.host.served_agent import RunOrder, ServedAgent
@@ -253,6 +254,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             session_id=check_identifier(request.session_id, "session_id"),
             budget=budget_from_proto(request.budget) if request.HasField("budget") else None,
             deadline=deadline,
+            additional_args=args_from_json(request.additional_args_json, self.agent.toolbox()),
         )
 
     def _sessions(self) -> Sessions:
