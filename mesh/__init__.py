@@ -4,10 +4,14 @@ The public API, with the names a smolagents user already knows.
 """
 
 from mesh.agents import (
+    ActionStep,
     AgentEvent,
+    AgentMemory,
     CodeAgent,
+    FinalAnswerStep,
     ManagedAgent,
     MultiStepAgent,
+    PlanningStep,
     RunResult,
     ToolCallingAgent,
     Turn,
@@ -45,13 +49,16 @@ from mesh.tools import (
 from mesh.version import __version__
 
 __all__ = [
+    "ActionStep",
     "AgentClient",
     "AgentEvent",
+    "AgentMemory",
     "Cassette",
     "ChatMessage",
     "CodeAgent",
     "DuckDuckGoTool",
     "ErrorInfo",
+    "FinalAnswerStep",
     "FinalAnswerTool",
     "LiteLLMModel",
     "MCPServerParameters",
@@ -62,6 +69,7 @@ __all__ = [
     "ModelResponse",
     "MultiStepAgent",
     "NsjailExecutor",
+    "PlanningStep",
     "PrimeTool",
     "RecordingModel",
     "RemoteAgent",

@@ -107,7 +107,7 @@ def test_a_check_that_raises_rejects_the_answer_saying_why() -> None:
     assert "check strict failed (ValueError: not a number: three)" in errors[0]
 
 
-SPECIALIST = '''
+SPECIALIST = """
 import json, sys
 from mesh import Cassette, ChatMessage, ModelResponse, ReplayModel, TokenUsage, ToolCall
 from mesh import ToolCallingAgent, serve
@@ -126,7 +126,7 @@ agent = ToolCallingAgent([], model, name="picker", description="Picks numbers.",
                          step_callbacks=[lambda step: print("step", type(step).__name__,
                                                             flush=True)])
 serve(agent, sys.argv[1])
-'''
+"""
 
 
 @pytest.fixture

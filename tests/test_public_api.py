@@ -8,13 +8,16 @@ import mesh
 def test_public_exports() -> None:
     assert sorted(mesh.__all__) == sorted(
         [
+            "ActionStep",
             "AgentClient",
             "AgentEvent",
+            "AgentMemory",
             "Cassette",
             "ChatMessage",
             "CodeAgent",
             "DuckDuckGoTool",
             "ErrorInfo",
+            "FinalAnswerStep",
             "FinalAnswerTool",
             "LiteLLMModel",
             "MCPServerParameters",
@@ -25,6 +28,7 @@ def test_public_exports() -> None:
             "ModelResponse",
             "MultiStepAgent",
             "NsjailExecutor",
+            "PlanningStep",
             "PrimeTool",
             "RecordingModel",
             "RemoteAgent",

@@ -11,6 +11,7 @@ from mesh.agents.events import (
     FinalAnswer,
     ModelOutput,
     Observation,
+    Planning,
     RunFinished,
     RunStarted,
     StepFailed,
@@ -19,6 +20,7 @@ from mesh.agents.events import (
 )
 from mesh.agents.managed import ManagedAgent, ManagedAgentTool
 from mesh.agents.memory import ActionStep, AgentMemory, ToolCallRecord
+from mesh.agents.planning import PlanningStep
 from mesh.agents.tool_calling_agent import ToolCallingAgent
 
 __all__ = [
@@ -34,6 +36,8 @@ __all__ = [
     "ModelOutput",
     "MultiStepAgent",
     "Observation",
+    "Planning",
+    "PlanningStep",
     "RunContext",
     "RunFinished",
     "RunResult",

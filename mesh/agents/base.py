@@ -34,6 +34,7 @@ from mesh.agents.events import (
     FinalAnswer,
     ModelOutput,
     Observation,
+    Planning,
     RunFinished,
     RunStarted,
     StepFailed,
@@ -41,7 +42,9 @@ from mesh.agents.events import (
 from mesh.agents.fan_out import PARALLEL, ParallelCallsTool
 from mesh.agents.managed import ManagedAgent, ManagedAgentTool
 from mesh.agents.memory import ActionStep, AgentMemory
+from mesh.agents.planning import PLAN_END, PlanningStep, due, plan_request, plan_text
 from mesh.agents.prompts import render_prompt
+from mesh.agents.replay import replay as print_replay
 from mesh.agents.run_args import checked_args, described
 from mesh.agents.tool_runner import ToolRunner
 from mesh.agents.usage import AgentUsage, merge_usage
@@ -60,6 +63,7 @@ from mesh.run_scope import current_scope
 from mesh.telemetry.spans import (
     agent_span,
     chat_span,
+    planning_span,
     record_error,
     record_response,
     step_span,
@@ -144,6 +148,7 @@ class MultiStepAgent(ABC):
         | Mapping[type, StepCallback | Iterable[StepCallback]]
         | None = None,
         final_answer_checks: Iterable[FinalAnswerCheck] = (),
+        planning_interval: int | None = None,
     ) -> None:
         if model is None:
             raise ConfigError(f"{type(self).__name__} needs a model, e.g. LiteLLMModel()")
@@ -151,6 +156,8 @@ class MultiStepAgent(ABC):
             raise ConfigError(f"max_steps must be at least 1 (got {max_steps})")
         if max_parallel < 1:
             raise ConfigError(f"max_parallel must be at least 1 (got {max_parallel})")
+        if planning_interval is not None and planning_interval < 1:
+            raise ConfigError(f"planning_interval must be at least 1 (got {planning_interval})")
         self.model = model
         self.max_steps = max_steps
         self.name = name or "agent"
@@ -169,6 +176,8 @@ class MultiStepAgent(ABC):
         """Called after each step, plan and final answer (see ``callbacks``)."""
         self.final_answer_checks = list(final_answer_checks)
         """Each may reject a final answer: the model reads why and the run goes on."""
+        self.planning_interval = planning_interval
+        """Plan before the first step and every this many steps (see ``planning``); None: never."""
         self.tools: dict[str, Tool] = {}
         for item in [*tools, self._final_answer_tool()]:
             if not isinstance(item, Tool):
@@ -375,6 +384,8 @@ class MultiStepAgent(ABC):
     def _loop(self, state: RunState, max_steps: int) -> tuple[Any, Literal["success", "max_steps"]]:
         for number in range(1, max_steps + 1):
             state.ctx.raise_if_cancelled()
+            if due(self.planning_interval, number):
+                self._plan(state, number, max_steps)
             step = self._step(state, number)
             accepted = step.is_final and self._answer_fits(state, step)
             accepted = accepted and self._answer_passes_checks(state, step)
@@ -388,6 +399,40 @@ class MultiStepAgent(ABC):
         state.ctx.report(FinalAnswer, number, answer=answer)
         self.step_callbacks(FinalAnswerStep(answer), self)
         return answer
+
+    def _plan(self, state: RunState, number: int, max_steps: int) -> None:
+        """Write (or update) the run's plan before step ``number``: a model call of its own,
+        with its span, budget checks, event (and so its audit record) and callbacks."""
+        toolbox = self.toolbox()
+        initial = not state.memory.plans
+        plan = PlanningStep(step_number=number, start_time=time.time(), initial=initial)
+        tools = [t for n, t in toolbox.items() if n not in self.managed_agents]
+        so_far = [] if initial else self._messages(state, toolbox)
+        plan.model_input = plan_request(state.memory.task, so_far, tools=tools,
+                                        managed_agents=list(self.managed_agents.values()),
+                                        remaining_steps=max_steps - number + 1)  # fmt: skip
+        with planning_span(self.name, number):
+            self._check_budget(state, next_call=True)
+            started = time.monotonic()
+            with chat_span(self.model.model_id) as span:
+                try:
+                    response = self.model.generate(plan.model_input, stop=[PLAN_END])
+                except MeshError as err:
+                    record_error(span, ErrorInfo.of(err))
+                    raise
+                record_response(span, response, plan.model_input)
+            plan.model_output, plan.usage = response.message, response.usage
+            plan.cost_usd = cost_usd(response.model_id or self.model.model_id, response.usage)
+            plan.plan = plan_text(response.message.content, initial=initial,
+                                  task=state.memory.task)  # fmt: skip
+            plan.end_time = time.time()
+            state.memory.plans.append(plan)
+            state.ctx.report(Planning, number, plan=plan.plan, initial=initial,
+                             usage=response.usage, model_id=response.model_id,
+                             duration_s=time.monotonic() - started,
+                             prompt=tuple(plan.model_input))  # fmt: skip
+            self._check_budget(state, next_call=False)
+        self.step_callbacks(plan, self)
 
     def _answer_passes_checks(self, state: RunState, step: ActionStep) -> bool:
         """Whether every final-answer check accepts the answer; if one does not, the step
@@ -519,6 +564,15 @@ class MultiStepAgent(ABC):
             step.is_final, step.final_answer = True, text
             return text
 
+    def replay(self, detailed: bool = False) -> None:
+        """Print this agent's last run step by step, as smolagents' ``agent.replay()`` does
+        (as ``mesh run`` showed it live; ``detailed``: with what each model call read)."""
+        print_replay(self.memory, self.name, detailed=detailed)
+
+    def write_memory_to_messages(self) -> list[ChatMessage]:
+        """The last run as the chat messages the model read (smolagents' name)."""
+        return self.memory.to_messages(self._step_messages) if self.memory else []
+
     # ----------------------------------------------------------- conversation
 
     def toolbox(self) -> dict[str, Tool]:
@@ -562,9 +616,14 @@ class MultiStepAgent(ABC):
         for turn in state.memory.history:  # the conversation so far, oldest first
             messages.extend(turn.to_messages())
         messages.append(ChatMessage(role="user", content=state.memory.task))
+        plans = list(state.memory.plans)
         for step in state.memory.steps:
+            while plans and plans[0].step_number <= step.step_number:  # made before this step
+                messages.extend(plans.pop(0).to_messages())
             if step.model_output is not None or step.error is not None:
                 messages.extend(self._step_messages(step))
+        for plan in plans:  # made for the step about to be taken
+            messages.extend(plan.to_messages())
         return messages
 
     def _turn(self, state: RunState, output: Any, end_state: str) -> Turn:

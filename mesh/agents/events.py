@@ -21,6 +21,7 @@ __all__ = [
     "FinalAnswer",
     "ModelOutput",
     "Observation",
+    "Planning",
     "RunFinished",
     "RunStarted",
     "StepFailed",
@@ -62,6 +63,20 @@ class ModelOutput(AgentEvent):
     prompt: tuple[ChatMessage, ...] = field(default=(), repr=False)
     prompt_kept: int = 0
     cached: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Planning(AgentEvent):
+    """A plan the agent wrote (``initial``) or updated, before action step ``step``, in a
+    model call of its own. ``prompt`` stays in process, for the audit log, as in
+    ``ModelOutput``."""
+
+    plan: str
+    initial: bool = True
+    usage: TokenUsage = field(default_factory=TokenUsage)
+    model_id: str = ""
+    duration_s: float = 0.0
+    prompt: tuple[ChatMessage, ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -8,6 +8,7 @@ mesh agents               the agents' cards
 mesh health ADDRESS       exit 0 if the agent there is serving (a container health check)
 mesh trace [ID]           recent traces, or one drawn as a tree
 mesh audit RUN_ID         one run's audit log across every service
+mesh replay RUN_ID        a past run step by step, from the audit log
 mesh tools add|remove     change an agent's tools at run time (admin)
 mesh changes              every change to the agents' instructions and tools
 mesh certs DIR            a throwaway CA, certificate and tokens, to try TLS locally
@@ -30,6 +31,7 @@ from mesh.cli.deploy_commands import add_manifests_command
 from mesh.cli.local import add_local_options, run_local
 from mesh.cli.new_project import add_new_command
 from mesh.cli.record import add_record_command
+from mesh.cli.replay_command import add_replay_command
 from mesh.cli.tool_commands import add_history_options, add_tool_commands
 from mesh.errors import MeshError
 
@@ -107,6 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--dir", type=Path, help="audit directory (default $MESH_AUDIT_DIR or "
                        "~/.local/share/smolmesh/audit)")  # fmt: skip
     audit.set_defaults(func=mesh_commands.audit)
+    add_replay_command(commands)
 
     tools = commands.add_parser("tools", help="change an agent's tools at run time (admin)")
     add_tool_commands(tools)

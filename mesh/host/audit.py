@@ -123,6 +123,21 @@ def _entry(event: ev.AgentEvent) -> dict[str, Any]:
                 latency_s=event.duration_s,
                 cached=event.cached,
             )  # fmt: skip
+        case ev.Planning():
+            entry.update(
+                model_id=event.model_id,
+                plan=shape(event.plan),
+                initial=event.initial,
+                # An update's prompt is the run so far (recorded with its steps) and one ask.
+                prompt_kept=0 if event.initial else max(0, len(event.prompt) - 1),
+                prompt=[
+                    {"role": m.role, "content": shape(m.content)}
+                    for m in event.prompt[0 if event.initial else -1 :]
+                ],
+                input_tokens=event.usage.input_tokens,
+                output_tokens=event.usage.output_tokens,
+                latency_s=event.duration_s,
+            )
         case ev.CodeAction():
             entry["code"] = shape(event.code)
         case ev.ToolCallStarted():

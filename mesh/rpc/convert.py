@@ -248,6 +248,11 @@ def event_to_proto(event: ev.AgentEvent) -> pb.RunEvent:
                 model_id=event.model_id,
                 duration=duration_to_proto(event.duration_s),
             ))  # fmt: skip
+        case ev.Planning():
+            out.planning.CopyFrom(pb.Planning(
+                plan=event.plan, initial=event.initial, usage=usage_to_proto(event.usage),
+                model_id=event.model_id, duration=duration_to_proto(event.duration_s),
+            ))  # fmt: skip
         case ev.CodeAction():
             out.code_action.code = event.code
         case ev.ToolCallStarted():
@@ -305,6 +310,11 @@ def event_from_proto(message: pb.RunEvent, depth_offset: int = 0) -> ev.AgentEve
             duration_s=seconds_from_proto(m.duration),
             **common,
         )
+    if kind == "planning":
+        plan = message.planning
+        return ev.Planning(plan=plan.plan, initial=plan.initial, usage=usage_from_proto(plan.usage),
+                           model_id=plan.model_id, duration_s=seconds_from_proto(plan.duration),
+                           **common)  # fmt: skip
     if kind == "code_action":
         return ev.CodeAction(code=message.code_action.code, **common)
     if kind == "tool_call_started":

@@ -23,6 +23,7 @@ from mesh.telemetry.redact import content_mode, shape
 __all__ = [
     "agent_span",
     "chat_span",
+    "planning_span",
     "record_error",
     "record_response",
     "record_rpc_status",
@@ -52,6 +53,15 @@ def agent_span(agent: str, run_id: str, parent_run_id: str | None) -> Iterator[S
 def step_span(agent: str, number: int) -> Iterator[Span]:
     with tracer.start_as_current_span(
         "agent.step", attributes={"gen_ai.agent.name": agent, "mesh.step": number}
+    ) as span:
+        yield span
+
+
+@contextmanager
+def planning_span(agent: str, number: int) -> Iterator[Span]:
+    """A plan the agent writes before step ``number`` (its model call is a child span)."""
+    with tracer.start_as_current_span(
+        "agent.plan", attributes={"gen_ai.agent.name": agent, "mesh.step": number}
     ) as span:
         yield span
 
