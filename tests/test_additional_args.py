@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -143,3 +144,16 @@ def test_the_service_refuses_bad_ones_as_invalid_argument(
             stub.Run(pb.RunRequest(task="Sum.", additional_args_json=text), timeout=30)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert says in (raised.value.details() or "")
+
+
+def test_mesh_run_sends_them_from_the_command_line(summer: str, tmp_path: Path) -> None:
+    mesh = str(Path(sys.executable).parent / "mesh")  # run where no mesh.toml is
+    done = subprocess.run([mesh, "run", "--address", summer, "--quiet", "--args",
+                           '{"numbers": [1, 2], "factor": 2}', "Sum."],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "6"
+    bad = subprocess.run([mesh, "run", "--address", summer, "--args", "[1]", "Sum."],
+                         capture_output=True, text=True, timeout=60, cwd=tmp_path)  # fmt: skip
+    assert bad.returncode == 1 and "must be a JSON object" in bad.stderr
+    assert "Traceback" not in bad.stderr

@@ -79,6 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--address", help="host:port of the agent to ask (default: the entry)")
     run.add_argument("--timeout", type=float, default=300.0, help="deadline in seconds")
     run.add_argument("--quiet", action="store_true", help="print only the final answer")
+    run.add_argument("--args", metavar="JSON", default="",
+                     help='values beside the task, a JSON object: \'{"numbers": [1, 2]}\' '
+                     "(a code agent's code gets each as a variable)")  # fmt: skip
     run.add_argument(
         "--wait",
         type=float,

@@ -13,6 +13,7 @@ from pathlib import Path
 from mesh.agents import CodeAgent, ToolCallingAgent
 from mesh.agents.base import MultiStepAgent
 from mesh.agents.events import FinalAnswer
+from mesh.agents.run_args import args_from_json
 from mesh.cli.console import EventPrinter, say
 from mesh.errors import ConfigError
 from mesh.models import DEFAULT_MODEL_ID, Cassette, LiteLLMModel, Model, RecordingModel, ReplayModel
@@ -32,7 +33,8 @@ def run_local(args: argparse.Namespace) -> int:
     agent = _build_agent(args, model)
     printer = None if args.quiet else EventPrinter()
     answer = None
-    for event in agent.run(task, stream=True, max_steps=args.max_steps):
+    extra = args_from_json(args.args)
+    for event in agent.run(task, stream=True, max_steps=args.max_steps, additional_args=extra):
         if printer is not None:
             printer(event)
         if isinstance(event, FinalAnswer) and event.depth == 0:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mesh.agents.events import FinalAnswer
+from mesh.agents.run_args import args_from_json
 from mesh.cli.console import EventPrinter, say
 from mesh.cli.supervise import supervise
 from mesh.config import MeshConfig
@@ -111,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             if not getattr(args, "live", False):
                 _announce_replay(client, task, config)
-            with client.run_stream(task, timeout_s=args.timeout) as stream:
+            extra = args_from_json(args.args)
+            with client.run_stream(task, timeout_s=args.timeout, additional_args=extra) as stream:
                 try:
                     for event in stream:
                         if printer is not None:
