@@ -76,8 +76,9 @@ AGENT_KEYS = {
     "model_params", "cassette", "max_steps", "max_concurrent_runs", "instructions",
     "instructions_file", "agent", "mcp", "remote_tools", "sandbox", "authorized_imports",
     "budget", "rate_limit_rpm", "cache", "idempotent", "max_parallel", "output_schema_file",
+    "planning_interval",
 }  # fmt: skip
-REMOTE_TOOLS_KEYS = {"agent", "address", "tools", "timeout_s"}
+REMOTE_TOOLS_KEYS = {"agent", "address", "tools", "timeout_s", "untrusted"}
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,9 @@ class RemoteToolsConfig:
     tools: tuple[str, ...] = ()
     """The tools to take (default: every tool the service lists)."""
     timeout_s: float = 30.0
+    untrusted: bool = True
+    """Whether the model reads their results fenced as data (``Tool.untrusted``): by default
+    it does, as the wire does not say which of a service's tools are untrusted there."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,8 @@ class AgentConfig:
     """Safe to run twice: callers may retry a run whose server died mid-way."""
     max_parallel: int = 8
     """Calls one step may run at once (parallel tool calls; ``run_parallel`` in code)."""
+    planning_interval: int | None = None
+    """Write a plan before the first step and every this many steps; None: never."""
     output_schema: dict[str, Any] | None = None
     """The JSON Schema a final answer must match (read from ``output_schema_file``)."""
 
@@ -289,6 +295,7 @@ def _agent(
         cache=get(data, "cache", bool, where, False),
         idempotent=get(data, "idempotent", bool, where, False),
         max_parallel=positive(get(data, "max_parallel", int, where, 8), f"{where}.max_parallel"),
+        planning_interval=_planning_interval(data, where),
         output_schema=_output_schema(
             get(data, "output_schema_file", str, where, ""), base, f"{where}.output_schema_file"
         ),
@@ -324,6 +331,11 @@ def _instructions(data: dict[str, Any], base: Path, where: str) -> str:
     if len(text) > MAX_INSTRUCTIONS_CHARS:
         raise ConfigError(f"{where}.instructions_file: over {MAX_INSTRUCTIONS_CHARS} characters")
     return text.strip()
+
+
+def _planning_interval(data: dict[str, Any], where: str) -> int | None:
+    interval = get(data, "planning_interval", int, where, 0)
+    return positive(interval, f"{where}.planning_interval") if interval else None
 
 
 def _output_schema(value: str, base: Path, where: str) -> dict[str, Any] | None:
@@ -371,8 +383,9 @@ def _remote_tools(value: Any, where: str) -> tuple[RemoteToolsConfig, ...]:
         timeout = get(item, "timeout_s", (int, float), at, 30.0)
         if timeout <= 0:
             raise ConfigError(f"{at}.timeout_s: must be positive")
+        untrusted = get(item, "untrusted", bool, at, True)
         out.append(RemoteToolsConfig(agent, address, tuple(get(item, "tools", list, at, [])),
-                                     float(timeout)))  # fmt: skip
+                                     float(timeout), untrusted))  # fmt: skip
     return tuple(out)
 
 

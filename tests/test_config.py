@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from mesh.errors import ConfigError
-from mesh.project import BUILTIN_TOOLS, load_mesh_config
+from mesh.project import BUILTIN_TOOLS, build_agent, load_mesh_config
 from mesh.rpc.client import channel_target
 from tests.mesh_setup import SEED_CONFIG
 
@@ -75,6 +75,7 @@ def test_a_good_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         (('tools = ["factorial"]', 'tools = ["factorial"]\nremote_tools = [{ agent = "ghost" }]'), "agents.helper.remote_tools[0].agent: no agent 'ghost'"),
         (('tools = ["factorial"]', 'tools = ["factorial"]\nremote_tools = [{ address = "nowhere" }]'), "agents.helper.remote_tools[0].address: 'nowhere' is not host:port"),
         (('tools = ["factorial"]', 'tools = ["factorial"]\nremote_tools = [{ agent = "boss" }]'), "cycle"),
+        (('tools = ["factorial"]', 'tools = ["factorial"]\nremote_tools = [{ address = "127.0.0.1:9", untrusted = "no" }]'), "agents.helper.remote_tools[0].untrusted: expected bool"),
         (('memory_mb = 128', 'memory_mb = "lots"'), "agents.helper.sandbox.memory_mb: expected int"),
         (('wall_seconds = 5', 'wall_seconds = -1'), "agents.helper.sandbox: sandbox wall_seconds must be positive"),
         (('wall_seconds = 5', 'wallclock = 5'), "agents.helper.sandbox.wallclock: unknown field"),
@@ -93,6 +94,17 @@ def test_a_wrong_field_is_named(tmp_path: Path, change: tuple[str, str], message
     with pytest.raises(ConfigError) as err:
         load(tmp_path, GOOD.replace(*change))
     assert message in err.value.message
+
+
+def test_remote_tools_are_untrusted_unless_the_config_trusts_them(tmp_path: Path) -> None:
+    """The wire does not say which tools are untrusted where they run: the safe side."""
+    remote = ('remote_tools = [{ address = "127.0.0.1:9" }, '
+              '{ address = "127.0.0.1:9", untrusted = false }]')  # fmt: skip
+    config = load(
+        tmp_path, GOOD.replace('tools = ["factorial"]', f'tools = ["factorial"]\n{remote}')
+    )
+    helper = config.agent("helper")  # type: ignore[attr-defined]
+    assert [r.untrusted for r in helper.remote_tools] == [True, False]
 
 
 def test_unreadable_configs(tmp_path: Path) -> None:
@@ -141,3 +153,18 @@ def test_rate_limit_budget_and_cache_wrap_the_agent(tmp_path: Path) -> None:
     assert isinstance(agent.model, CachingModel)
     assert isinstance(agent.model.model, RateLimitedModel) and agent.model.model.rpm == 30
     assert agent.budget == Budget(max_tokens=5000, max_model_calls=9)
+
+
+def test_planning_interval_reaches_the_agent_built(tmp_path: Path) -> None:
+    text = GOOD.replace('tools = ["factorial"]', 'tools = ["factorial"]\nplanning_interval = 3')
+    path = tmp_path / "mesh.toml"
+    path.write_text(text.replace('address = ["127.0.0.1:7001", "127.0.0.1:7002"]',
+                                 'address = "127.0.0.1:7001"'))  # fmt: skip
+    config = load_mesh_config(path)
+    assert config.agent("helper").planning_interval == 3
+    assert config.agent("boss").planning_interval is None
+    agent = build_agent(config, "helper")
+    assert agent.planning_interval == 3
+    with pytest.raises(ConfigError, match="planning_interval"):
+        load(tmp_path, GOOD.replace('tools = ["factorial"]', 'tools = ["factorial"]\n'
+                                    "planning_interval = -1"))  # fmt: skip

@@ -186,4 +186,3 @@ def test_replay_prints_the_plans_where_they_were_made(capsys: pytest.CaptureFixt
     plan = agent.memory.plans[0].plan  # type: ignore[union-attr]
     at = [m.content for m in messages].index(plan)
     assert messages[at + 1].content == PROCEED and messages[at + 2].tool_calls  # then the step
-

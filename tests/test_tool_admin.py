@@ -287,6 +287,9 @@ def test_a_model_uses_a_remote_tool_and_reads_its_failures(math_service: MeshPro
     assert result.output == "done"
     observations = [s.observation or "" for s in result.steps]
     assert "120" in observations[0]
+    # Untrusted by default (the wire does not say how it is marked there): read fenced.
+    assert '<tool_result tool="factorial">\n120\n</tool_result>' in observations[0]
+    assert '<tool_result tool="factorial">' in observations[1]  # its server's error, too
     assert "factorial" in observations[1] and "1000" in observations[1]
 
     math_service.stop()  # the remote is gone: the tool fails clearly and quickly

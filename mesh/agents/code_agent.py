@@ -25,6 +25,7 @@ from mesh.sandbox.snippet import DEFAULT_AUTHORIZED_IMPORTS
 from mesh.telemetry.spans import record_error, sandbox_span
 from mesh.text import clip
 from mesh.tools.base import Tool
+from mesh.tools.untrusted import fence_output
 
 __all__ = ["EXECUTORS", "CodeAgent"]
 
@@ -121,6 +122,8 @@ class CodeAgent(MultiStepAgent):
         if result.is_final:
             step.is_final, step.final_answer = True, result.final_answer
         observation = format_observation(result)
+        if observation and (untrusted := tools.untrusted_called()):  # printed from their results
+            observation = fence_output(observation, untrusted)
         if result.error is not None:  # the model reads all of it: what ran, then what failed
             step.fail(ErrorInfo.of(CodeError(observation)))
         elif observation or not result.is_final:

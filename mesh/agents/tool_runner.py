@@ -4,6 +4,13 @@ Both agent kinds and the code executors' bridge go through here, so every
 call, however it was written, is validated the same way, recorded in the
 step's memory, reported as events, and turned into an error the model can
 read instead of an exception that ends the run.
+
+It is also where an untrusted tool's result is fenced (``mesh.tools.untrusted``):
+its record's ``observation``, which is what a tool-calling model reads, is the
+fenced text, while the code of a code agent, ``CallTool`` callers and
+``run_parallel`` get the value itself, to compute with, and events report the
+tool's own text (people and audits read those). What a code step prints is
+the code agent's to fence (``untrusted_called`` says when).
 """
 
 from __future__ import annotations
@@ -17,16 +24,39 @@ from mesh.agents.context import RunContext
 from mesh.agents.events import ToolCallFinished, ToolCallStarted
 from mesh.agents.fan_out import ParallelCallsTool
 from mesh.agents.memory import ActionStep, ToolCallRecord
-from mesh.errors import MeshError, RunCancelledError, ToolNotFoundError
+from mesh.errors import MeshError, RunCancelledError, ToolExecutionError, ToolNotFoundError
 from mesh.run_scope import current_scope
 from mesh.telemetry.spans import record_error, tool_span
 from mesh.text import clip
 from mesh.tools.base import Tool
 from mesh.tools.schema import bind_arguments
+from mesh.tools.untrusted import fence
 
-__all__ = ["ToolRunner", "call_directly"]
+__all__ = ["ToolRunner", "UntrustedCallRecord", "call_directly"]
 
 MAX_EVENT_RESULT_CHARS = 4000
+
+
+class UntrustedCallRecord(ToolCallRecord):
+    """A call of an untrusted tool: what it returned, or the error it ran into (which may
+    quote its server), reads fenced. ``result`` stays the value itself."""
+
+    @property
+    def observation(self) -> str:
+        text = self.unfenced
+        return str(fence(text, self.name)) if self.from_tool else text  # plain text from here
+
+    @property
+    def unfenced(self) -> str:
+        """The observation as the tool gave it: what events report (people and audits read
+        them; what the model read is in its next prompt)."""
+        return super().observation
+
+    @property
+    def from_tool(self) -> bool:
+        """Whether the observation holds the tool's text: it returned, or failed running
+        (not a call refused before it ran, whose error is ours)."""
+        return self.error is None or isinstance(self.exception, ToolExecutionError)
 
 
 class ToolRunner:
@@ -43,6 +73,12 @@ class ToolRunner:
 
     def tool_names(self) -> Sequence[str]:
         return list(self.toolbox)
+
+    def untrusted_called(self) -> list[str]:
+        """The untrusted tools this step has called, each once: what its code printed since
+        may hold their text (``mesh.tools.untrusted.fence_output``)."""
+        calls = [r for r in self.step.tool_calls if isinstance(r, UntrustedCallRecord)]
+        return list(dict.fromkeys(r.name for r in calls if r.from_tool))
 
     def call_tool(self, name: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Any:
         """A call from code: the result, or the tool's error raised into the code."""
@@ -81,15 +117,17 @@ class ToolRunner:
             raise RunCancelledError(f"run {self.ctx.run_id} of {self.ctx.agent} was cancelled")
         kwargs = dict(kwargs or {})
         unbound = {**{f"arg{i}": value for i, value in enumerate(args)}, **kwargs}
-        record = ToolCallRecord(call_id=call_id, name=name, arguments=unbound)
+        tool = self.toolbox.get(name)
+        kind = UntrustedCallRecord if tool is not None and tool.untrusted else ToolCallRecord
+        record = kind(call_id=call_id, name=name, arguments=unbound)
         self.step.tool_calls.append(record)
         started = time.monotonic()
-        tool: Tool | None = None
         try:
             tool = self._lookup(name)
             record.arguments = bind_arguments(name, tool.input_specs, args, kwargs)
         except MeshError as err:
             record.error, record.exception = err.message, err
+            tool = None
         self._report_started(record)
         with self._reporting_finish(record, started):
             if tool is not None:
@@ -132,7 +170,7 @@ class ToolRunner:
                 self.step.step_number,
                 call_id=record.call_id,
                 name=record.name,
-                result=clip(record.observation, MAX_EVENT_RESULT_CHARS),
+                result=clip(_reported(record), MAX_EVENT_RESULT_CHARS),
                 error=record.error_info,
                 duration_s=record.duration_s,
             )
@@ -145,6 +183,10 @@ class ToolRunner:
                 f"{', '.join(self.toolbox)}"
             )
         return tool
+
+
+def _reported(record: ToolCallRecord) -> str:
+    return record.unfenced if isinstance(record, UntrustedCallRecord) else record.observation
 
 
 def call_directly(

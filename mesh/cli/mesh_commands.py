@@ -202,7 +202,7 @@ def demo(args: argparse.Namespace) -> int:
     ):
         _print_table(config, mesh.addresses)
         run_args = argparse.Namespace(config=args.config, task=args.task, quiet=False,
-                                      timeout=300.0, wait=0.0,
+                                      timeout=300.0, wait=0.0, args="",
                                       address=mesh.addresses[config.entry][0])  # fmt: skip
         status = run(run_args)
         say("Stopping the mesh.")

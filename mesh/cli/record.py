@@ -56,7 +56,7 @@ def record_task(args: argparse.Namespace) -> int:
                            serve_args=serve_args) as mesh:  # fmt: skip
             say(f"Recording {task!r} on a live model ...")
             status = run(argparse.Namespace(config=args.config, task=task, quiet=False,
-                                            timeout=args.timeout, live=True, wait=0.0,
+                                            timeout=args.timeout, live=True, wait=0.0, args="",
                                             address=mesh.addresses[config.entry][0]))  # fmt: skip
         if status != 0:
             return status

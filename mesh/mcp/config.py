@@ -12,6 +12,8 @@
     include = ["read_file"]              # only these tools, by the server's names (or exclude)
     startup_timeout_s = 30
     call_timeout_s = 60
+    untrusted = false                    # trust its results (default true: the model
+                                         # reads them fenced, as data)
 
 Types are checked here, field by field, so an error names the field the way
 the file spells it; the rules beyond types (exactly one of command and url,
@@ -37,7 +39,8 @@ _STRINGS = ("name", "command", "cwd", "url")
 _LISTS = ("args", "pass_env", "include", "exclude")
 _TABLES = ("env", "headers", "headers_from_env")
 _NUMBERS = ("startup_timeout_s", "call_timeout_s")
-MCP_KEYS = {*_STRINGS, *_LISTS, *_TABLES, *_NUMBERS}
+_BOOLEANS = ("untrusted",)
+MCP_KEYS = {*_STRINGS, *_LISTS, *_TABLES, *_NUMBERS, *_BOOLEANS}
 
 
 def mcp_servers_from_config(value: Any, where: str, base: Path) -> tuple[MCPServerParameters, ...]:
@@ -76,6 +79,9 @@ def _server(table: dict[str, Any], at: str, base: Path) -> MCPServerParameters:
     for key in _NUMBERS:
         if key in table:
             fields[key] = _number(table[key], f"{at}.{key}")
+    for key in _BOOLEANS:
+        if key in table:
+            fields[key] = _boolean(table[key], f"{at}.{key}")
     if "command" in fields:  # a started server runs in the project, wherever mesh runs from
         cwd = Path(fields.get("cwd", "."))
         fields["cwd"] = cwd if cwd.is_absolute() else base / cwd
@@ -111,6 +117,12 @@ def _number(value: Any, at: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"{at}: expected a number of seconds, got {_shown(value)}")
     return float(value)
+
+
+def _boolean(value: Any, at: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{at}: expected true or false, got {_shown(value)}")
+    return value
 
 
 def _shown(value: Any) -> str:

@@ -73,6 +73,11 @@ class MCPServerParameters:
     exclude: tuple[str, ...] = ()
     startup_timeout_s: float = 30.0
     call_timeout_s: float = 60.0
+    untrusted: bool = True
+    """Whether the model reads its tools' results fenced as data (``Tool.untrusted``). By
+    default it does: a server is another program, and what it returns is often what it
+    fetched (pages, issues, mail) or what others wrote; set it false for a server whose
+    results only say what it computed from its own data."""
 
     def __post_init__(self) -> None:
         # Normalise what a caller may reasonably pass as lists, dicts or strings,
@@ -128,6 +133,8 @@ class MCPServerParameters:
         elif self.headers or self.headers_from_env:
             field = "headers" if self.headers else "headers_from_env"
             raise self._fail(field, "only for a server reached by url")
+        if not isinstance(self.untrusted, bool):
+            raise self._fail("untrusted", "expected true or false")
         for name in ("startup_timeout_s", "call_timeout_s"):
             value = getattr(self, name)
             if (

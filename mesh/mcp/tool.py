@@ -11,6 +11,9 @@ Server tool names may hold ``-`` or ``.``; an agent calls tools by Python
 identifier, so those become ``_`` (``read-file`` is ``read_file`` here and
 ``read-file`` on the wire). A name that still is no identifier, or two names
 that become one, are refused at start.
+
+Its results are untrusted unless the server's parameters say otherwise
+(``MCPServerParameters.untrusted``): the model reads them fenced, as data.
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ class MCPTool(Tool):
         self.output_type = "object" if remote.output_schema is not None else "string"
         self.structured = remote.output_schema is not None
         self.schema = schema
-        super().__init__()
+        super().__init__(untrusted=client.params.untrusted)
 
     def validate(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
         """The typed checks every tool has, then the server's schema; returns what to send."""

@@ -66,6 +66,7 @@ class ResolvedAgent:
             "budget": agent.budget,
             "output_schema": agent.output_schema,
             "max_parallel": agent.max_parallel,
+            "planning_interval": agent.planning_interval,
         }
         if agent.kind == "code":
             arguments |= {"sandbox": agent.sandbox,

@@ -50,7 +50,8 @@ def resolve_tools(config: MeshConfig, agent: AgentConfig, resources: ExitStack) 
         address = remote.address or ",".join(config.agent(remote.agent).addresses)
         try:
             tools = fetch_remote_tools(address, remote.tools, security=config.security,
-                                       timeout_s=remote.timeout_s)  # fmt: skip
+                                       timeout_s=remote.timeout_s,
+                                       untrusted=remote.untrusted)  # fmt: skip
         except MeshError as err:
             raise ConfigError(f"{source}: {err.message}") from err
         for tool in tools:

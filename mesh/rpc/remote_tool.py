@@ -6,6 +6,10 @@ address: any mesh agent, or any server in any language that implements that
 one method. The run's remaining deadline bounds the call, cancelling the run
 cancels it, and every failure comes back as a ``ToolExecutionError`` the
 model can read, never as an error that ends the run.
+
+A remote tool is untrusted unless its caller says otherwise: a tool marked
+untrusted where it runs must stay untrusted here, and the wire's ``ToolSpec``
+does not say whether it is (yet), so the safe side is the default.
 """
 
 from __future__ import annotations
@@ -37,8 +41,10 @@ class RemoteTool(Tool):
         remote_name: str | None = None,
         timeout_s: float = 30.0,
         security: MeshSecurity | None = None,
+        untrusted: bool = True,
     ) -> None:
-        """``definition``: name, description, inputs and output_type, as a Tool class has them."""
+        """``definition``: name, description, inputs and output_type, as a Tool class has them.
+        ``untrusted``: see the module docstring."""
         self.name = definition["name"]
         self.description = definition["description"]
         self.inputs = dict(definition["inputs"])
@@ -46,7 +52,7 @@ class RemoteTool(Tool):
         self.address = address
         self.remote_name = remote_name or self.name
         self.timeout_s = timeout_s
-        super().__init__()  # checks the definition
+        super().__init__(untrusted=untrusted)  # checks the definition
         self._client = AgentClient(address, security=security,
                                    label=f"{self.name} (remote tool at {address})")  # fmt: skip
 
@@ -77,10 +83,12 @@ def fetch_remote_tools(
     *,
     security: MeshSecurity | None = None,
     timeout_s: float = 30.0,
+    untrusted: bool = True,
 ) -> list[RemoteTool]:
     """The tools a ``CallTool`` service lists (only ``names`` if given), ready to call.
 
-    Their schemas are the service's own (``ListTools``), so the caller never restates them.
+    Their schemas are the service's own (``ListTools``), so the caller never restates them;
+    whether the model reads their results fenced (``untrusted``) is the caller's to say.
     """
     with AgentClient(address, security=security, label=f"tool service at {address}") as client:
         listed = client.list_tools(timeout_s=min(timeout_s, 30.0), wait_for_ready=True)
@@ -93,7 +101,7 @@ def fetch_remote_tools(
     for name in names or list(definitions):
         try:
             tools.append(RemoteTool(definitions[name], address, timeout_s=timeout_s,
-                                    security=security))  # fmt: skip
+                                    security=security, untrusted=untrusted))  # fmt: skip
         except (ToolDefinitionError, ValueError) as err:
             detail = err.message if isinstance(err, ToolDefinitionError) else str(err)
             raise InvalidRequestError(f"{address}: tool {name!r} has an unusable schema: "

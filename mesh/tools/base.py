@@ -6,6 +6,10 @@ instance is callable like a function (positional or keyword arguments); every
 call is validated against the schema first, and any failure inside
 ``forward`` surfaces as a ``ToolExecutionError`` so an agent can turn it into
 an observation instead of crashing.
+
+A tool whose results come from outside (web pages, another program, another
+service) is marked ``untrusted``: the model then reads its results fenced as
+data, never as instructions (``mesh.tools.untrusted``).
 """
 
 from __future__ import annotations
@@ -34,8 +38,15 @@ class Tool:
     description: str
     inputs: dict[str, dict[str, Any]]
     output_type: str
+    untrusted: bool = False
+    """Whether its results hold text from outside (web pages, another program): the model
+    then reads them fenced, capped and marked as data (``mesh.tools.untrusted``). The code
+    of a code agent still gets the value itself, to compute with."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, untrusted: bool | None = None) -> None:
+        """``untrusted``: overrides the class's ``untrusted`` for this instance."""
+        if untrusted is not None:
+            self.untrusted = untrusted
         self._input_specs: tuple[InputSpec, ...] | None = None
         self.input_specs  # noqa: B018 - fail fast on an ill-formed definition
 

@@ -17,7 +17,7 @@ import re
 import types
 import typing
 from collections.abc import Callable
-from typing import Any
+from typing import Any, overload
 
 from mesh.errors import ToolDefinitionError
 from mesh.tools.base import Tool
@@ -41,8 +41,24 @@ _SECTION = re.compile(
 _ARG_LINE = re.compile(r"^(\*{0,2}\w+)\s*(\([^)]*\))?\s*:\s*(.*)$")
 
 
-def tool(func: Callable[..., Any]) -> Tool:
-    """Turn a typed, documented function into a ``Tool`` instance."""
+@overload
+def tool(func: Callable[..., Any], /, *, untrusted: bool = False) -> Tool: ...
+@overload
+def tool(*, untrusted: bool = False) -> Callable[[Callable[..., Any]], Tool]: ...
+
+
+def tool(
+    func: Callable[..., Any] | None = None, /, *, untrusted: bool = False
+) -> Tool | Callable[[Callable[..., Any]], Tool]:
+    """Turn a typed, documented function into a ``Tool`` instance: ``@tool``, or
+    ``@tool(untrusted=True)`` for a function that returns text from outside (a page it
+    fetched, another program's output), which the model then reads fenced as data."""
+    if func is None:
+        return functools.partial(_build, untrusted=untrusted)
+    return _build(func, untrusted=untrusted)
+
+
+def _build(func: Callable[..., Any], *, untrusted: bool) -> Tool:
     if not callable(func) or not hasattr(func, "__name__"):
         raise ToolDefinitionError(f"@tool expects a function, got {func!r}")
     name = func.__name__
@@ -59,7 +75,7 @@ def tool(func: Callable[..., Any]) -> Tool:
     output_type, _ = hint_to_type(hints["return"], f"@tool {name}: return type", output=True)
     if returns_doc:
         description = f"{description}\nReturns: {returns_doc}"
-    return _FunctionTool(func, name, description, inputs, output_type)
+    return _FunctionTool(func, name, description, inputs, output_type, untrusted=untrusted)
 
 
 class _FunctionTool(Tool):
@@ -72,6 +88,8 @@ class _FunctionTool(Tool):
         description: str,
         inputs: list[InputSpec],
         output_type: str,
+        *,
+        untrusted: bool = False,
     ) -> None:
         self.func = func
         self.name = name
@@ -79,7 +97,7 @@ class _FunctionTool(Tool):
         self.inputs = {spec.name: spec.to_dict() for spec in inputs}
         self.output_type = output_type
         functools.update_wrapper(self, func)
-        super().__init__()
+        super().__init__(untrusted=untrusted)
 
     def forward(self, **kwargs: Any) -> Any:
         return self.func(**kwargs)

@@ -162,6 +162,11 @@ class MemoTool(Tool):
         },
     }
     output_type = "any"
+    untrusted = True
+    """What it holds may be a web page's text an agent was told to keep, or a value any
+    ``CallTool`` caller wrote, and every agent of the mesh reads the same memo: an
+    instruction planted there would reach all of them, run after run. So the model reads its
+    results fenced as data; code still gets the values themselves."""
 
     def __init__(self, path: str | os.PathLike[str] | None = None, namespace: str = "default",
                  *, store: MemoStore | None = None) -> None:  # fmt: skip
