@@ -147,17 +147,9 @@ class ActionStep:
     @classmethod
     def from_dict(cls, data: Any, what: str = "a step") -> ActionStep:
         fields = Fields(data, what)
-        output = fields.value("model_output")
         calls = fields.items("tool_calls")
         return cls(
-            step_number=fields.count("step_number"),
-            start_time=fields.number("start_time"),
-            end_time=fields.optional_number("end_time"),
-            model_input=[message_of(m, f"a model input message of {what}")
-                         for m in fields.items("model_input")],
-            model_output=None if output is None else message_of(output, f"{what}'s output"),
-            usage=usage_of(fields.value("usage"), f"{what}'s usage"),
-            cost_usd=fields.optional_number("cost_usd"),
+            **_model_call_of(fields, what),
             code=fields.optional_text("code"),
             tool_calls=[ToolCallRecord.from_dict(c, f"tool call {n} of {what}")
                         for n, c in enumerate(calls, 1)],
@@ -319,19 +311,23 @@ def _plan_dict(plan: PlanningStep) -> dict[str, Any]:
 
 def _plan_of(data: Any, what: str) -> PlanningStep:
     fields = Fields(data, what)
+    return PlanningStep(**_model_call_of(fields, what), initial=fields.flag("initial"),
+                        plan=fields.text("plan"))  # fmt: skip
+
+
+def _model_call_of(fields: Fields, what: str) -> dict[str, Any]:
+    """What a step and a plan both hold: their number, times and model call."""
     output = fields.value("model_output")
-    return PlanningStep(
-        step_number=fields.count("step_number"),
-        initial=fields.flag("initial"),
-        start_time=fields.number("start_time"),
-        end_time=fields.optional_number("end_time"),
-        model_input=[message_of(m, f"a model input message of {what}")
-                     for m in fields.items("model_input")],
-        model_output=None if output is None else message_of(output, f"{what}'s output"),
-        plan=fields.text("plan"),
-        usage=usage_of(fields.value("usage"), f"{what}'s usage"),
-        cost_usd=fields.optional_number("cost_usd"),
-    )  # fmt: skip
+    return {
+        "step_number": fields.count("step_number"),
+        "start_time": fields.number("start_time"),
+        "end_time": fields.optional_number("end_time"),
+        "model_input": [message_of(m, f"a model input message of {what}")
+                        for m in fields.items("model_input")],
+        "model_output": None if output is None else message_of(output, f"{what}'s output"),
+        "usage": usage_of(fields.value("usage"), f"{what}'s usage"),
+        "cost_usd": fields.optional_number("cost_usd"),
+    }  # fmt: skip
 
 
 def _size_over(text: str | bytes, limit: int) -> bool:

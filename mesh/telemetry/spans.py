@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 from opentelemetry import propagate, trace
@@ -49,21 +49,19 @@ def agent_span(agent: str, run_id: str, parent_run_id: str | None) -> Iterator[S
         yield span
 
 
-@contextmanager
-def step_span(agent: str, number: int) -> Iterator[Span]:
-    with tracer.start_as_current_span(
-        "agent.step", attributes={"gen_ai.agent.name": agent, "mesh.step": number}
-    ) as span:
-        yield span
+def step_span(agent: str, number: int) -> AbstractContextManager[Span]:
+    return _numbered("agent.step", agent, number)
 
 
-@contextmanager
-def planning_span(agent: str, number: int) -> Iterator[Span]:
+def planning_span(agent: str, number: int) -> AbstractContextManager[Span]:
     """A plan the agent writes before step ``number`` (its model call is a child span)."""
-    with tracer.start_as_current_span(
-        "agent.plan", attributes={"gen_ai.agent.name": agent, "mesh.step": number}
-    ) as span:
-        yield span
+    return _numbered("agent.plan", agent, number)
+
+
+def _numbered(name: str, agent: str, number: int) -> AbstractContextManager[Span]:
+    return tracer.start_as_current_span(
+        name, attributes={"gen_ai.agent.name": agent, "mesh.step": number}
+    )
 
 
 @contextmanager
