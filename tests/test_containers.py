@@ -43,6 +43,7 @@ from scripts.mesh_containers import (
 from tests.mesh_setup import SEED_TASK
 from tests.otlp_receiver import Receiver, serve_receiver
 from tests.postgres_server import PostgresServer
+from tests.support import wait_until
 
 MISSING = engine_missing()
 pytestmark = [
@@ -194,15 +195,13 @@ def test_the_seed_task_runs_through_the_containers(
         assert db.execute("SELECT count(*) FROM mesh_memo").fetchone() != (0,)
 
 
-def wait_for_span(collector: Receiver, name: str, run_id: str, timeout_s: float = 30) -> Any:
-    deadline = time.monotonic() + timeout_s  # the services export in batches
-    while time.monotonic() < deadline:
+def wait_for_span(collector: Receiver, name: str, run_id: str) -> Any:
+    def found() -> Any:
         with collector.lock:
-            for span in collector.spans:
-                if span.name == name and span.attributes.get("mesh.run_id") == run_id:
-                    return span
-        time.sleep(0.2)
-    raise AssertionError(f"no span {name} of run {run_id} reached the receiver")
+            ours = [s for s in collector.spans if s.attributes.get("mesh.run_id") == run_id]
+            return next((s for s in ours if s.name == name), None)
+
+    return wait_until(found, timeout_s=30)  # the services export in batches
 
 
 CANCEL_SPINNING_CODE = """

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from mesh.errors import ConfigError
 from mesh.launcher import wait_healthy
 from mesh.rpc.client import AgentClient
 from tests.otlp_receiver import Receiver
-from tests.support import calls, code, scripted
+from tests.support import calls, code, scripted, wait_until
 from tests.test_serve_python import free_port
 
 TASK = "What is 6 times 7, doubled?"
@@ -157,11 +156,7 @@ def test_a_remote_specialists_plan_is_in_the_callers_stream_and_the_trace(
     assert not [e for e in events if isinstance(e, ModelOutput) and "end_plan" in (e.text or "")]
 
     collector, _ = receiver
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not _plan_span(collector):
-        time.sleep(0.2)
-    span = _plan_span(collector)
-    assert span is not None, "no agent.plan span reached the receiver"
+    span = wait_until(lambda: _plan_span(collector), timeout_s=30)  # exported in batches
     run = [s for s in collector.spans if s.name == "invoke_agent planner"]
     assert run and span.trace_id == run[0].trace_id
     chats = [s for s in collector.spans if s.parent_id == span.span_id]

@@ -269,7 +269,8 @@ class MultiStepAgent(ABC):
         if not isinstance(task, str) or not task.strip():
             raise InvalidRequestError("task must be a non-empty string")
         turns = self._earlier_turns(reset, history)
-        order = _Order(task, max_steps, turns, checked_args(additional_args, self.toolbox()))
+        args = checked_args(additional_args, self.toolbox()) if additional_args else {}
+        order = _Order(task, max_steps, turns, args)
         if stream:
             return self._stream(order, context)
         result = self._run_in(context or self._new_context(sink=None), order)

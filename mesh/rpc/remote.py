@@ -29,7 +29,6 @@ from typing import Any
 
 from mesh.agents.context import RunContext, active_run
 from mesh.agents.events import AgentEvent, FinalAnswer, RunFinished
-from mesh.agents.run_args import checked_args
 from mesh.agents.unfinished import Unfinished
 from mesh.errors import (
     AgentUnavailableError,
@@ -82,8 +81,8 @@ class RemoteAgent:
 
     def run(self, task: str, additional_args: Mapping[str, Any] | None = None) -> Any:
         """Run ``task`` remotely and return the final answer (see the module docstring).
-        ``additional_args`` travel with it, checked here first (see ``run_args``)."""
-        delegation = _Delegation(active_run(), checked_args(additional_args))
+        ``additional_args`` travel with it (the client checks them before they leave)."""
+        delegation = _Delegation(active_run(), dict(additional_args or {}))
         try:
             return self._run(task, delegation)
         except MeshError as err:

@@ -254,8 +254,12 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             session_id=check_identifier(request.session_id, "session_id"),
             budget=budget_from_proto(request.budget) if request.HasField("budget") else None,
             deadline=deadline,
-            additional_args=args_from_json(request.additional_args_json, self.agent.toolbox()),
+            additional_args=self._additional_args(request.additional_args_json),
         )
+
+    def _additional_args(self, text: str) -> dict[str, Any]:
+        """The request's values beside the task (the toolbox is built only when there are)."""
+        return args_from_json(text, self.agent.toolbox()) if text else {}
 
     def _sessions(self) -> Sessions:
         if self.served.sessions is None:
