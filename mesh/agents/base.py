@@ -33,6 +33,7 @@ from mesh.agents.events import (
     AgentEvent,
     FinalAnswer,
     ModelOutput,
+    ModelOutputDelta,
     Observation,
     Planning,
     RunFinished,
@@ -149,6 +150,7 @@ class MultiStepAgent(ABC):
         | None = None,
         final_answer_checks: Iterable[FinalAnswerCheck] = (),
         planning_interval: int | None = None,
+        stream_outputs: bool = False,
     ) -> None:
         if model is None:
             raise ConfigError(f"{type(self).__name__} needs a model, e.g. LiteLLMModel()")
@@ -178,6 +180,8 @@ class MultiStepAgent(ABC):
         """Each may reject a final answer: the model reads why and the run goes on."""
         self.planning_interval = planning_interval
         """Plan before the first step and every this many steps (see ``planning``); None: never."""
+        self.stream_outputs = stream_outputs
+        """Report the model's text as it is generated (``ModelOutputDelta`` events)."""
         self.tools: dict[str, Tool] = {}
         for item in [*tools, self._final_answer_tool()]:
             if not isinstance(item, Tool):
@@ -417,7 +421,8 @@ class MultiStepAgent(ABC):
             started = time.monotonic()
             with chat_span(self.model.model_id) as span:
                 try:
-                    response = self.model.generate(plan.model_input, stop=[PLAN_END])
+                    response = self._call_model(state, number, plan.model_input,
+                                                stop=[PLAN_END], planning=True)  # fmt: skip
                 except MeshError as err:
                     record_error(span, ErrorInfo.of(err))
                     raise
@@ -506,7 +511,7 @@ class MultiStepAgent(ABC):
         state.last_prompt = prompt
         with chat_span(self.model.model_id) as span:
             try:
-                response = self.model.generate(step.model_input, tools=tools, stop=stop)
+                response = self._call_model(state, step.step_number, step.model_input, tools, stop)
             except ModelOutputError as err:
                 step.fail(ErrorInfo.of(err))
                 record_error(span, _step_error(step))
@@ -531,6 +536,30 @@ class MultiStepAgent(ABC):
         )
         self._check_budget(state, next_call=False)  # the call happened: report it, then stop
         return response
+
+    def _call_model(
+        self,
+        state: RunState,
+        number: int,
+        messages: Sequence[ChatMessage],
+        tools: Sequence[Tool] | None = None,
+        stop: Sequence[str] | None = None,
+        *,
+        planning: bool = False,
+    ) -> ModelResponse:
+        """The model call itself, with what the agent asks of it beyond the messages: its
+        text streamed as events, and the format of an action step's answer."""
+        options: dict[str, Any] = {}
+        if self.stream_outputs:
+
+            def on_delta(text: str) -> None:
+                if text:
+                    state.ctx.report(ModelOutputDelta, number, text=text, planning=planning)
+
+            options["on_delta"] = on_delta
+        if not planning and (response_format := self._response_format()) is not None:
+            options["response_format"] = response_format
+        return self.model.generate(messages, tools=tools, stop=stop, **options)
 
     def _check_budget(self, state: RunState, *, next_call: bool) -> None:
         if state.ctx.budget is not None:
@@ -656,6 +685,10 @@ class MultiStepAgent(ABC):
         return None
 
     def _stop_sequences(self) -> Sequence[str] | None:
+        return None
+
+    def _response_format(self) -> Mapping[str, Any] | None:
+        """The format an action step's answer must have (a JSON schema); None: free text."""
         return None
 
     def _prompt_values(self) -> dict[str, Any]:

@@ -20,6 +20,7 @@ __all__ = [
     "CodeAction",
     "FinalAnswer",
     "ModelOutput",
+    "ModelOutputDelta",
     "Observation",
     "Planning",
     "RunFinished",
@@ -63,6 +64,17 @@ class ModelOutput(AgentEvent):
     prompt: tuple[ChatMessage, ...] = field(default=(), repr=False)
     prompt_kept: int = 0
     cached: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelOutputDelta(AgentEvent):
+    """A piece of a model answer as it is generated (``stream_outputs``): the pieces of
+    one call, joined, are its text; its ``ModelOutput`` (or ``Planning``, when
+    ``planning``) follows with the whole answer and its usage. Live only: a run's
+    record does not keep them."""
+
+    text: str
+    planning: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

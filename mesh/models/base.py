@@ -7,7 +7,7 @@ nowhere else.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ChatMessage",
+    "DeltaSink",
     "Model",
     "ModelResponse",
     "Role",
@@ -117,9 +118,22 @@ class ModelResponse:
     """Answered from a response cache, not by the model."""
 
 
+DeltaSink = Callable[[str], None]
+"""Takes each piece of an answer's text as the model generates it (``stream_outputs``)."""
+
+
 @runtime_checkable
 class Model(Protocol):
-    """Anything that turns a conversation into the next assistant message."""
+    """Anything that turns a conversation into the next assistant message.
+
+    Agents pass ``response_format`` and ``on_delta`` only when they use them, so a model
+    that supports neither may leave them out of its signature:
+
+    - ``response_format``: an OpenAI-style response format (``{"type": "json_schema",
+      ...}``) the answer's content must follow (``use_structured_outputs_internally``).
+    - ``on_delta``: called with each piece of the answer's text as it is generated; the
+      response returned at the end is the whole answer, with its exact usage.
+    """
 
     model_id: str
 
@@ -128,4 +142,7 @@ class Model(Protocol):
         messages: Sequence[ChatMessage],
         tools: Sequence[Tool] | None = None,
         stop: Sequence[str] | None = None,
+        *,
+        response_format: Mapping[str, Any] | None = None,
+        on_delta: DeltaSink | None = None,
     ) -> ModelResponse: ...

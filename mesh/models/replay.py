@@ -18,8 +18,12 @@ A cassette is a JSONL file. Each line is one model call::
   ``finish_reason`` are optional. ``"error": {"kind": "rate_limit",
   "message": "..."}`` in place of ``response`` makes the call fail instead
   (kinds: ``rate_limit``, ``timeout``, ``server``, ``bad_request``).
-- ``request``: the messages that were sent, written by the recorder for
-  people to read; replay ignores it.
+- ``deltas``: optional, beside ``response``: the pieces its text streamed in,
+  as recorded with ``stream_outputs``. A streaming replay gives them in
+  order; without them, it gives the content word by word.
+- ``request``: the messages that were sent (and ``response_format``, when
+  one was asked for), written by the recorder for people to read; replay
+  ignores them.
 - A line ``{"cassette": 1, "description": "..."}`` may head the file.
 
 Replay looks answers up by (task, turn), not by call order, so one
@@ -29,6 +33,7 @@ Replay looks answers up by (task, turn), not by call order, so one
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -37,7 +42,14 @@ from typing import TYPE_CHECKING, Any
 
 from mesh.errors import CassetteError, ModelCallError
 from mesh.models.abortable import pause
-from mesh.models.base import ChatMessage, Model, ModelResponse, TokenUsage, ToolCall
+from mesh.models.base import (
+    ChatMessage,
+    DeltaSink,
+    Model,
+    ModelResponse,
+    TokenUsage,
+    ToolCall,
+)
 from mesh.text import clip
 
 if TYPE_CHECKING:
@@ -55,6 +67,8 @@ class CassetteEntry:
     turn: int
     response: ModelResponse | None
     error: Mapping[str, str] | None = None
+    deltas: tuple[str, ...] = ()
+    """The pieces the answer's text streamed in, when it was recorded streaming."""
 
     def replay(self) -> ModelResponse:
         if self.error is not None:
@@ -65,6 +79,18 @@ class CassetteEntry:
             )
         assert self.response is not None
         return self.response
+
+    def stream(self, on_delta: DeltaSink) -> None:
+        """Give the answer's text to ``on_delta`` in the pieces it streamed in (recorded,
+        or else word by word), as a model streaming it would."""
+        text = self.response.message.content if self.response is not None else None
+        for piece in self.deltas or split_words(text or ""):
+            on_delta(piece)
+
+
+def split_words(text: str) -> list[str]:
+    """``text`` in pieces of a word each, with the space before it: joined, ``text``."""
+    return re.findall(r"\s*\S+|\s+$", text)
 
 
 def conversation_key(messages: Sequence[ChatMessage]) -> tuple[str | None, int]:
@@ -151,7 +177,9 @@ def _entry(data: dict[str, Any], next_turn: dict[str | None, int]) -> CassetteEn
     turn = int(data["turn"]) if "turn" in data else next_turn.get(task, 0)
     if "error" in data:
         return CassetteEntry(task=task, turn=turn, response=None, error=dict(data["error"]))
-    return CassetteEntry(task=task, turn=turn, response=response_from_dict(data["response"]))
+    deltas = tuple(str(piece) for piece in data.get("deltas") or ())
+    return CassetteEntry(task=task, turn=turn, response=response_from_dict(data["response"]),
+                         deltas=deltas)  # fmt: skip
 
 
 def response_from_dict(data: Mapping[str, Any]) -> ModelResponse:
@@ -205,6 +233,9 @@ class ReplayModel:
         messages: Sequence[ChatMessage],
         tools: Sequence[Tool] | None = None,
         stop: Sequence[str] | None = None,
+        *,
+        response_format: Mapping[str, Any] | None = None,
+        on_delta: DeltaSink | None = None,
     ) -> ModelResponse:
         task, turn = conversation_key(messages)
         entry = self.cassette.lookup(task, turn)
@@ -213,6 +244,8 @@ class ReplayModel:
         if self.latency_s:
             pause(self.latency_s)
         response = entry.replay()
+        if on_delta is not None:
+            entry.stream(on_delta)
         if not response.model_id:
             response = ModelResponse(
                 response.message, response.usage, self.model_id, response.finish_reason
@@ -237,15 +270,24 @@ class RecordingModel:
         messages: Sequence[ChatMessage],
         tools: Sequence[Tool] | None = None,
         stop: Sequence[str] | None = None,
+        **options: Any,
     ) -> ModelResponse:
-        response = self.model.generate(messages, tools=tools, stop=stop)
+        deltas: list[str] = []
+        if (on_delta := options.get("on_delta")) is not None:
+
+            def recorded(piece: str) -> None:
+                deltas.append(piece)
+                on_delta(piece)
+
+            options["on_delta"] = recorded
+        response = self.model.generate(messages, tools=tools, stop=stop, **options)
         task, turn = conversation_key(messages)
-        line = {
-            "task": task,
-            "turn": turn,
-            "response": response_to_dict(response),
-            "request": [m.to_dict() for m in messages],
-        }
+        line: dict[str, Any] = {"task": task, "turn": turn, "response": response_to_dict(response)}
+        if deltas:
+            line["deltas"] = deltas
+        line["request"] = [m.to_dict() for m in messages]
+        if options.get("response_format") is not None:
+            line["response_format"] = options["response_format"]
         with self._lock, self.path.open("a", encoding="utf-8") as out:
             out.write(json.dumps(line, ensure_ascii=False) + "\n")
         return response

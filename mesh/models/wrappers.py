@@ -3,7 +3,7 @@
 Both wrap any ``Model``. The rate limit allows ``rpm`` calls per sliding
 minute and makes a caller wait for a slot (never past its run's deadline or
 cancellation); the cache answers a request it has seen before, keyed by the
-whole request (model, messages, tool schemas, stop sequences), and counts
+whole request (model, messages, tool schemas, stop sequences, response format), and counts
 hits and misses.
 """
 
@@ -15,8 +15,8 @@ import json
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from mesh.errors import ConfigError, DeadlineExceededError
 from mesh.models.base import ChatMessage, Model, ModelResponse
@@ -55,9 +55,10 @@ class RateLimitedModel:
         messages: Sequence[ChatMessage],
         tools: Sequence[Tool] | None = None,
         stop: Sequence[str] | None = None,
+        **options: Any,
     ) -> ModelResponse:
         self._acquire()
-        return self.model.generate(messages, tools=tools, stop=stop)
+        return self.model.generate(messages, tools=tools, stop=stop, **options)
 
     def _acquire(self) -> None:
         run = current_scope.get()
@@ -98,16 +99,21 @@ class CachingModel:
         messages: Sequence[ChatMessage],
         tools: Sequence[Tool] | None = None,
         stop: Sequence[str] | None = None,
+        **options: Any,
     ) -> ModelResponse:
-        key = request_key(self.model_id, messages, tools, stop)
+        key = request_key(self.model_id, messages, tools, stop, options.get("response_format"))
         with self._lock:
             cached = self._entries.get(key)
             if cached is not None:
                 self._entries.move_to_end(key)
                 self.hits += 1
-                return dataclasses.replace(cached, cached=True)
+        if cached is not None:
+            if options.get("on_delta") and cached.message.content:  # a stream sees it too
+                options["on_delta"](cached.message.content)
+            return dataclasses.replace(cached, cached=True)
+        with self._lock:
             self.misses += 1
-        response = self.model.generate(messages, tools=tools, stop=stop)
+        response = self.model.generate(messages, tools=tools, stop=stop, **options)
         with self._lock:
             self._entries[key] = response
             while len(self._entries) > self.max_entries:
@@ -120,11 +126,13 @@ def request_key(
     messages: Sequence[ChatMessage],
     tools: Sequence[Tool] | None,
     stop: Sequence[str] | None,
+    response_format: Mapping[str, Any] | None = None,
 ) -> str:
     request = {
         "model": model_id,
         "messages": [m.to_dict() for m in messages],
         "tools": [t.to_json_schema() for t in tools or ()],
         "stop": list(stop or ()),
+        "response_format": response_format,
     }
     return hashlib.sha256(json.dumps(request, sort_keys=True, default=str).encode()).hexdigest()
