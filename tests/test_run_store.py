@@ -31,7 +31,7 @@ def test_a_run_goes_from_queued_to_its_end_and_keeps_its_outcome() -> None:
     assert store.get("r1").status is RunStatus.QUEUED
     store.start("r1")
     assert store.get("r1").status is RunStatus.RUNNING and store.get("r1").started
-    store.append("r1", "e0", size=2, essential=True)
+    store.append("r1", "e0", size=2, keep="always")
     store.finish("r1", status=RunStatus.FAILED, error=ErrorInfo("tool_error", "boom"))
     record = store.get("r1")
     assert (record.status, record.error, record.event_count) == (
@@ -79,7 +79,7 @@ def test_events_added_together_reach_a_watcher_at_once_as_one_batch() -> None:
         watch = store.watch("r")
         waiting = asyncio.ensure_future(anext(watch))
         await asyncio.sleep(0.01)
-        store.extend("r", [("a", 1, True), ("b", 1, False), ("c", 1, True)])
+        store.extend("r", [("a", 1, "always"), ("b", 1, "bounded"), ("c", 1, "always")])
         return await asyncio.wait_for(waiting, timeout=5)  # not woken: it would wait forever
 
     assert asyncio.run(scenario()) == [(0, "a"), (1, "b"), (2, "c")]
@@ -95,11 +95,11 @@ def test_watchers_replay_from_any_index_then_follow_until_the_run_ends() -> None
         store: RunStore[str] = RunStore()
         make(store, "r")
         store.start("r")
-        store.append("r", "a", size=1, essential=False)
-        store.append("r", "b", size=1, essential=False)
+        store.append("r", "a", size=1, keep="bounded")
+        store.append("r", "b", size=1, keep="bounded")
         watchers = [asyncio.create_task(_collect(store, "r", start)) for start in (0, 1, 5)]
         await asyncio.sleep(0.01)
-        store.append("r", "c", size=1, essential=True)
+        store.append("r", "c", size=1, keep="always")
         await asyncio.sleep(0.01)
         store.finish("r", status=RunStatus.SUCCEEDED)
         late = await _collect(store, "r", 2)  # after the end: a replay that ends by itself
@@ -115,10 +115,10 @@ def test_watchers_replay_from_any_index_then_follow_until_the_run_ends() -> None
 def test_a_runs_bulky_events_stop_being_kept_past_its_share_but_structural_ones_stay() -> None:
     store: RunStore[str] = RunStore(max_bytes=4000)  # a run's share: 1000 bytes
     make(store, "r")
-    store.append("r", "start", size=10, essential=True)
+    store.append("r", "start", size=10, keep="always")
     for _ in range(5):
-        store.append("r", "bulky", size=400, essential=False)
-    store.append("r", "end", size=10, essential=True)
+        store.append("r", "bulky", size=400, keep="bounded")
+    store.append("r", "end", size=10, keep="always")
     store.finish("r", status=RunStatus.SUCCEEDED)
     record = store.get("r")
     assert record.event_count == 7 and record.events_truncated
@@ -144,7 +144,7 @@ def test_finished_runs_are_forgotten_by_age_and_by_size_but_never_a_running_one(
 
     for n in range(40):  # each about 2 KB: the oldest finished go first
         make(store, f"big{n}", task="x" * 1000)
-        store.append(f"big{n}", "e", size=1000, essential=True)
+        store.append(f"big{n}", "e", size=1000, keep="always")
         store.finish(f"big{n}", status=RunStatus.SUCCEEDED)
         assert store.bytes_kept <= 20_000
     assert store.find("running") is not None and store.find("big39") is not None
@@ -168,13 +168,13 @@ def test_events_that_come_while_a_batch_is_being_sent_are_not_missed() -> None:
     async def scenario() -> list[tuple[int, str]]:
         store: RunStore[str] = RunStore()
         make(store, "r")
-        store.append("r", "a", size=1, essential=False)
+        store.append("r", "a", size=1, keep="bounded")
         seen: list[tuple[int, str]] = []
         async for batch in store.watch("r"):
             seen += batch
             if len(seen) == 1:  # while "sending" the first batch, two more arrive, and no more
-                store.append("r", "b", size=1, essential=False)
-                store.append("r", "c", size=1, essential=False)
+                store.append("r", "b", size=1, keep="bounded")
+                store.append("r", "c", size=1, keep="bounded")
             if len(seen) == 3:
                 break
         return seen

@@ -72,9 +72,12 @@ class AuditLog:
         return cls(path, max_bytes=budget_bytes // (AUDIT_BACKUPS + 1), family=name)
 
     def record(self, event: ev.AgentEvent) -> None:
-        """Append ``event`` if it belongs to a run of this service (depth 0 here)."""
+        """Append ``event`` if it belongs to a run of this service (depth 0 here), and is
+        not a piece of a model answer."""
         if event.depth != 0:
             return  # a delegated run: the service that ran it audits it
+        if isinstance(event, ev.ModelOutputDelta):
+            return  # its ModelOutput holds the whole text
         entry = _entry(event)
         line = json_line(entry, self._max_line, ensure_ascii=False)
         # A run's end is what its caller is answered with: make the whole record durable.

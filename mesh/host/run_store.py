@@ -12,7 +12,9 @@ passes ``max_bytes``. A run still going is never forgotten; one run's log
 stops keeping bulky events (model outputs, code, observations) once it passes
 ``max_run_bytes`` — its structural events (runs and tool calls starting and
 ending, the answer) are always kept, so a replay still pairs every start with
-its end — and says so (``events_truncated``).
+its end — and says so (``events_truncated``). Live events (the pieces of a
+model answer as it streams) go to the watchers of the moment and are then let
+go: the run's next event, which holds the whole answer, takes their place.
 
 The items are opaque to the store (the RPC layer keeps wire messages, so a
 watcher's replay is not converted again); the caller gives their sizes.
@@ -26,7 +28,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Generic, TypeVar
+from typing import Generic, Literal, TypeVar
 
 from mesh.errors import AlreadyExistsError, InvalidRequestError, NotFoundError
 from mesh.host.run_record import RunFilter, RunRecord, RunStatus
@@ -34,6 +36,7 @@ from mesh.host.run_record import RunFilter, RunRecord, RunStatus
 __all__ = [
     "DEFAULT_RUN_MEMORY_BYTES",
     "DEFAULT_RUN_RETENTION_S",
+    "Keep",
     "RunStore",
     "page_size_of",
     "run_page_position",
@@ -41,6 +44,9 @@ __all__ = [
 ]
 
 E = TypeVar("E")
+Keep = Literal["always", "bounded", "live"]
+"""How long an event is kept: for the run's life (structural events), while the run's
+share allows (bulky ones), or until the run's next event that is not live."""
 DEFAULT_RUN_RETENTION_S = 24 * 3600.0
 DEFAULT_RUN_MEMORY_BYTES = 64 * 1024 * 1024
 MAX_PAGE_SIZE = 100
@@ -55,6 +61,8 @@ class _Run(Generic[E]):
     events: list[E | None] = field(default_factory=list)
     """By index; None for an event not kept. Items are never None themselves."""
     event_bytes: int = 0
+    live: list[tuple[int, int]] = field(default_factory=list)
+    """Index and size of the live events at the end of the log, let go at the next event."""
     sequence: int = 0
     """Creation order: ListRuns pages by it."""
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
@@ -106,26 +114,30 @@ class RunStore(Generic[E]):
         record = self._run(run_id).record
         record.status, record.started = RunStatus.RUNNING, self._clock()
 
-    def append(self, run_id: str, event: E, *, size: int, essential: bool) -> None:
-        """Add the run's next event. Beyond the run's share only essential events are kept
-        (see the module docstring)."""
-        self.extend(run_id, [(event, size, essential)])
+    def append(self, run_id: str, event: E, *, size: int, keep: Keep) -> None:
+        """Add the run's next event, kept as ``keep`` says (see the module docstring)."""
+        self.extend(run_id, [(event, size, keep)])
 
-    def extend(self, run_id: str, items: Sequence[tuple[E, int, bool]]
+    def extend(self, run_id: str, items: Sequence[tuple[E, int, Keep]]
                ) -> list[tuple[int, E, int]]:  # fmt: skip
-        """Add the run's next events, each with its size and whether it is essential: its
-        watchers wake once, and send them on together. Those kept, with their indexes."""
+        """Add the run's next events, each with its size and how long it is kept: its
+        watchers wake once, and send them on together. Those kept for good (not live
+        ones), with their indexes."""
         run = self._run(run_id)
         kept = []
-        for event, size, essential in items:
-            if self._add(run, event, size, essential):
+        for event, size, keep in items:
+            if self._add(run, event, size, keep) and keep != "live":
                 kept.append((len(run.events) - 1, event, size))
         run.wake()
         return kept
 
-    def _add(self, run: _Run[E], event: E, size: int, essential: bool) -> bool:
+    def _add(self, run: _Run[E], event: E, size: int, keep: Keep) -> bool:
         run.record.event_count += 1
-        if essential or run.event_bytes + size <= self.max_run_bytes:
+        if keep != "live":
+            self._let_go_of_live(run)
+        if keep != "bounded" or run.event_bytes + size <= self.max_run_bytes:
+            if keep == "live":
+                run.live.append((len(run.events), size))
             run.events.append(event)
             run.event_bytes += size
             self._bytes += size
@@ -134,6 +146,14 @@ class RunStore(Generic[E]):
         run.record.events_truncated = True
         return False
 
+    def _let_go_of_live(self, run: _Run[E]) -> None:
+        """Forget the live events before this one: watchers that were there have them."""
+        for index, size in run.live:
+            run.events[index] = None
+            run.event_bytes -= size
+            self._bytes -= size
+        run.live.clear()
+
     def finish(self, run_id: str, **outcome: object) -> None:
         """The run is over: set its outcome (status, answer, steps, usage, error...)."""
         run = self._run(run_id)
@@ -141,6 +161,7 @@ class RunStore(Generic[E]):
         run.record = replace(run.record, **ended)  # type: ignore[arg-type]
         if not run.record.status.is_over:
             raise ValueError(f"finish needs a final status, got {run.record.status}")
+        self._let_go_of_live(run)
         self._ended[run_id] = run.record.ended or 0.0
         run.wake()
         self._keep_within_budget()

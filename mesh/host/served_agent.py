@@ -52,7 +52,7 @@ from mesh.errors import (
 from mesh.host.audit import AuditLog
 from mesh.host.run_ledger import Ledger, describe_error
 from mesh.host.run_record import RunFilter, RunRecord, RunStatus
-from mesh.host.run_store import RunStore
+from mesh.host.run_store import Keep, RunStore
 from mesh.host.runs import ActiveRuns
 from mesh.host.sessions import Sessions
 from mesh.text import clip
@@ -77,8 +77,8 @@ LEDGER_RETRY_S = 600.0
 class WireCodec(Protocol[E_co]):
     """How the RPC layer wants events kept, and a unary run's response recorded."""
 
-    def event(self, event: AgentEvent) -> tuple[E_co, int, bool]:
-        """The event as kept, its size in bytes, and whether it is structural (always kept)."""
+    def event(self, event: AgentEvent) -> tuple[E_co, int, Keep]:
+        """The event as kept, its size in bytes, and how long it is kept (see ``RunStore``)."""
         ...
 
     def response(self, result: RunResult) -> bytes:
@@ -424,7 +424,7 @@ class ServedAgent(Generic[E]):
         """Each event to the audit log (in the run's thread), and into the run's log on
         the loop, converted by the codec before it crosses (off the loop). Events that come
         while the loop is busy cross together: one wake-up of the loop, one write."""
-        outbox: list[tuple[E, int, bool]] = []
+        outbox: list[tuple[E, int, Keep]] = []
         lock = threading.Lock()
 
         def deliver() -> None:

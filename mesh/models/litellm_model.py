@@ -7,20 +7,25 @@ touches the network. Retries with exponential backoff cover rate limits and
 transient failures; every other failure becomes a ``ModelCallError`` with
 the provider's message. A run's cancellation or deadline aborts the request
 in flight (see ``abortable``).
+
+With ``on_delta`` the answer streams: each piece of its text goes to
+``on_delta`` as it arrives, and the pieces are then built into the whole
+response, with the usage the provider reports at the end of the stream
+(``stream_options.include_usage``), so that tokens and cost stay exact.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from mesh.errors import DeadlineExceededError, MeshError, ModelCallError, ModelOutputError
 from mesh.models.abortable import pause, run_abortable
-from mesh.models.base import ChatMessage, ModelResponse, TokenUsage, ToolCall
+from mesh.models.base import ChatMessage, DeltaSink, ModelResponse, TokenUsage, ToolCall
 from mesh.models.openai_format import to_openai_message
 from mesh.run_scope import current_scope
 from mesh.text import clip
@@ -94,10 +99,16 @@ class LiteLLMModel:
         messages: Sequence[ChatMessage],
         tools: Sequence[Tool] | None = None,
         stop: Sequence[str] | None = None,
+        *,
+        response_format: Mapping[str, Any] | None = None,
+        on_delta: DeltaSink | None = None,
     ) -> ModelResponse:
         self._check_credentials()
         request = self._request(messages, tools, stop)
+        if response_format is not None:
+            request["response_format"] = dict(response_format)
         litellm = _litellm()
+        streamed = _Streamed(litellm, on_delta) if on_delta is not None else None
         retryable = tuple(getattr(litellm.exceptions, name) for name in _RETRYABLE)
         attempt = 0
         while True:
@@ -105,8 +116,15 @@ class LiteLLMModel:
             request["timeout"] = self.timeout_s if remaining is None else min(
                 self.timeout_s, remaining)  # fmt: skip
             try:
-                raw = run_abortable(litellm.acompletion(**request))
+                call = streamed(request) if streamed else litellm.acompletion(**request)
+                raw = run_abortable(call)
             except retryable as err:
+                if streamed and streamed.pieces:
+                    raise ModelCallError(
+                        f"{self.model_id}: {type(err).__name__} after {streamed.pieces} piece(s) "
+                        f"of the answer had streamed: {clip(str(err), 300, one_line=True)}",
+                        retryable=True,
+                    ) from err  # not tried again: the stream's readers have half an answer
                 delay = self.retry.delay(attempt)
                 remaining = _run_time_left()
                 if remaining is not None and remaining <= delay:
@@ -182,7 +200,9 @@ class LiteLLMModel:
             )
             usage = getattr(raw, "usage", None)
             return ModelResponse(
-                message=ChatMessage(role="assistant", content=message.content, tool_calls=calls),
+                message=ChatMessage(
+                    role="assistant", content=message.content or None, tool_calls=calls
+                ),
                 usage=TokenUsage(
                     input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
                     output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
@@ -192,6 +212,29 @@ class LiteLLMModel:
             )
         except (AttributeError, IndexError, TypeError) as err:
             raise ModelOutputError(f"{self.model_id}: unexpected response shape: {err}") from err
+
+
+class _Streamed:
+    """One streamed model call: its text's pieces to ``on_delta`` as they come, then the
+    whole response, built from the pieces as a non-streamed call returns it."""
+
+    def __init__(self, litellm: ModuleType, on_delta: DeltaSink) -> None:
+        self.litellm = litellm
+        self.on_delta = on_delta
+        self.pieces = 0
+
+    async def __call__(self, request: dict[str, Any]) -> Any:
+        stream = await self.litellm.acompletion(
+            **request, stream=True, stream_options={"include_usage": True}
+        )
+        chunks = []
+        async for chunk in stream:
+            chunks.append(chunk)
+            text = chunk.choices[0].delta.content if chunk.choices else None
+            if text:
+                self.pieces += 1
+                self.on_delta(text)
+        return self.litellm.stream_chunk_builder(chunks, messages=request["messages"])
 
 
 def _run_time_left() -> float | None:

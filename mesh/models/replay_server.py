@@ -4,6 +4,11 @@ Point ``LiteLLMModel(api_base=server.api_base)`` at it and the whole real
 provider path runs (LiteLLM, the OpenAI SDK, HTTP, JSON parsing) with
 deterministic answers and no network beyond loopback. Tests use it; so can
 anyone who wants to exercise a client against recorded outputs.
+
+A request with ``"stream": true`` is answered as OpenAI streams: server-sent
+events, one chunk per piece of the text (the recorded ``deltas``, or word by
+word), the tool calls, the finish reason, the usage when
+``stream_options.include_usage`` asks for it, then ``[DONE]``.
 """
 
 from __future__ import annotations
@@ -13,12 +18,13 @@ import select
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from mesh.errors import CassetteError, ModelCallError
 from mesh.models.openai_format import from_openai_message, to_openai_message
-from mesh.models.replay import Cassette, conversation_key
+from mesh.models.replay import Cassette, CassetteEntry, conversation_key, split_words
 
 __all__ = ["ReplayServer"]
 
@@ -31,11 +37,18 @@ class ReplayServer:
     """``with ReplayServer(cassette) as server: ... server.api_base ...``"""
 
     def __init__(
-        self, cassette: Cassette, host: str = "127.0.0.1", port: int = 0, latency_s: float = 0.0
+        self,
+        cassette: Cassette,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        latency_s: float = 0.0,
+        chunk_delay_s: float = 0.0,
     ) -> None:
         self.cassette = cassette
         self.latency_s = latency_s
         """How long each answer takes, like a model generating (a client may leave meanwhile)."""
+        self.chunk_delay_s = chunk_delay_s
+        """The pause between the chunks of a streamed answer, as a model generates them."""
         self.requests: list[dict[str, Any]] = []
         self.abandoned: list[float] = []
         """When (``time.monotonic()``) each hanging request was closed by its client."""
@@ -89,7 +102,7 @@ class ReplayServer:
                 return False
         return True
 
-    def answer(self, body: dict[str, Any]) -> tuple[int, dict[str, Any] | bytes]:
+    def answer(self, body: dict[str, Any]) -> tuple[int, dict[str, Any] | bytes | Stream]:
         with self._lock:
             self.requests.append(body)
         fault = self._next_fault()
@@ -99,20 +112,26 @@ class ReplayServer:
             return 0, HANG
         if isinstance(fault, int):
             return fault, _error(f"injected fault {fault}")
-        if body.get("stream"):
-            return 400, _error("streaming is not supported by the replay server")
         messages = [from_openai_message(m) for m in body.get("messages", [])]
         try:
             entry = self.cassette.lookup(*conversation_key(messages))
-            response = entry.replay()
+            entry.replay()
         except CassetteError as err:
             return 404, _error(str(err))
         except ModelCallError as err:
             kind = (entry.error or {}).get("kind", "server")
             return _ERROR_STATUS.get(kind, 500), _error(str(err))
+        completion = self._completion(body, entry)
+        if body.get("stream"):
+            usage = (body.get("stream_options") or {}).get("include_usage", False)
+            return 200, Stream(list(_chunks(completion, entry, with_usage=usage)))
+        return 200, completion
+
+    def _completion(self, body: dict[str, Any], entry: CassetteEntry) -> dict[str, Any]:
+        response = entry.replay()
         message = response.message
         usage = response.usage
-        return 200, {
+        return {
             "id": f"chatcmpl-replay-{len(self.requests)}",
             "object": "chat.completion",
             "created": int(time.time()),
@@ -155,7 +174,33 @@ class ReplayServer:
                 if (wait and not server.client_stays(self.connection, wait)) or payload is HANG:
                     self.close_connection = True  # the client left, or a hang is over
                     return
-                self._send(status, payload)
+                if isinstance(payload, Stream):
+                    self._send_stream(payload)
+                else:
+                    self._send(status, payload)
+
+            def _send_stream(self, stream: Stream) -> None:
+                """Each chunk as a server-sent event, flushed as it goes (chunked encoding)."""
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                try:
+                    self.end_headers()
+                    for event in [*map(json.dumps, stream.chunks), "[DONE]"]:
+                        data = f"data: {event}\n\n".encode()
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                        self.wfile.flush()
+                        if server.chunk_delay_s and not server.client_stays(
+                            self.connection, server.chunk_delay_s
+                        ):
+                            self.close_connection = True  # the client left mid-stream
+                            return
+                    self.wfile.write(b"0\r\n\r\n")
+                    self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):
+                    with server._lock:
+                        server.abandoned.append(time.monotonic())
+                    self.close_connection = True
 
             def _send(self, status: int, payload: dict[str, Any] | bytes) -> None:
                 data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
@@ -173,6 +218,38 @@ class ReplayServer:
                 pass
 
         return Handler
+
+
+class Stream:
+    """An answer to send as a stream of chunks."""
+
+    def __init__(self, chunks: list[dict[str, Any]]) -> None:
+        self.chunks = chunks
+
+
+def _chunks(
+    completion: dict[str, Any], entry: CassetteEntry, *, with_usage: bool
+) -> Iterator[dict[str, Any]]:
+    """A completion as OpenAI streams it: the role, the text in pieces, the tool calls,
+    the finish reason, and (asked for) the usage in a last chunk without choices."""
+    choice = completion["choices"][0]
+    message = choice["message"]
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        head = {k: completion[k] for k in ("id", "created", "model")}
+        choices = [{"index": 0, "delta": delta, "finish_reason": finish}]
+        return {**head, "object": "chat.completion.chunk", "choices": choices}
+
+    yield chunk({"role": "assistant", "content": ""})
+    for piece in entry.deltas or split_words(message.get("content") or ""):
+        yield chunk({"content": piece})
+    for index, call in enumerate(message.get("tool_calls") or ()):
+        yield chunk({"tool_calls": [{"index": index, **call}]})
+    yield chunk({}, choice["finish_reason"])
+    if with_usage:
+        head = {k: completion[k] for k in ("id", "created", "model")}
+        yield {**head, "object": "chat.completion.chunk", "choices": [],
+               "usage": completion["usage"]}  # fmt: skip
 
 
 def _error(message: str) -> dict[str, Any]:

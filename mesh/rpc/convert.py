@@ -253,6 +253,10 @@ def event_to_proto(event: ev.AgentEvent) -> pb.RunEvent:
                 plan=event.plan, initial=event.initial, usage=usage_to_proto(event.usage),
                 model_id=event.model_id, duration=duration_to_proto(event.duration_s),
             ))  # fmt: skip
+        case ev.ModelOutputDelta():
+            out.model_output_delta.CopyFrom(
+                pb.ModelOutputDelta(text=event.text, planning=event.planning)
+            )
         case ev.CodeAction():
             out.code_action.code = event.code
         case ev.ToolCallStarted():
@@ -315,6 +319,9 @@ def event_from_proto(message: pb.RunEvent, depth_offset: int = 0) -> ev.AgentEve
         return ev.Planning(plan=plan.plan, initial=plan.initial, usage=usage_from_proto(plan.usage),
                            model_id=plan.model_id, duration_s=seconds_from_proto(plan.duration),
                            **common)  # fmt: skip
+    if kind == "model_output_delta":
+        delta = message.model_output_delta
+        return ev.ModelOutputDelta(text=delta.text, planning=delta.planning, **common)
     if kind == "code_action":
         return ev.CodeAction(code=message.code_action.code, **common)
     if kind == "tool_call_started":

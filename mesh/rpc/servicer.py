@@ -26,6 +26,7 @@ from mesh.agents.base import RunResult
 from mesh.agents.events import (
     AgentEvent,
     FinalAnswer,
+    ModelOutputDelta,
     RunFinished,
     RunStarted,
     ToolCallFinished,
@@ -34,6 +35,7 @@ from mesh.agents.events import (
 from mesh.agents.run_args import args_from_json
 from mesh.errors import InvalidRequestError, NotFoundError, PermissionDeniedError
 from mesh.host.run_record import RunRecord
+from mesh.host.run_store import Keep
 from mesh.host.served_agent import RunOrder, ServedAgent
 from mesh.host.sessions import Sessions
 from mesh.rpc.convert import (
@@ -70,13 +72,19 @@ _STRUCTURAL = (RunStarted, RunFinished, ToolCallStarted, ToolCallFinished, Final
 """Events a run's record always keeps: a replay still pairs every start with its end."""
 
 
+def _keep(event: AgentEvent) -> Keep:
+    if isinstance(event, _STRUCTURAL):
+        return "always"
+    return "live" if isinstance(event, ModelOutputDelta) else "bounded"
+
+
 class ProtoCodec:
     """Events are kept as the wire messages they are sent as: converted once, in the run's
     thread, however many watch them."""
 
-    def event(self, event: AgentEvent) -> tuple[pb.RunEvent, int, bool]:
+    def event(self, event: AgentEvent) -> tuple[pb.RunEvent, int, Keep]:
         message = event_to_proto(event)
-        return message, message.ByteSize(), isinstance(event, _STRUCTURAL)
+        return message, message.ByteSize(), _keep(event)
 
     def response(self, result: RunResult) -> bytes:
         return run_response(result).SerializeToString()
