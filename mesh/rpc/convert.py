@@ -19,8 +19,9 @@ from mesh.agents.base import MultiStepAgent
 from mesh.agents.budget import Budget
 from mesh.agents.code_agent import CodeAgent
 from mesh.agents.usage import AgentUsage
-from mesh.errors import ErrorInfo, ToolDefinitionError
+from mesh.errors import ErrorInfo, InvalidRequestError, ToolDefinitionError
 from mesh.models.base import TokenUsage, ToolCall
+from mesh.models.images import MAX_IMAGES, Image, checked_images
 from mesh.rpc.tool_change import ToolChange
 from mesh.tools.base import Tool
 from mesh.tools.schema import InputSpec, json_schema
@@ -41,6 +42,8 @@ __all__ = [
     "event_from_proto",
     "event_to_proto",
     "from_json",
+    "images_from_proto",
+    "images_to_proto",
     "seconds_from_proto",
     "timestamp_to_proto",
     "to_json",
@@ -123,8 +126,30 @@ def budget_from_proto(budget: pb.Budget) -> Budget:
     )
 
 
+def images_to_proto(images: Iterable[Image]) -> list[pb.Image]:
+    """A run's images as typed wire parts (already checked: see ``checked_images``)."""
+    return [pb.Image(media_type=image.media_type, data=image.data) for image in images]
+
+
+def images_from_proto(images: Iterable[pb.Image]) -> tuple[Image, ...]:
+    """A request's images, checked again as any run's (count, sizes, types that match the
+    bytes): ``InvalidRequestError`` for a caller's bad one."""
+    parts = list(images)
+    if len(parts) > MAX_IMAGES:  # before building any
+        raise InvalidRequestError(f"a run takes at most {MAX_IMAGES} images; got {len(parts)}")
+    loaded = []
+    for number, part in enumerate(parts, 1):
+        try:
+            loaded.append(Image(part.media_type, part.data))
+        except InvalidRequestError as err:
+            raise InvalidRequestError(f"image {number}: {err.message}") from None
+    return checked_images(loaded)
+
+
 def tool_spec_to_proto(tool: Tool) -> pb.ToolSpec:
-    return _spec_to_proto(tool.name, tool.description, tool.output_type, tool.input_specs)
+    spec = _spec_to_proto(tool.name, tool.description, tool.output_type, tool.input_specs)
+    spec.untrusted = tool.untrusted
+    return spec
 
 
 def definition_to_proto(definition: Mapping[str, Any]) -> pb.ToolSpec:
@@ -203,8 +228,12 @@ def tool_spec_from_proto(spec: pb.ToolSpec) -> dict[str, Any]:
                 untrusted_json.loads(item.default_json) if item.default_json else None
             )
         inputs[item.name] = entry
-    return {"name": spec.name, "description": spec.description, "inputs": inputs,
-            "output_type": value_type_from_proto(spec.output_type) or "unspecified"}  # fmt: skip
+    output_type = value_type_from_proto(spec.output_type) or "unspecified"
+    definition: dict[str, Any] = {"name": spec.name, "description": spec.description,
+                                  "inputs": inputs, "output_type": output_type}  # fmt: skip
+    if spec.HasField("untrusted"):
+        definition["untrusted"] = spec.untrusted
+    return definition
 
 
 def card_to_proto(agent: MultiStepAgent, capabilities: pb.Capabilities) -> pb.AgentCard:

@@ -7,9 +7,9 @@ one method. The run's remaining deadline bounds the call, cancelling the run
 cancels it, and every failure comes back as a ``ToolExecutionError`` the
 model can read, never as an error that ends the run.
 
-A remote tool is untrusted unless its caller says otherwise: a tool marked
-untrusted where it runs must stay untrusted here, and the wire's ``ToolSpec``
-does not say whether it is (yet), so the safe side is the default.
+A remote tool is untrusted unless its caller says otherwise, and a tool its
+own service marks untrusted (``ToolSpec.untrusted``, the definition's
+``untrusted``) stays untrusted whatever the caller says.
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ class RemoteTool(Tool):
         security: MeshSecurity | None = None,
         untrusted: bool = True,
     ) -> None:
-        """``definition``: name, description, inputs and output_type, as a Tool class has them.
-        ``untrusted``: see the module docstring."""
+        """``definition``: name, description, inputs and output_type, as a Tool class has them
+        (and ``untrusted``, as its service says). ``untrusted``: see the module docstring."""
         self.name = definition["name"]
         self.description = definition["description"]
         self.inputs = dict(definition["inputs"])
@@ -52,14 +52,14 @@ class RemoteTool(Tool):
         self.address = address
         self.remote_name = remote_name or self.name
         self.timeout_s = timeout_s
-        super().__init__(untrusted=untrusted)  # checks the definition
+        super().__init__(untrusted=untrusted or definition.get("untrusted") is True)  # checks it
         self._client = AgentClient(address, security=security,
                                    label=f"{self.name} (remote tool at {address})")  # fmt: skip
 
     def definition(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description,
                 "inputs": {s.name: s.to_dict() for s in self.input_specs},
-                "output_type": self.output_type}  # fmt: skip
+                "output_type": self.output_type, "untrusted": self.untrusted}  # fmt: skip
 
     def forward(self, **arguments: Any) -> Any:
         run = current_scope.get()

@@ -322,9 +322,9 @@ class ToolAdmin:
         if remote_name and not remote_name.isidentifier():
             raise InvalidRequestError(f"remote_name {remote_name[:80]!r} is not an identifier")
         try:
-            return RemoteTool(
-                definition, address, remote_name=remote_name or None, security=self.security
-            )
+            untrusted = definition.get("untrusted", True)  # unset: remote, so untrusted
+            return RemoteTool(definition, address, remote_name=remote_name or None,
+                              security=self.security, untrusted=untrusted is not False)  # fmt: skip
         except (ToolDefinitionError, KeyError, TypeError, ValueError) as err:
             detail = err.message if isinstance(err, ToolDefinitionError) else repr(err)
             raise InvalidRequestError(f"invalid tool spec: {detail}") from err
