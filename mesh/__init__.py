@@ -22,6 +22,7 @@ from mesh.mcp import MCPServerParameters, mcp_tools
 from mesh.models import (
     Cassette,
     ChatMessage,
+    Image,
     LiteLLMModel,
     Model,
     ModelResponse,
@@ -60,6 +61,7 @@ __all__ = [
     "ErrorInfo",
     "FinalAnswerStep",
     "FinalAnswerTool",
+    "Image",
     "LiteLLMModel",
     "MCPServerParameters",
     "ManagedAgent",

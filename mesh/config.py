@@ -76,7 +76,7 @@ AGENT_KEYS = {
     "model_params", "cassette", "max_steps", "max_concurrent_runs", "instructions",
     "instructions_file", "agent", "mcp", "remote_tools", "sandbox", "authorized_imports",
     "budget", "rate_limit_rpm", "cache", "idempotent", "max_parallel", "output_schema_file",
-    "planning_interval",
+    "planning_interval", "stream_outputs", "use_structured_outputs_internally",
 }  # fmt: skip
 REMOTE_TOOLS_KEYS = {"agent", "address", "tools", "timeout_s", "untrusted"}
 
@@ -130,6 +130,11 @@ class AgentConfig:
     """Calls one step may run at once (parallel tool calls; ``run_parallel`` in code)."""
     planning_interval: int | None = None
     """Write a plan before the first step and every this many steps; None: never."""
+    stream_outputs: bool = False
+    """Report the model's text as it is generated (``ModelOutputDelta`` events)."""
+    use_structured_outputs_internally: bool = False
+    """A code agent's model answers JSON ``{"thought", "code"}`` through a
+    ``response_format``, for models that support structured outputs."""
     output_schema: dict[str, Any] | None = None
     """The JSON Schema a final answer must match (read from ``output_schema_file``)."""
 
@@ -296,6 +301,8 @@ def _agent(
         idempotent=get(data, "idempotent", bool, where, False),
         max_parallel=positive(get(data, "max_parallel", int, where, 8), f"{where}.max_parallel"),
         planning_interval=_planning_interval(data, where),
+        stream_outputs=get(data, "stream_outputs", bool, where, False),
+        use_structured_outputs_internally=_structured_outputs(data, kind, where),
         output_schema=_output_schema(
             get(data, "output_schema_file", str, where, ""), base, f"{where}.output_schema_file"
         ),
@@ -336,6 +343,18 @@ def _instructions(data: dict[str, Any], base: Path, where: str) -> str:
 def _planning_interval(data: dict[str, Any], where: str) -> int | None:
     interval = get(data, "planning_interval", int, where, 0)
     return positive(interval, f"{where}.planning_interval") if interval else None
+
+
+def _structured_outputs(data: dict[str, Any], kind: str, where: str) -> bool:
+    """Only a code agent has free text to structure: a tool-calling agent's answers are
+    tool calls already, so the setting there is a mistake worth naming."""
+    wanted: bool = get(data, "use_structured_outputs_internally", bool, where, False)
+    if wanted and kind != "code":
+        raise ConfigError(
+            f'{where}.use_structured_outputs_internally: only for kind = "code" (a '
+            f"{kind} agent answers with tool calls, structured already); remove it"
+        )
+    return wanted
 
 
 def _output_schema(value: str, base: Path, where: str) -> dict[str, Any] | None:

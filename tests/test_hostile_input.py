@@ -179,6 +179,16 @@ SCALARS = {
     FieldDescriptor.TYPE_INT32: st.integers(-(2**31), 2**31 - 1),
     FieldDescriptor.TYPE_INT64: st.integers(-(2**63), 2**63 - 1),
     FieldDescriptor.TYPE_DOUBLE: st.floats(),
+    FieldDescriptor.TYPE_BYTES: st.binary(max_size=100)
+    | st.sampled_from(
+        [  # Image.data
+            b"",
+            b"\x89PNG\r\n\x1a\n",
+            b"\x89PNG\r\n\x1a\n" + b"\x00" * (4 * 2**20 + 1),
+            b"GIF89a" + b"\xff" * 64,
+            b"RIFF\x00\x00\x00\x00WEBP",
+        ]
+    ),
 }
 
 

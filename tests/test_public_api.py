@@ -19,6 +19,7 @@ def test_public_exports() -> None:
             "ErrorInfo",
             "FinalAnswerStep",
             "FinalAnswerTool",
+            "Image",
             "LiteLLMModel",
             "MCPServerParameters",
             "ManagedAgent",

@@ -222,7 +222,7 @@ def test_tool_class() -> None:
     ("attrs", "message"),
     [
         ({"name": "bad name"}, "must be a Python identifier"),
-        ({"output_type": "image"}, "output_type 'image' is not one of"),
+        ({"output_type": "audio"}, "output_type 'audio' is not one of"),  # image is one
         ({"inputs": {"who": {"type": "str", "description": "x"}}}, "type 'str' is not one of"),
         ({"inputs": {"who": {"type": "string"}}}, "needs 'type' and 'description'"),
         ({"inputs": {"other": {"type": "string", "description": "x"}}}, "forward() takes"),

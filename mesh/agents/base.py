@@ -60,6 +60,7 @@ from mesh.errors import (
 )
 from mesh.models.base import ChatMessage, Model, ModelResponse, TokenUsage, shared_prefix
 from mesh.models.cost import cost_usd
+from mesh.models.images import Image, ImageSource, checked_images
 from mesh.run_scope import current_scope
 from mesh.telemetry.spans import (
     agent_span,
@@ -118,6 +119,8 @@ class _Order:
     max_steps: int | None
     history: Sequence[Turn]
     additional_args: dict[str, Any]
+    images: tuple[Image, ...] = ()
+    """The task's images, loaded and checked (``mesh.models.images``)."""
 
 
 class MultiStepAgent(ABC):
@@ -214,6 +217,7 @@ class MultiStepAgent(ABC):
         reset: bool = ...,
         history: Sequence[Turn] | None = ...,
         additional_args: Mapping[str, Any] | None = ...,
+        images: Sequence[ImageSource] | None = ...,
     ) -> Any: ...
     @overload
     def run(
@@ -227,6 +231,7 @@ class MultiStepAgent(ABC):
         reset: bool = ...,
         history: Sequence[Turn] | None = ...,
         additional_args: Mapping[str, Any] | None = ...,
+        images: Sequence[ImageSource] | None = ...,
     ) -> RunResult: ...
     @overload
     def run(
@@ -240,6 +245,7 @@ class MultiStepAgent(ABC):
         reset: bool = ...,
         history: Sequence[Turn] | None = ...,
         additional_args: Mapping[str, Any] | None = ...,
+        images: Sequence[ImageSource] | None = ...,
     ) -> Iterator[AgentEvent]: ...
 
     def run(
@@ -253,6 +259,7 @@ class MultiStepAgent(ABC):
         reset: bool = True,
         history: Sequence[Turn] | None = None,
         additional_args: Mapping[str, Any] | None = None,
+        images: Sequence[ImageSource] | None = None,
     ) -> Any:
         """Solve ``task``; the final answer, a ``RunResult``, or (stream) an event iterator.
 
@@ -269,12 +276,16 @@ class MultiStepAgent(ABC):
 
         ``additional_args`` (JSON values by name, see ``run_args``): a code agent's code finds
         each as a variable; every agent's model reads what they are, after the task.
+
+        ``images`` (paths, bytes, ``data:`` URLs or ``Image``s; at most 8, 4 MiB each, 6 MiB in
+        all, PNG, JPEG, GIF or WebP): the model sees them with the task, as a multimodal model
+        does. A later turn of the conversation reads the task's text, not its images.
         """
         if not isinstance(task, str) or not task.strip():
             raise InvalidRequestError("task must be a non-empty string")
         turns = self._earlier_turns(reset, history)
         args = checked_args(additional_args, self.toolbox()) if additional_args else {}
-        order = _Order(task, max_steps, turns, args)
+        order = _Order(task, max_steps, turns, args, checked_images(images))
         if stream:
             return self._stream(order, context)
         result = self._run_in(context or self._new_context(sink=None), order)
@@ -345,7 +356,8 @@ class MultiStepAgent(ABC):
         if order.additional_args:  # the model reads what they are, after the task
             note = described(order.additional_args, as_variables=self.args_as_variables)
             task = f"{task}\n\n{note}"
-        memory = AgentMemory(system_prompt="", task=task, history=list(order.history))
+        memory = AgentMemory(system_prompt="", task=task, history=list(order.history),
+                             task_images=order.images)  # fmt: skip
         state = RunState(ctx=ctx, memory=memory, additional_args=order.additional_args)
         self.memory = state.memory
         if self.budget is not None:
@@ -415,7 +427,8 @@ class MultiStepAgent(ABC):
         so_far = [] if initial else self._messages(state, toolbox)
         plan.model_input = plan_request(state.memory.task, so_far, tools=tools,
                                         managed_agents=list(self.managed_agents.values()),
-                                        remaining_steps=max_steps - number + 1)  # fmt: skip
+                                        remaining_steps=max_steps - number + 1,
+                                        images=state.memory.task_images)  # fmt: skip
         with planning_span(self.name, number):
             self._check_budget(state, next_call=True)
             started = time.monotonic()
@@ -501,9 +514,12 @@ class MultiStepAgent(ABC):
         step: ActionStep,
         tools: Sequence[Tool] | None = None,
         stop: Sequence[str] | None = None,
+        *,
+        free_text: bool = False,
     ) -> ModelResponse | None:
         """One model call, with its span, budget checks and event (and so its audit record).
-        None when the model answered something unusable: that is the step's error."""
+        None when the model answered something unusable: that is the step's error.
+        ``free_text``: the answer is plain text (after max_steps), in no response format."""
         self._check_budget(state, next_call=True)
         started = time.monotonic()
         prompt = tuple(step.model_input)
@@ -511,7 +527,8 @@ class MultiStepAgent(ABC):
         state.last_prompt = prompt
         with chat_span(self.model.model_id) as span:
             try:
-                response = self._call_model(state, step.step_number, step.model_input, tools, stop)
+                response = self._call_model(state, step.step_number, step.model_input, tools,
+                                            stop, free_text=free_text)  # fmt: skip
             except ModelOutputError as err:
                 step.fail(ErrorInfo.of(err))
                 record_error(span, _step_error(step))
@@ -546,9 +563,11 @@ class MultiStepAgent(ABC):
         stop: Sequence[str] | None = None,
         *,
         planning: bool = False,
+        free_text: bool = False,
     ) -> ModelResponse:
         """The model call itself, with what the agent asks of it beyond the messages: its
-        text streamed as events, and the format of an action step's answer."""
+        text streamed as events, and the format of an action step's answer (not a plan's,
+        nor a ``free_text`` one's)."""
         options: dict[str, Any] = {}
         if self.stream_outputs:
 
@@ -557,7 +576,7 @@ class MultiStepAgent(ABC):
                     state.ctx.report(ModelOutputDelta, number, text=text, planning=planning)
 
             options["on_delta"] = on_delta
-        if not planning and (response_format := self._response_format()) is not None:
+        if not (planning or free_text) and (response_format := self._response_format()):
             options["response_format"] = response_format
         return self.model.generate(messages, tools=tools, stop=stop, **options)
 
@@ -578,7 +597,7 @@ class MultiStepAgent(ABC):
                 ChatMessage(role="user", content=MAX_STEPS_PROMPT),
             ]
             try:
-                response = self._generate(state, step)
+                response = self._generate(state, step, free_text=True)
             except ModelError as err:
                 step.fail(ErrorInfo.of(err))
                 response = None
@@ -645,7 +664,9 @@ class MultiStepAgent(ABC):
         messages = [ChatMessage(role="system", content=state.memory.system_prompt)]
         for turn in state.memory.history:  # the conversation so far, oldest first
             messages.extend(turn.to_messages())
-        messages.append(ChatMessage(role="user", content=state.memory.task))
+        messages.append(
+            ChatMessage(role="user", content=state.memory.task, images=state.memory.task_images)
+        )
         plans = list(state.memory.plans)
         for step in state.memory.steps:
             while plans and plans[0].step_number <= step.step_number:  # made before this step

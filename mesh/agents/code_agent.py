@@ -1,9 +1,11 @@
 """``CodeAgent``: the model acts by writing Python that runs in an executor.
 
-Each step the model answers with reasoning and a code block; the code runs
-in the run's executor, where tools and managed agents are plain functions;
-what it prints (and its last expression) is the observation. The executor
-is chosen by name and lives exactly as long as one run.
+Each step the model answers with reasoning and a code block (or, with
+``use_structured_outputs_internally``, a JSON object holding both: see
+``structured_code``); the code runs in the run's executor, where tools and
+managed agents are plain functions; what it prints (and its last expression)
+is the observation. The executor is chosen by name and lives exactly as long
+as one run.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from mesh.agents.events import CodeAction
 from mesh.agents.memory import ActionStep
 from mesh.agents.parsing import extract_code
 from mesh.agents.run_args import assignments
+from mesh.agents.structured_code import read_answer, response_format
 from mesh.agents.tool_runner import ToolRunner
 from mesh.errors import CodeError, ConfigError, ErrorInfo, ExecutorError, ToolNotFoundError
 from mesh.models.base import ChatMessage, Model, ModelResponse
@@ -61,9 +64,13 @@ class CodeAgent(MultiStepAgent):
         executor: str | ExecutorFactory = "nsjail",
         additional_authorized_imports: Iterable[str] = (),
         sandbox: SandboxConfig | None = None,
+        use_structured_outputs_internally: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(tools, model, **kwargs)
+        self.use_structured_outputs_internally = use_structured_outputs_internally
+        """Ask the model for JSON ``{"thought", "code"}`` (a ``response_format``) instead of
+        free text with a code block: for models that support structured outputs."""
         self.authorized_imports = sorted(
             {*DEFAULT_AUTHORIZED_IMPORTS, *additional_authorized_imports}
         )
@@ -104,15 +111,25 @@ class CodeAgent(MultiStepAgent):
         imports = (
             "any module" if "*" in self.authorized_imports else ", ".join(self.authorized_imports)
         )
-        return {"authorized_imports": imports}
+        return {
+            "authorized_imports": imports,
+            "structured_outputs": self.use_structured_outputs_internally,
+        }
 
     def _stop_sequences(self) -> Sequence[str] | None:
-        return ["Observation:"]
+        # A JSON answer may quote "Observation:" in its strings; cutting it there breaks it.
+        return None if self.use_structured_outputs_internally else ["Observation:"]
+
+    def _response_format(self) -> Mapping[str, Any] | None:
+        return response_format() if self.use_structured_outputs_internally else None
 
     def _act(
         self, state: RunState, step: ActionStep, response: ModelResponse, tools: ToolRunner
     ) -> None:
-        step.code = extract_code(response.message.content)
+        text = response.message.content  # kept as it came: the model reads its thought back
+        step.code = (
+            read_answer(text).code if self.use_structured_outputs_internally else extract_code(text)
+        )
         state.ctx.report(CodeAction, step.step_number, code=step.code)
         executor: Executor = state.resources["executor"]
         with sandbox_span(type(executor).__name__, step.code) as span:
@@ -137,6 +154,7 @@ class CodeAgent(MultiStepAgent):
             messages.append(self._error_message(step))
         elif step.observation is not None:
             messages.append(ChatMessage(role="user", content=f"Observation:\n{step.observation}"))
+        messages.extend(step.images_message())  # images its tools returned (the code got text)
         return messages
 
 

@@ -48,6 +48,14 @@ class Turn:
     steps: int = 0
     """How many steps the run took."""
 
+    def __post_init__(self) -> None:
+        """A turn holds text only: images are dropped from its messages (their text still
+        says what was shown), and a later turn reads the earlier task's text, not the images
+        it came with. Bytes that every later run would send again stay out of the stores."""
+        if any(message.images for message in self.messages):
+            texts = tuple(replace(m, images=()) for m in self.messages)
+            object.__setattr__(self, "messages", texts)
+
     def to_messages(self) -> list[ChatMessage]:
         """How the turn reads in a later run's conversation."""
         return [

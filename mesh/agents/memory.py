@@ -15,7 +15,7 @@ the model read.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +26,7 @@ from mesh.agents.memory_codec import (
     error_dict,
     error_of,
     exception_of,
+    images_of,
     json_safe,
     message_of,
     restored,
@@ -35,6 +36,7 @@ from mesh.agents.planning import PlanningStep
 from mesh.agents.usage import AgentUsage
 from mesh.errors import ErrorInfo, MeshError
 from mesh.models.base import ChatMessage, TokenUsage
+from mesh.models.images import MAX_IMAGES, MAX_IMAGES_BYTES, Image, fits
 
 __all__ = ["MAX_MEMORY_JSON_BYTES", "ActionStep", "AgentMemory", "ToolCallRecord"]
 
@@ -116,10 +118,35 @@ class ActionStep:
     """The same failure as data, for events and spans."""
     is_final: bool = False
     final_answer: Any = None
+    observation_images: list[Image] = field(default_factory=list)
+    """Images the step's tools returned, shown to the model at the next step (within the
+    limits of ``mesh.models.images``: ``keep_image``)."""
+    images_dropped: int = 0
+    """Images the step's tools returned beyond those limits: not shown (the model is told)."""
 
     @property
     def duration_s(self) -> float:
         return 0.0 if self.end_time is None else self.end_time - self.start_time
+
+    def keep_image(self, image: Image) -> str:
+        """Keep ``image`` to show the model, if it fits the step's limits; the text that
+        stands for it (a tool's result as the model and a code agent's code read it)."""
+        if fits(self.observation_images, image):
+            self.observation_images.append(image)
+            return f"[{image.summary}: shown below]"
+        self.images_dropped += 1
+        return (f"[{image.summary}: not shown: a step shows at most {MAX_IMAGES} images, "
+                f"{MAX_IMAGES_BYTES // 2**20} MiB in all]")  # fmt: skip
+
+    def images_message(self) -> list[ChatMessage]:
+        """The user message that shows the step's images after its observation (a tool
+        message cannot hold images); none when its tools returned none."""
+        if not self.observation_images and not self.images_dropped:
+            return []
+        text = f"The images the tools returned at step {self.step_number}"
+        if self.images_dropped:
+            text += f" ({self.images_dropped} more not shown: over the limits)"
+        return [ChatMessage(role="user", content=text + ":", images=tuple(self.observation_images))]
 
     def fail(self, error: ErrorInfo) -> None:
         """The step failed with ``error``; the model reads its message."""
@@ -131,7 +158,7 @@ class ActionStep:
             "step_number": self.step_number,
             "start_time": self.start_time,
             "end_time": self.end_time,
-            "model_input": [message.to_dict() for message in self.model_input],
+            "model_input": [message.to_dict(image_data=False) for message in self.model_input],
             "model_output": output.to_dict() if output is not None else None,
             "usage": self.usage.to_dict(),
             "cost_usd": self.cost_usd,
@@ -142,14 +169,19 @@ class ActionStep:
             "error_info": error_dict(self.error_info),
             "is_final": self.is_final,
             "final_answer": json_safe(self.final_answer),
+            "observation_images": [image.to_dict() for image in self.observation_images],
+            "images_dropped": self.images_dropped,
         }
 
     @classmethod
-    def from_dict(cls, data: Any, what: str = "a step") -> ActionStep:
+    def from_dict(
+        cls, data: Any, what: str = "a step", known: Mapping[str, Image] | None = None
+    ) -> ActionStep:
+        """``known``: the memory's images by sha256, which its model input shows by digest."""
         fields = Fields(data, what)
         calls = fields.items("tool_calls")
         return cls(
-            **_model_call_of(fields, what),
+            **_model_call_of(fields, what, known),
             code=fields.optional_text("code"),
             tool_calls=[ToolCallRecord.from_dict(c, f"tool call {n} of {what}")
                         for n, c in enumerate(calls, 1)],
@@ -158,6 +190,8 @@ class ActionStep:
             error_info=error_of(fields.value("error_info"), f"{what}'s error"),
             is_final=fields.flag("is_final"),
             final_answer=restored(fields.value("final_answer")),
+            observation_images=list(images_of(data.get("observation_images", []), what)),
+            images_dropped=fields.count("images_dropped") if "images_dropped" in data else 0,
         )  # fmt: skip
 
 
@@ -166,6 +200,8 @@ class AgentMemory:
     system_prompt: str
     task: str
     steps: list[ActionStep] = field(default_factory=list)
+    task_images: tuple[Image, ...] = ()
+    """The images the task came with (``run(task, images=...)``), shown with it."""
     history: list[Turn] = field(default_factory=list)
     """The earlier turns of the conversation the model read before the task (see
     ``conversation``)."""
@@ -228,6 +264,7 @@ class AgentMemory:
             "format": FORMAT,
             "version": VERSION,
             "task": self.task,
+            "task_images": [image.to_dict() for image in self.task_images],
             "system_prompt": self.system_prompt,
             "history": [_turn_dict(turn) for turn in self.history],
             "steps": [step.to_dict() for step in self.steps],
@@ -248,15 +285,19 @@ class AgentMemory:
         if fields.value("format") != FORMAT or fields.value("version") != VERSION:
             raise ValueError(f"not a memory of this version ({FORMAT!r} version {VERSION})")
         turn = fields.value("turn")
+        task_images = images_of(fields.data.get("task_images", []), "the task")
+        known = _images_by_digest(task_images, fields.items("steps"))
         return cls(
             system_prompt=fields.text("system_prompt"),
             task=fields.text("task"),
-            steps=[ActionStep.from_dict(step, f"step {n}")
+            task_images=task_images,
+            steps=[ActionStep.from_dict(step, f"step {n}", known)
                    for n, step in enumerate(fields.items("steps"), 1)],
             history=[_turn_of(t, f"earlier turn {n}")
                      for n, t in enumerate(fields.items("history"), 1)],
             turn=None if turn is None else _turn_of(turn, "the run's turn"),
-            plans=[_plan_of(plan, f"plan {n}") for n, plan in enumerate(fields.items("plans"), 1)],
+            plans=[_plan_of(plan, f"plan {n}", known)
+                   for n, plan in enumerate(fields.items("plans"), 1)],
         )  # fmt: skip
 
     def to_json(self, indent: int | None = None) -> str:
@@ -294,6 +335,15 @@ def _turn_of(data: Any, what: str) -> Turn:
         raise ValueError(f"{what}: {err}") from None
 
 
+def _images_by_digest(task_images: Sequence[Image], steps: Sequence[Any]) -> dict[str, Image]:
+    """Every image whose bytes a memory's JSON holds (its task's and its tools'), by sha256."""
+    images = list(task_images)
+    for n, step in enumerate(steps, 1):
+        if isinstance(step, Mapping):
+            images += images_of(step.get("observation_images", []), f"step {n}")
+    return {image.sha256: image for image in images}
+
+
 def _plan_dict(plan: PlanningStep) -> dict[str, Any]:
     output = plan.model_output
     return {
@@ -301,7 +351,7 @@ def _plan_dict(plan: PlanningStep) -> dict[str, Any]:
         "initial": plan.initial,
         "start_time": plan.start_time,
         "end_time": plan.end_time,
-        "model_input": [message.to_dict() for message in plan.model_input],
+        "model_input": [message.to_dict(image_data=False) for message in plan.model_input],
         "model_output": output.to_dict() if output is not None else None,
         "plan": plan.plan,
         "usage": plan.usage.to_dict(),
@@ -309,20 +359,22 @@ def _plan_dict(plan: PlanningStep) -> dict[str, Any]:
     }
 
 
-def _plan_of(data: Any, what: str) -> PlanningStep:
+def _plan_of(data: Any, what: str, known: Mapping[str, Image]) -> PlanningStep:
     fields = Fields(data, what)
-    return PlanningStep(**_model_call_of(fields, what), initial=fields.flag("initial"),
+    return PlanningStep(**_model_call_of(fields, what, known), initial=fields.flag("initial"),
                         plan=fields.text("plan"))  # fmt: skip
 
 
-def _model_call_of(fields: Fields, what: str) -> dict[str, Any]:
+def _model_call_of(
+    fields: Fields, what: str, known: Mapping[str, Image] | None = None
+) -> dict[str, Any]:
     """What a step and a plan both hold: their number, times and model call."""
     output = fields.value("model_output")
     return {
         "step_number": fields.count("step_number"),
         "start_time": fields.number("start_time"),
         "end_time": fields.optional_number("end_time"),
-        "model_input": [message_of(m, f"a model input message of {what}")
+        "model_input": [message_of(m, f"a model input message of {what}", known)
                         for m in fields.items("model_input")],
         "model_output": None if output is None else message_of(output, f"{what}'s output"),
         "usage": usage_of(fields.value("usage"), f"{what}'s usage"),

@@ -18,11 +18,13 @@ naming the field.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, get_args
 
 from mesh.errors import ErrorInfo, MeshError
 from mesh.models.base import ChatMessage, Role, TokenUsage, ToolCall
+from mesh.models.images import Image
 
 __all__ = [
     "MARKER",
@@ -32,6 +34,7 @@ __all__ = [
     "error_dict",
     "error_of",
     "exception_of",
+    "images_of",
     "json_safe",
     "message_of",
     "restored",
@@ -152,8 +155,9 @@ class Fields:
         return value
 
 
-def message_of(data: Any, what: str) -> ChatMessage:
-    """A chat message as ``ChatMessage.to_dict`` writes it."""
+def message_of(data: Any, what: str, known: Mapping[str, Image] | None = None) -> ChatMessage:
+    """A chat message as ``ChatMessage.to_dict`` writes it; its images given by their digest
+    alone are those of ``known`` (by sha256)."""
     fields = Fields(data, what)
     role = fields.value("role")
     if role not in _ROLES:
@@ -171,7 +175,30 @@ def message_of(data: Any, what: str) -> ChatMessage:
         tool_calls=tuple(ToolCall(c.text("id"), c.text("name"), c.text("arguments"))
                          for c in call_fields),
         tool_call_id=call_id,
+        images=images_of(data.get("images", []), what, known),
     )  # fmt: skip
+
+
+def images_of(data: Any, what: str, known: Mapping[str, Image] | None = None) -> tuple[Image, ...]:
+    """Images as ``Image.to_dict`` writes them (base64), each checked as any image is, or
+    as ``Image.digest`` does, for one of ``known``: a memory keeps each image's bytes once
+    (with the task, or with the step whose tools returned it), and its model inputs, which
+    show them again at every step, keep their digests."""
+    if not isinstance(data, list):
+        raise ValueError(f"{what}'s 'images' must be a list")
+    try:
+        return tuple(_image_of(image, known or {}) for image in data)
+    except ValueError as err:
+        raise ValueError(f"{what}: {err}") from None
+
+
+def _image_of(data: Any, known: Mapping[str, Image]) -> Image:
+    if isinstance(data, Mapping) and "data" not in data and "sha256" in data:
+        image = known.get(str(data["sha256"]))
+        if image is None:
+            raise ValueError("an image given by its digest is not one of the memory's images")
+        return image
+    return Image.from_dict(data)
 
 
 def usage_of(data: Any, what: str) -> TokenUsage:

@@ -17,6 +17,7 @@ from typing import Any
 
 from mesh.agents.prompts import render_prompt
 from mesh.models.base import ChatMessage, TokenUsage
+from mesh.models.images import Image
 
 __all__ = ["PLAN_END", "PlanningStep", "due", "plan_request", "plan_text"]
 
@@ -59,12 +60,14 @@ def plan_request(
     tools: Sequence[Any],
     managed_agents: Sequence[Any],
     remaining_steps: int,
+    images: tuple[Image, ...] = (),
 ) -> list[ChatMessage]:
-    """The messages of a planning call: the first plan's (``so_far`` empty) or an update's."""
+    """The messages of a planning call: the first plan's (``so_far`` empty, shown the task's
+    ``images``) or an update's (``so_far`` shows them already)."""
     values: dict[str, Any] = {"task": task, "tools": tools, "managed_agents": managed_agents,
                               "remaining_steps": remaining_steps}  # fmt: skip
     if not so_far:
-        return [ChatMessage("user", render_prompt("planning_initial.j2", **values))]
+        return [ChatMessage("user", render_prompt("planning_initial.j2", **values), images=images)]
     return [*so_far, ChatMessage("user", render_prompt("planning_update.j2", **values))]
 
 

@@ -78,6 +78,7 @@ class ToolCallingAgent(MultiStepAgent):
             record = by_id.get(call.id)
             content = record.observation if record else "Error: the call was not run."
             messages.append(ChatMessage(role="tool", content=content, tool_call_id=call.id))
+        messages.extend(step.images_message())  # after the tool messages: they hold text only
         if step.error is not None:
             messages.append(self._error_message(step))
         return messages

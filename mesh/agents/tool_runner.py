@@ -11,10 +11,15 @@ fenced text, while the code of a code agent, ``CallTool`` callers and
 ``run_parallel`` get the value itself, to compute with, and events report the
 tool's own text (people and audits read those). What a code step prints is
 the code agent's to fence (``untrusted_called`` says when).
+
+An ``Image`` a tool returns is kept on the step (``ActionStep.keep_image``, bounded)
+and shown to the model at the next step; everyone else, the code included, gets a
+short text that stands for it.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -25,6 +30,7 @@ from mesh.agents.events import ToolCallFinished, ToolCallStarted
 from mesh.agents.fan_out import ParallelCallsTool
 from mesh.agents.memory import ActionStep, ToolCallRecord
 from mesh.errors import MeshError, RunCancelledError, ToolExecutionError, ToolNotFoundError
+from mesh.models.images import Image
 from mesh.run_scope import current_scope
 from mesh.telemetry.spans import record_error, tool_span
 from mesh.text import clip
@@ -67,6 +73,7 @@ class ToolRunner:
         self.step = step
         self.toolbox = dict(toolbox)  # a snapshot: agent.tools changes apply next step
         self._calls = 0
+        self._images_lock = threading.Lock()
         for tool in self.toolbox.values():
             if isinstance(tool, ParallelCallsTool):
                 tool.bind(self)  # its calls go through this runner, like every other call
@@ -133,7 +140,16 @@ class ToolRunner:
             if tool is not None:
                 self.ctx.raise_if_cancelled()
                 record.result = tool.call(record.arguments)
+                if isinstance(record.result, Image):
+                    record.result = self._kept(record.result)
         return record
+
+    def _kept(self, image: Image) -> str:
+        """An image a tool returned: kept on the step, shown to the model at the next one.
+        The text standing for it is the call's result: what the model reads in the tool's
+        observation, and what a code agent's code gets (bytes never enter the jail)."""
+        with self._images_lock:  # a tool-calling step's calls may run at once
+            return self.step.keep_image(image)
 
     def fail(self, call_id: str, name: str, error: MeshError) -> ToolCallRecord:
         """Record a call that could not even be read (e.g. invalid JSON arguments)."""

@@ -82,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--args", metavar="JSON", default="",
                      help='values beside the task, a JSON object: \'{"numbers": [1, 2]}\' '
                      "(a code agent's code gets each as a variable)")  # fmt: skip
+    run.add_argument("--image", metavar="PATH", action="append", default=[],
+                     help="an image the model sees with the task (PNG, JPEG, GIF or WebP; "
+                     "repeat for more: at most 8, 4 MiB each, 6 MiB in all)")  # fmt: skip
     run.add_argument(
         "--wait",
         type=float,

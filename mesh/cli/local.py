@@ -17,6 +17,7 @@ from mesh.agents.run_args import args_from_json
 from mesh.cli.console import EventPrinter, say
 from mesh.errors import ConfigError
 from mesh.models import DEFAULT_MODEL_ID, Cassette, LiteLLMModel, Model, RecordingModel, ReplayModel
+from mesh.models.images import checked_images
 from mesh.models.litellm_model import has_provider_key, provider_key_name
 from mesh.paths import bundled
 from mesh.tools import DuckDuckGoTool, MemoTool, PrimeTool, Tool, celsius_to_fahrenheit, factorial
@@ -34,7 +35,9 @@ def run_local(args: argparse.Namespace) -> int:
     printer = None if args.quiet else EventPrinter()
     answer = None
     extra = args_from_json(args.args)
-    for event in agent.run(task, stream=True, max_steps=args.max_steps, additional_args=extra):
+    images = checked_images(getattr(args, "image", None) or ())
+    for event in agent.run(task, stream=True, max_steps=args.max_steps, additional_args=extra,
+                           images=images):  # fmt: skip
         if printer is not None:
             printer(event)
         if isinstance(event, FinalAnswer) and event.depth == 0:

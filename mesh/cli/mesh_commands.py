@@ -25,6 +25,7 @@ from mesh.host.audit import default_audit_dir, read_run
 from mesh.launcher import READY_PREFIX, MeshProcesses
 from mesh.models import Cassette, RecordingModel
 from mesh.models.base import Model
+from mesh.models.images import checked_images
 from mesh.project import CONFIG_NAME, build_agent, load_mesh_config, replays
 from mesh.rpc.client import AgentClient, channel_target
 from mesh.rpc.dev_credentials import (
@@ -113,7 +114,9 @@ def run(args: argparse.Namespace) -> int:
             if not getattr(args, "live", False):
                 _announce_replay(client, task, config)
             extra = args_from_json(args.args)
-            with client.run_stream(task, timeout_s=args.timeout, additional_args=extra) as stream:
+            images = checked_images(getattr(args, "image", None) or ())
+            with client.run_stream(task, timeout_s=args.timeout, additional_args=extra,
+                                   images=images) as stream:  # fmt: skip
                 try:
                     for event in stream:
                         if printer is not None:

@@ -33,6 +33,7 @@ from typing import Any
 from mesh.agents import events as ev
 from mesh.append_only import MAX_RECORD_BYTES, json_line, parse_record, read_lines, string_field
 from mesh.errors import ErrorInfo
+from mesh.models.base import ChatMessage
 from mesh.paths import data_path, writable_dir
 from mesh.rotating_file import RotatingFile
 from mesh.telemetry.redact import redact, shape
@@ -100,6 +101,14 @@ def full_prompts(entries: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, A
             yield prompt
 
 
+def _message(message: ChatMessage) -> dict[str, Any]:
+    """A prompt's message as the audit keeps it: shaped text, and its images' digests."""
+    entry: dict[str, Any] = {"role": message.role, "content": shape(message.content)}
+    if message.images:
+        entry["images"] = [image.digest() for image in message.images]
+    return entry
+
+
 def _entry(event: ev.AgentEvent) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "ts": event.timestamp,
@@ -119,8 +128,7 @@ def _entry(event: ev.AgentEvent) -> dict[str, Any]:
                 tool_calls=[{"name": c.name, "arguments": shape(c.arguments)}
                             for c in event.tool_calls],
                 prompt_kept=event.prompt_kept,
-                prompt=[{"role": m.role, "content": shape(m.content)}
-                        for m in event.prompt[event.prompt_kept :]],
+                prompt=[_message(m) for m in event.prompt[event.prompt_kept :]],
                 input_tokens=event.usage.input_tokens,
                 output_tokens=event.usage.output_tokens,
                 latency_s=event.duration_s,
@@ -133,10 +141,7 @@ def _entry(event: ev.AgentEvent) -> dict[str, Any]:
                 initial=event.initial,
                 # An update's prompt is the run so far (recorded with its steps) and one ask.
                 prompt_kept=0 if event.initial else max(0, len(event.prompt) - 1),
-                prompt=[
-                    {"role": m.role, "content": shape(m.content)}
-                    for m in event.prompt[0 if event.initial else -1 :]
-                ],
+                prompt=[_message(m) for m in event.prompt[0 if event.initial else -1 :]],
                 input_tokens=event.usage.input_tokens,
                 output_tokens=event.usage.output_tokens,
                 latency_s=event.duration_s,

@@ -55,6 +55,7 @@ from mesh.host.run_record import RunFilter, RunRecord, RunStatus
 from mesh.host.run_store import Keep, RunStore
 from mesh.host.runs import ActiveRuns
 from mesh.host.sessions import Sessions
+from mesh.models.images import Image
 from mesh.text import clip
 from mesh.tools.base import Tool
 from mesh.tools.final_answer import FINAL_ANSWER
@@ -101,6 +102,8 @@ class RunOrder:
     """time.monotonic() after which the run stops."""
     additional_args: dict[str, Any] = field(default_factory=dict)
     """Checked JSON values beside the task (``mesh.agents.run_args``)."""
+    images: tuple[Image, ...] = ()
+    """Checked images the model sees with the task (``mesh.models.images``)."""
 
 
 @dataclass
@@ -356,7 +359,8 @@ class ServedAgent(Generic[E]):
                     return self.agent.run(order.task, max_steps=order.max_steps,
                                           return_full_result=True, context=ctx,
                                           history=history,
-                                          additional_args=order.additional_args)  # fmt: skip
+                                          additional_args=order.additional_args,
+                                          images=order.images)  # fmt: skip
 
                 self.store.start(ctx.run_id)  # its thread is free: runs are fewer than threads
                 if self.shared is not None:

@@ -1,6 +1,7 @@
 """Models: the chat contract, LiteLLM, and recorded (cassette) models."""
 
 from mesh.models.base import ChatMessage, Model, ModelResponse, TokenUsage, ToolCall
+from mesh.models.images import Image
 from mesh.models.litellm_model import DEFAULT_MODEL_ID, LiteLLMModel, RetryPolicy
 from mesh.models.replay import Cassette, RecordingModel, ReplayModel
 from mesh.models.replay_server import ReplayServer
@@ -11,6 +12,7 @@ __all__ = [
     "CachingModel",
     "Cassette",
     "ChatMessage",
+    "Image",
     "LiteLLMModel",
     "Model",
     "ModelResponse",

@@ -11,6 +11,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
+from mesh.models.images import Image
+
 if TYPE_CHECKING:
     from mesh.tools.base import Tool
 
@@ -60,22 +62,31 @@ class ChatMessage:
     content: str | None = None
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
+    images: tuple[Image, ...] = ()
+    """Images the model sees after the text (a user message's: the task's, or those tools
+    returned); see ``mesh.models.images``."""
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, *, image_data: bool = True) -> dict[str, Any]:
+        """The message as JSON; its images with their bytes (base64), or, without
+        ``image_data``, as their digests only (recordings: a few dozen bytes each)."""
         out: dict[str, Any] = {"role": self.role, "content": self.content}
         if self.tool_calls:
             out["tool_calls"] = [call.to_dict() for call in self.tool_calls]
         if self.tool_call_id is not None:
             out["tool_call_id"] = self.tool_call_id
+        if self.images:
+            out["images"] = [i.to_dict() if image_data else i.digest() for i in self.images]
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ChatMessage:
+        """What ``to_dict`` wrote with the images' bytes (ValueError for a digest alone)."""
         return cls(
             role=data["role"],
             content=data.get("content"),
             tool_calls=tuple(ToolCall.from_dict(c) for c in data.get("tool_calls") or ()),
             tool_call_id=data.get("tool_call_id"),
+            images=tuple(Image.from_dict(i) for i in data.get("images") or ()),
         )
 
 

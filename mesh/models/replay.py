@@ -23,7 +23,8 @@ A cassette is a JSONL file. Each line is one model call::
   order; without them, it gives the content word by word.
 - ``request``: the messages that were sent (and ``response_format``, when
   one was asked for), written by the recorder for people to read; replay
-  ignores them.
+  ignores them. Images appear as their digests (type, size, sha256), not their
+  bytes; they do not change the lookup.
 - A line ``{"cassette": 1, "description": "..."}`` may head the file.
 
 Replay looks answers up by (task, turn), not by call order, so one
@@ -285,7 +286,7 @@ class RecordingModel:
         line: dict[str, Any] = {"task": task, "turn": turn, "response": response_to_dict(response)}
         if deltas:
             line["deltas"] = deltas
-        line["request"] = [m.to_dict() for m in messages]
+        line["request"] = [m.to_dict(image_data=False) for m in messages]  # images: digests
         if options.get("response_format") is not None:
             line["response_format"] = options["response_format"]
         with self._lock, self.path.open("a", encoding="utf-8") as out:

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from mesh.errors import CassetteError, ModelCallError
+from mesh.errors import CassetteError, InvalidRequestError, ModelCallError
 from mesh.models.openai_format import from_openai_message, to_openai_message
 from mesh.models.replay import Cassette, CassetteEntry, conversation_key, split_words
 
@@ -112,7 +112,10 @@ class ReplayServer:
             return 0, HANG
         if isinstance(fault, int):
             return fault, _error(f"injected fault {fault}")
-        messages = [from_openai_message(m) for m in body.get("messages", [])]
+        try:
+            messages = [from_openai_message(m) for m in body.get("messages", [])]
+        except InvalidRequestError as err:  # e.g. an image part that is no image
+            return 400, _error(err.message)
         try:
             entry = self.cassette.lookup(*conversation_key(messages))
             entry.replay()

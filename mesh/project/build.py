@@ -67,10 +67,13 @@ class ResolvedAgent:
             "output_schema": agent.output_schema,
             "max_parallel": agent.max_parallel,
             "planning_interval": agent.planning_interval,
+            "stream_outputs": agent.stream_outputs,
         }
         if agent.kind == "code":
             arguments |= {"sandbox": agent.sandbox,
-                          "additional_authorized_imports": agent.authorized_imports}  # fmt: skip
+                          "additional_authorized_imports": agent.authorized_imports,
+                          "use_structured_outputs_internally":
+                              agent.use_structured_outputs_internally}  # fmt: skip
         arguments |= overrides
         kind: Callable[..., MultiStepAgent] = (
             CodeAgent if agent.kind == "code" else ToolCallingAgent

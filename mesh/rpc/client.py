@@ -46,6 +46,7 @@ from mesh.errors import (
 from mesh.host.run_record import RunFilter, RunRecord, RunStatus
 from mesh.host.sessions import SessionInfo, SessionTurn
 from mesh.models.base import TokenUsage
+from mesh.models.images import ImageSource, checked_images
 from mesh.rpc.convert import (
     SERVICE_NAME,
     agent_usage_from_proto,
@@ -53,6 +54,7 @@ from mesh.rpc.convert import (
     definition_to_proto,
     duration_to_proto,
     from_json,
+    images_to_proto,
     seconds_from_proto,
     to_json,
     tool_change_from_proto,
@@ -207,11 +209,12 @@ class AgentClient:
         session_id: str = "",
         timeout_s: float | None = None,
         additional_args: Mapping[str, Any] | None = None,
+        images: Sequence[ImageSource] | None = None,
     ) -> RunOutcome:
         """Run ``task`` to its end. ``run_id`` (optional) is an idempotency key: running
         again with a finished run's id returns its recorded outcome."""
         fields = self._run_fields(task, max_steps, run_id, parent_run_id, budget, session_id,
-                                  additional_args)  # fmt: skip
+                                  additional_args, images)  # fmt: skip
         request = pb.RunRequest(**fields)
         response: pb.RunResponse = self._unary("Run", request, timeout_s)
         return RunOutcome(
@@ -236,6 +239,7 @@ class AgentClient:
         depth_offset: int = 0,
         scope: RunScope | None = None,
         additional_args: Mapping[str, Any] | None = None,
+        images: Sequence[ImageSource] | None = None,
     ) -> EventStream:
         """Run ``task``, streaming its events and those of the runs it delegates.
 
@@ -243,7 +247,7 @@ class AgentClient:
         ``depth_offset`` is added to every event's depth (a relay one level deeper).
         """
         fields = self._run_fields(task, max_steps, run_id, parent_run_id, budget, session_id,
-                                  additional_args)  # fmt: skip
+                                  additional_args, images)  # fmt: skip
         request = pb.RunStreamRequest(**fields)
         return self._stream("RunStream", request, timeout_s, depth_offset, scope)
 
@@ -268,11 +272,12 @@ class AgentClient:
         run_timeout_s: float | None = None,
         timeout_s: float | None = DEFAULT_TIMEOUT_S,
         additional_args: Mapping[str, Any] | None = None,
+        images: Sequence[ImageSource] | None = None,
     ) -> tuple[RunRecord, bool]:
         """Start a run in the background: (its record, whether ``run_id`` had started it
         already). ``run_timeout_s`` bounds the run; ``timeout_s`` only this call."""
         fields = self._run_fields(task, max_steps, run_id, parent_run_id, budget, session_id,
-                                  additional_args)  # fmt: skip
+                                  additional_args, images)  # fmt: skip
         request = pb.StartRunRequest(**fields)
         if run_timeout_s is not None:
             request.timeout.CopyFrom(duration_to_proto(run_timeout_s))
@@ -419,12 +424,15 @@ class AgentClient:
         budget: Budget | None,
         session_id: str,
         additional_args: Mapping[str, Any] | None,
+        images: Sequence[ImageSource] | None = None,
     ) -> dict[str, Any]:
         fields: dict[str, Any] = {"task": task, "max_steps": max_steps, "run_id": run_id,
                                   "parent_run_id": parent_run_id, "agent": self.agent,
                                   "session_id": session_id}  # fmt: skip
         if additional_args:  # checked here too: a bad one fails before it travels
             fields["additional_args_json"] = json.dumps(checked_args(additional_args))
+        if images:  # likewise: loaded and checked here, typed parts on the wire
+            fields["images"] = images_to_proto(checked_images(images))
         if budget is not None:
             fields["budget"] = budget_to_proto(budget)
         return fields

@@ -40,6 +40,7 @@ from mesh.errors import (
     RemoteAgentError,
     RunCancelledError,
 )
+from mesh.models.images import Image, ImageSource, checked_images
 from mesh.rpc.client import AgentCard, AgentClient, EventStream
 from mesh.rpc.security import MeshSecurity
 
@@ -79,10 +80,17 @@ class RemoteAgent:
     def describe(self, timeout_s: float = 5.0) -> AgentCard:
         return self.client.describe(timeout_s=timeout_s)
 
-    def run(self, task: str, additional_args: Mapping[str, Any] | None = None) -> Any:
+    def run(
+        self,
+        task: str,
+        additional_args: Mapping[str, Any] | None = None,
+        images: Sequence[ImageSource] | None = None,
+    ) -> Any:
         """Run ``task`` remotely and return the final answer (see the module docstring).
-        ``additional_args`` travel with it (the client checks them before they leave)."""
-        delegation = _Delegation(active_run(), dict(additional_args or {}))
+        ``additional_args`` and ``images`` travel with it, checked before they leave (here,
+        once, so that retries send the very images checked), as a local agent's run takes
+        them."""
+        delegation = _Delegation(active_run(), dict(additional_args or {}), checked_images(images))
         try:
             return self._run(task, delegation)
         except MeshError as err:
@@ -136,7 +144,7 @@ class RemoteAgent:
             task, run_id=delegation.run_id, parent_run_id=parent.run_id if parent else "",
             budget=parent.remaining_budget() if parent is not None else None,
             timeout_s=self._timeout(parent), depth_offset=delegation.depth, scope=parent,
-            additional_args=delegation.additional_args,
+            additional_args=delegation.additional_args, images=delegation.images,
         )  # fmt: skip
 
     def _rejoin(self, delegation: _Delegation) -> Any:
@@ -225,9 +233,15 @@ class _Delegation:
     """One call of a remote agent, across its attempts: the run id they send, and what has
     been relayed into the caller's stream."""
 
-    def __init__(self, parent: RunContext | None, additional_args: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        parent: RunContext | None,
+        additional_args: dict[str, Any],
+        images: tuple[Image, ...] = (),
+    ) -> None:
         self.parent = parent
         self.additional_args = additional_args
+        self.images = images
         self.depth = parent.depth + 1 if parent is not None else 0
         self.run_id = uuid.uuid4().hex
         self.unfinished = Unfinished()

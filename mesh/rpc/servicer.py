@@ -45,6 +45,7 @@ from mesh.rpc.convert import (
     card_to_proto,
     duration_to_proto,
     event_to_proto,
+    images_from_proto,
     seconds_from_proto,
     to_json,
     tool_change_to_proto,
@@ -263,6 +264,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):
             budget=budget_from_proto(request.budget) if request.HasField("budget") else None,
             deadline=deadline,
             additional_args=self._additional_args(request.additional_args_json),
+            images=images_from_proto(request.images),  # checked again: the caller may be anyone
         )
 
     def _additional_args(self, text: str) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from typing import Any, overload
 
 from mesh.errors import ToolDefinitionError
 from mesh.tools.base import Tool
-from mesh.tools.schema import InputSpec
+from mesh.tools.schema import OUTPUT_TYPES, InputSpec
 
 __all__ = ["tool"]
 
@@ -169,6 +169,9 @@ def hint_to_type(hint: Any, where: str, *, output: bool = False) -> tuple[str, b
             raise ToolDefinitionError(f"{where}: Literal values must share one scalar type")
         return kinds.pop() or "any", False
     base = origin or hint
+    own = getattr(base, "tool_output_type", None)  # a class that names its own: Image
+    if output and isinstance(own, str) and own in OUTPUT_TYPES:
+        return own, False
     if base in _SCALARS:
         return _SCALARS[base], False
     if base in _ARRAYS:

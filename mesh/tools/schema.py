@@ -18,7 +18,9 @@ from mesh.errors import ToolArgumentError, ToolDefinitionError
 from mesh.text import clip
 
 INPUT_TYPES = ("string", "integer", "number", "boolean", "array", "object", "any")
-OUTPUT_TYPES = (*INPUT_TYPES, "null")
+OUTPUT_TYPES = (*INPUT_TYPES, "null", "image")
+"""``image``: the tool returns a ``mesh.models.images.Image``, shown to the model at the next
+step (smolagents' output type of the same name)."""
 
 _NO_DEFAULT: Any = object()
 
