@@ -15,6 +15,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, overload
 
@@ -202,6 +203,8 @@ class MultiStepAgent(ABC):
             self.managed_agents[agent.name] = agent
         self.memory: AgentMemory | None = None
         """The memory of the most recent run started on this agent."""
+        self._in_flight: dict[str, RunContext] = {}
+        self._in_flight_lock = threading.Lock()
 
     # ----------------------------------------------------------------- running
 
@@ -342,12 +345,32 @@ class MultiStepAgent(ABC):
             raise failure[0]
 
     def _run_in(self, ctx: RunContext, order: _Order) -> RunResult:
-        with agent_span(self.name, ctx.run_id, ctx.parent_run_id) as span:
+        with agent_span(self.name, ctx.run_id, ctx.parent_run_id) as span, self._running(ctx):
             try:
                 return self._run_steps(ctx, order)
             except MeshError as err:
                 record_error(span, ErrorInfo.of(err))
                 raise
+
+    @contextmanager
+    def _running(self, ctx: RunContext) -> Iterator[None]:
+        """The run is one of the agent's in flight while it lasts (what ``interrupt`` stops)."""
+        with self._in_flight_lock:
+            self._in_flight[ctx.run_id] = ctx
+        try:
+            yield
+        finally:
+            with self._in_flight_lock:
+                self._in_flight.pop(ctx.run_id, None)
+
+    def interrupt(self) -> int:
+        """Cancel every run of this agent in flight (smolagents' ``agent.interrupt()``): each
+        ends as cancelled, with its jail and the runs it delegated. How many there were."""
+        with self._in_flight_lock:
+            runs = list(self._in_flight.values())
+        for ctx in runs:
+            ctx.cancel()
+        return len(runs)
 
     def _run_steps(self, ctx: RunContext, order: _Order) -> RunResult:
         token = current_scope.set(ctx)

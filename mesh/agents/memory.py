@@ -230,6 +230,14 @@ class AgentMemory:
         """What made model calls: the steps and the plans."""
         return [*self.steps, *self.plans]
 
+    def return_full_code(self) -> str:
+        """Every code step's code, in order, as one script (smolagents' name)."""
+        return "\n\n".join(step.code for step in self.steps if step.code)
+
+    def get_full_steps(self) -> list[dict[str, Any]]:
+        """Every step as JSON data (smolagents' name; ``to_dict`` has the whole memory)."""
+        return [step.to_dict() for step in self.steps]
+
     @property
     def final_step(self) -> ActionStep | None:
         """The step that gave the final answer; None while there is none."""
