@@ -4,9 +4,14 @@ as synchronisation)."""
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 from mesh import Cassette, ChatMessage, ModelResponse, ReplayModel, TokenUsage, ToolCall
@@ -56,6 +61,41 @@ def all_pages(fetch: Callable[[str], tuple[list[T], str]], page_size: int) -> li
         items += page
         if not token:
             return items
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def serving(
+    script: str,
+    directory: Path,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    stdout: int = subprocess.DEVNULL,
+) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """``script`` (Python that serves an agent at the address it is given first, then
+    ``args``) in a process of its own, its traces and audit log under ``directory``: its
+    address and process once it serves, stopped gracefully after (so its spans flush)."""
+    from mesh.launcher import wait_healthy
+
+    path = directory / "service.py"
+    path.write_text(script)
+    address = f"127.0.0.1:{free_port()}"
+    environment = {**os.environ, "MESH_TRACE_DIR": str(directory / "t"),
+                   "MESH_AUDIT_DIR": str(directory / "a"), **(env or {})}  # fmt: skip
+    process = subprocess.Popen([sys.executable, str(path), address, *args], cwd=directory,
+                               env=environment, stdout=stdout, stderr=subprocess.DEVNULL,
+                               text=True)  # fmt: skip
+    try:
+        wait_healthy(address, 30)
+        yield address, process
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 def wait_until(condition: Callable[[], T], timeout_s: float = 15.0) -> T:

@@ -4,7 +4,6 @@ and from a manager's code to a remote specialist in its own process."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,11 +18,9 @@ from mesh._proto import agent_pb2 as pb
 from mesh._proto import agent_pb2_grpc
 from mesh.agents.run_args import MAX_ARGS, MAX_ARGS_BYTES
 from mesh.errors import InvalidRequestError
-from mesh.launcher import wait_healthy
 from mesh.rpc.client import AgentClient
 from mesh.rpc.remote import RemoteAgent
-from tests.support import calls, code, scripted
-from tests.test_serve_python import free_port
+from tests.support import calls, code, scripted, serving
 
 
 def nested(levels: int) -> Any:
@@ -97,19 +94,8 @@ serve(agent, sys.argv[1])
 @pytest.fixture(scope="module")
 def summer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A code agent served in its own process (its code runs in its own jail)."""
-    directory = tmp_path_factory.mktemp("summer")
-    (directory / "summer.py").write_text(SPECIALIST)
-    address = f"127.0.0.1:{free_port()}"
-    process = subprocess.Popen([sys.executable, "summer.py", address], cwd=directory,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env={**os.environ, "MESH_TRACE_DIR": str(directory / "t"),
-                                    "MESH_AUDIT_DIR": str(directory / "a")})  # fmt: skip
-    try:
-        wait_healthy(address, 30)
+    with serving(SPECIALIST, tmp_path_factory.mktemp("summer")) as (address, _):
         yield address
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def test_they_travel_typed_on_the_run_request(summer: str) -> None:

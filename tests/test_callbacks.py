@@ -4,9 +4,7 @@ specialist served in its own process and called over gRPC (it behaves like a loc
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
-import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,10 +14,8 @@ import pytest
 
 from mesh import CodeAgent, ToolCallingAgent
 from mesh.agents import ActionStep, AgentMemory, FinalAnswerStep, StepFailed
-from mesh.launcher import wait_healthy
 from mesh.rpc.client import AgentClient
-from tests.support import calls, code, scripted
-from tests.test_serve_python import free_port
+from tests.support import calls, code, scripted, serving
 
 TASK = "Pick a number of at least ten."
 
@@ -131,19 +127,9 @@ serve(agent, sys.argv[1])
 
 @pytest.fixture
 def specialist(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    script = tmp_path / "specialist.py"
-    script.write_text(f"TASK = {TASK!r}\n" + textwrap.dedent(SPECIALIST))
-    address = f"127.0.0.1:{free_port()}"
-    process = subprocess.Popen([sys.executable, str(script), address], stdout=subprocess.PIPE,
-                               stderr=subprocess.DEVNULL, text=True,
-                               env={**os.environ, "MESH_TRACE_DIR": str(tmp_path / "t"),
-                                    "MESH_AUDIT_DIR": str(tmp_path / "a")})  # fmt: skip
-    try:
-        wait_healthy(address, 30)
-        yield address, process
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    script = f"TASK = {TASK!r}\n" + textwrap.dedent(SPECIALIST)
+    with serving(script, tmp_path, stdout=subprocess.PIPE) as served:
+        yield served
 
 
 def test_a_remote_specialist_checks_its_answers_and_calls_its_callbacks(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import struct
 import subprocess
 import sys
@@ -35,13 +34,11 @@ from mesh import (
 from mesh._proto import agent_pb2 as pb
 from mesh._proto import agent_pb2_grpc
 from mesh.errors import InvalidRequestError
-from mesh.launcher import wait_healthy
 from mesh.models.images import MAX_IMAGE_BYTES, MAX_IMAGES, MAX_IMAGES_BYTES, checked_images
 from mesh.models.openai_format import from_openai_message, to_openai_message
 from mesh.rpc.client import AgentClient
 from mesh.rpc.remote import RemoteAgent
-from tests.support import calls, code, scripted, wait_until
-from tests.test_serve_python import free_port
+from tests.support import calls, code, scripted, serving, wait_until
 
 
 def png(width: int = 1, height: int = 1, shade: int = 0) -> bytes:
@@ -325,19 +322,9 @@ serve(agent, sys.argv[1])
 def looker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """A tool-calling agent in its own process; its model records what it was sent."""
     directory = tmp_path_factory.mktemp("looker")
-    (directory / "looker.py").write_text(SPECIALIST)
     recording = directory / "seen.jsonl"
-    address = f"127.0.0.1:{free_port()}"
-    process = subprocess.Popen([sys.executable, "looker.py", address, str(recording)],
-                               cwd=directory, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env={**os.environ, "MESH_TRACE_DIR": str(directory / "t"),
-                                    "MESH_AUDIT_DIR": str(directory / "a")})  # fmt: skip
-    try:
-        wait_healthy(address, 30)
+    with serving(SPECIALIST, directory, str(recording)) as (address, _):
         yield address, recording
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def received(recording: Path, task: str) -> list[Mapping[str, Any]]:

@@ -4,9 +4,6 @@ model reads it among its steps. In process, and on a specialist in its own proce
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,11 +14,9 @@ from mesh import CodeAgent, ToolCallingAgent, tool
 from mesh.agents import ActionStep, FinalAnswerStep, ModelOutput, Planning
 from mesh.agents.planning import PROCEED, PlanningStep
 from mesh.errors import ConfigError
-from mesh.launcher import wait_healthy
 from mesh.rpc.client import AgentClient
 from tests.otlp_receiver import Receiver
-from tests.support import calls, code, scripted, wait_until
-from tests.test_serve_python import free_port
+from tests.support import calls, code, scripted, serving, wait_until
 
 TASK = "What is 6 times 7, doubled?"
 
@@ -127,20 +122,12 @@ serve(agent, sys.argv[1])
 
 @pytest.fixture
 def planner(tmp_path: Path, receiver: tuple[Receiver, int]) -> Iterator[str]:
-    (tmp_path / "planner.py").write_text(SPECIALIST)
-    address = f"127.0.0.1:{free_port()}"
-    env = {**os.environ, "MESH_TRACE_DIR": str(tmp_path / "t"),
-           "MESH_AUDIT_DIR": str(tmp_path / "a"),
-           "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver[1]}",
-           "OTEL_EXPORTER_OTLP_INSECURE": "true"}  # fmt: skip
-    process = subprocess.Popen([sys.executable, "planner.py", address], cwd=tmp_path, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    try:
-        wait_healthy(address, 30)
+    otlp = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver[1]}",
+        "OTEL_EXPORTER_OTLP_INSECURE": "true",
+    }
+    with serving(SPECIALIST, tmp_path, env=otlp) as (address, _):  # stopped: spans flushed
         yield address
-    finally:
-        process.terminate()  # a graceful stop flushes its spans
-        process.wait(timeout=30)
 
 
 def test_a_remote_specialists_plan_is_in_the_callers_stream_and_the_trace(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ import pytest
 
 from mesh import Cassette, RemoteAgent, ReplayServer, ToolCallingAgent
 from mesh.launcher import wait_healthy
-from tests.support import calls, scripted
+from tests.support import calls, free_port, scripted
 
 Popen = subprocess.Popen[str]
 
@@ -58,12 +57,6 @@ def shouter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Pop
             if process.poll() is None:
                 process.kill()
             process.wait()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_another_process_calls_it_with_remote_agent(shouter: tuple[str, object]) -> None:

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,13 +27,11 @@ from mesh.agents.context import RunContext
 from mesh.agents.events import AgentEvent, ModelOutputDelta, RunFinished
 from mesh.cli.console import EventPrinter
 from mesh.errors import RunCancelledError
-from mesh.launcher import wait_healthy
 from mesh.models.replay_server import ReplayServer
 from mesh.models.wrappers import CachingModel
 from mesh.rpc.client import AgentClient
 from mesh.rpc.remote import RemoteAgent
-from tests.support import calls, code, scripted, wait_until
-from tests.test_serve_python import free_port
+from tests.support import calls, code, scripted, serving, wait_until
 
 TASK = "What is 6 times 7?"
 ANSWER = code("final_answer(6 * 7)", thought="Thought: multiply the two numbers.")
@@ -172,20 +167,10 @@ def multiplier(tmp_path: Path) -> Iterator[tuple[str, ReplayServer]]:
     cassette = Cassette.from_responses(
         [ModelResponse(ChatMessage("assistant", ANSWER), TokenUsage(300, 30))]
     )
-    (tmp_path / "multiplier.py").write_text(SPECIALIST)
-    address = f"127.0.0.1:{free_port()}"
-    env = {**os.environ, "MESH_TRACE_DIR": str(tmp_path / "t"),
-           "MESH_AUDIT_DIR": str(tmp_path / "a"), "MESH_RUNS_DIR": str(tmp_path / "r")}  # fmt: skip
-    with ReplayServer(cassette) as server:
-        process = subprocess.Popen([sys.executable, "multiplier.py", address, server.api_base],
-                                   cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL)  # fmt: skip
-        try:
-            wait_healthy(address, 60)
-            yield address, server
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
+    runs = {"MESH_RUNS_DIR": str(tmp_path / "r")}
+    with ReplayServer(cassette) as server, serving(SPECIALIST, tmp_path, server.api_base,
+                                                   env=runs) as (address, _):  # fmt: skip
+        yield address, server
 
 
 def test_a_remote_specialist_streams_into_its_callers_stream_nested(
