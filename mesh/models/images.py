@@ -23,6 +23,7 @@ import binascii
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -144,8 +145,9 @@ class Image:
         """``data:image/png;base64,...``: how an image reaches a model (OpenAI's format)."""
         return f"data:{self.media_type};base64,{base64.b64encode(self.data).decode('ascii')}"
 
-    @property
+    @cached_property
     def sha256(self) -> str:
+        """Computed once: digests name an image in every audit record and recording."""
         return hashlib.sha256(self.data).hexdigest()
 
     def digest(self) -> dict[str, Any]:
