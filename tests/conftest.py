@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from tests.image_build import start_image_build, stop_image_build
 from tests.installed import installed, wheel  # noqa: F401  (smolmesh installed from a wheel)
 from tests.mesh_setup import mesh_dir  # noqa: F401  (a session fixture shared by mesh tests)
 from tests.otlp_receiver import Receiver, serve_receiver
@@ -170,3 +171,13 @@ def receiver() -> Iterator[tuple[Receiver, int]]:
     collector, server, port = serve_receiver()
     yield collector, port
     server.stop(0)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The container tests' image starts building now, beside the other tests."""
+    if any(item.nodeid.startswith("tests/test_containers.py") for item in session.items):
+        start_image_build()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    stop_image_build()  # a build the container tests did not get to (e.g. -x stopped first)

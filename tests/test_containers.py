@@ -28,8 +28,6 @@ from scripts.mesh_containers import (
     Engine,
     Mesh,
     Pod,
-    build_base,
-    build_image,
     engine_missing,
     free_port,
     generated,
@@ -40,6 +38,7 @@ from scripts.mesh_containers import (
     render,
     secrets_of,
 )
+from tests.image_build import image_build, stop_image_build
 from tests.mesh_setup import SEED_TASK
 from tests.otlp_receiver import Receiver, serve_receiver
 from tests.postgres_server import PostgresServer
@@ -64,21 +63,17 @@ def manifests() -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    engine = Engine(tmp_path_factory.mktemp("podman"), private_store=True)
-    yield engine
-    # Not `podman system reset`: it would also remove every network on the machine.
-    engine.run("rm", "--all", "--force", "--time", "0", check=False, timeout=120)
-    engine.run("rmi", "--all", "--force", check=False, timeout=120)
+def engine() -> Iterator[Engine]:
+    """podman with the private store the image is built into (see ``tests.image_build``)."""
+    yield image_build().engine
+    stop_image_build()
 
 
 @pytest.fixture(scope="module")
-def image(engine: Engine, manifests: list[dict[str, Any]]) -> str:
-    """The dev overlay's image, built here (its name is what the manifests run)."""
-    build_base(engine)
-    name = deployment(manifests, "manager")["spec"]["template"]["spec"]["containers"][0]["image"]
-    build_image(engine, name)
-    return str(name)
+def image(engine: Engine) -> str:
+    """The dev overlay's image (its name is what the manifests run), built from this
+    checkout since the session began."""
+    return image_build().image()
 
 
 @pytest.fixture(scope="module")

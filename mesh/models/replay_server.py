@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import select
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -55,7 +56,7 @@ class ReplayServer:
         self._faults: list[int | str | None] = []
         self._lock = threading.Lock()
         self._closing = threading.Event()
-        self._httpd = ThreadingHTTPServer((host, port), self._handler_class())
+        self._httpd = _HTTPServer((host, port), self._handler_class())
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
@@ -94,9 +95,9 @@ class ReplayServer:
     def client_stays(self, connection: socket.socket, seconds: float) -> bool:
         """Wait ``seconds`` (less if the server stops); False if the client left meanwhile."""
         gives_up = time.monotonic() + seconds
-        while not self._closing.is_set() and time.monotonic() < gives_up:
-            readable, _, _ = select.select([connection], [], [], 0.02)
-            if readable and not connection.recv(1, socket.MSG_PEEK):
+        while not self._closing.is_set() and (left := gives_up - time.monotonic()) > 0:
+            readable, _, _ = select.select([connection], [], [], min(left, 0.02))
+            if readable and not _still_there(connection):
                 with self._lock:
                     self.abandoned.append(time.monotonic())
                 return False
@@ -221,6 +222,21 @@ class ReplayServer:
                 pass
 
         return Handler
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away (a stopped service's kept connection) is not an error."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
+def _still_there(connection: socket.socket) -> bool:
+    """Whether a readable connection still has its client (not closed, not reset)."""
+    try:
+        return bool(connection.recv(1, socket.MSG_PEEK))
+    except OSError:
+        return False
 
 
 class Stream:
