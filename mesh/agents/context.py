@@ -17,13 +17,16 @@ import uuid
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mesh.agents.budget import Budget
 from mesh.agents.events import AgentEvent
 from mesh.agents.usage import AgentUsage, merge_usage
 from mesh.errors import DeadlineExceededError, RunCancelledError
 from mesh.run_scope import current_scope
+
+if TYPE_CHECKING:
+    from mesh.agents.user_input import InputChannel
 
 __all__ = ["RunContext", "active_run", "sharing_budget"]
 
@@ -72,6 +75,11 @@ class RunContext:
     _usage_below: list[Mapping[str, AgentUsage]] = field(default_factory=list, repr=False)
     spent: Callable[[], AgentUsage] = field(default=AgentUsage, repr=False)
     """What the run has spent so far, delegates included (set by the running agent)."""
+    inputs: InputChannel | None = field(default=None, repr=False)
+    """Where ``user_input`` questions go: set when the run's caller can answer them."""
+    metadata: dict[str, str] = field(default_factory=dict, repr=False)
+    """The caller's request metadata (e.g. an A2A message id), for tools and models that
+    care who asked; a run's children see their parent's."""
 
     @property
     def depth(self) -> int:
@@ -95,7 +103,8 @@ class RunContext:
 
     def child(self, agent: str) -> RunContext:
         child = RunContext(agent=agent, parent=self, sink=self.sink, deadline=self.deadline,
-                           budget=self.remaining_budget())  # fmt: skip
+                           budget=self.remaining_budget(), inputs=self.inputs,
+                           metadata=self.metadata)  # fmt: skip
         with self._lock:
             self._children.add(child)
         if self.cancelled:

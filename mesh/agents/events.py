@@ -19,6 +19,7 @@ __all__ = [
     "AgentEvent",
     "CodeAction",
     "FinalAnswer",
+    "InputRequested",
     "ModelOutput",
     "ModelOutputDelta",
     "Observation",
@@ -128,6 +129,14 @@ class StepFailed(AgentEvent):
     is what the model reads."""
 
     error: ErrorInfo
+
+
+@dataclass(frozen=True, kw_only=True)
+class InputRequested(AgentEvent):
+    """The run asks its caller a question (``user_input``) and waits for the answer, which
+    the call's ``ToolCallFinished`` then carries."""
+
+    question: str
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -23,6 +23,7 @@ from typing import Any
 from mesh.agents.events import (
     AgentEvent,
     CodeAction,
+    InputRequested,
     FinalAnswer,
     ModelOutput,
     Observation,
@@ -69,6 +70,8 @@ class StepRenderer:
             case CodeAction():
                 self._code_steps.add((event.run_id, event.step))
                 return ["  code:", *[f"    {line}" for line in event.code.splitlines()]]
+            case InputRequested():
+                return [f"{who} asks: {self._line(event.question)}"]
             case ToolCallStarted() | ToolCallFinished() if event.name == "final_answer":
                 return []
             case ToolCallStarted():

@@ -148,6 +148,8 @@ def _entry(event: ev.AgentEvent) -> dict[str, Any]:
             )
         case ev.CodeAction():
             entry["code"] = shape(event.code)
+        case ev.InputRequested():
+            entry["question"] = shape(event.question)
         case ev.ToolCallStarted():
             entry.update(
                 tool=event.name,

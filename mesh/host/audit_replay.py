@@ -78,6 +78,8 @@ def _event(
                                duration_s=_float(entry, "latency_s"))  # fmt: skip
         case "CodeAction":
             return ev.CodeAction(**common, code=_text(entry, "code"))
+        case "InputRequested":
+            return ev.InputRequested(**common, question=_text(entry, "question"))
         case "ToolCallStarted":
             found = entry.get("arguments")
             arguments = found if isinstance(found, dict) else {}

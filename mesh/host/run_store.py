@@ -171,6 +171,13 @@ class RunStore(Generic[E]):
     def get(self, run_id: str) -> RunRecord:
         return replace(self._run(run_id).record)
 
+    def kept(self, run_id: str) -> list[tuple[int, E]]:
+        """The run's events kept so far, with their indexes (none for a run not kept)."""
+        run = self._runs.get(run_id)
+        if run is None:
+            return []
+        return [(index, event) for index, event in enumerate(run.events) if event is not None]
+
     def find(self, run_id: str) -> RunRecord | None:
         run = self._runs.get(run_id)
         return None if run is None else replace(run.record)

@@ -40,6 +40,10 @@ class ActiveRuns:
         ctx.cancel()
         return True
 
+    def get(self, run_id: str) -> RunContext | None:
+        with self._lock:
+            return self._runs.get(run_id)
+
     def cancel_all(self) -> None:
         with self._lock:
             runs = list(self._runs.values())

@@ -40,6 +40,7 @@ from mesh.agents.context import RunContext
 from mesh.agents.conversation import Turn
 from mesh.agents.events import AgentEvent
 from mesh.agents.tool_runner import call_directly
+from mesh.agents.user_input import InputChannel
 from mesh.errors import (
     AlreadyExistsError,
     DeadlineExceededError,
@@ -104,6 +105,10 @@ class RunOrder:
     """Checked JSON values beside the task (``mesh.agents.run_args``)."""
     images: tuple[Image, ...] = ()
     """Checked images the model sees with the task (``mesh.models.images``)."""
+    accepts_input: bool = False
+    """The caller can answer the run's questions (``user_input``): see ``answer``."""
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    """The caller's request metadata, checked and bounded (``RunContext.metadata``)."""
 
 
 @dataclass
@@ -233,7 +238,9 @@ class ServedAgent(Generic[E]):
     async def _launch(self, order: RunOrder, *, unary: bool) -> Launched | bytes:
         self._check(order)
         ctx = RunContext(agent=self.name, remote_parent_id=order.parent_run_id or None,
-                         deadline=order.deadline, budget=order.budget)  # fmt: skip
+                         deadline=order.deadline, budget=order.budget,
+                         inputs=InputChannel() if order.accepts_input else None,
+                         metadata=dict(order.metadata))  # fmt: skip
         if order.run_id:
             ctx.run_id = order.run_id
         async with AsyncExitStack() as undo:
@@ -298,6 +305,21 @@ class ServedAgent(Generic[E]):
         if self.shared is not None and self.store.find(run_id) is None:
             return self.shared.watch(run_id, start_index)
         return self.store.watch(run_id, start_index)
+
+    def question(self, run_id: str) -> str | None:
+        """The question the run waits to have answered, if it is running here and waits."""
+        ctx = self.runs.get(run_id)
+        return ctx.inputs.question if ctx is not None and ctx.inputs is not None else None
+
+    def answer(self, run_id: str, text: str, metadata: Mapping[str, str] | None = None) -> None:
+        """Answer the run's question (InvalidRequestError if it asks none, NotFoundError if it
+        is not running here)."""
+        ctx = self.runs.get(run_id)
+        if ctx is None:
+            raise NotFoundError(f"no run {clip(run_id, 40)!r} is running here")
+        if ctx.inputs is None:
+            raise InvalidRequestError("the run is not waiting for input")
+        ctx.inputs.answer(text, metadata)
 
     def shutdown(self) -> None:
         """Cancel every run still going (their jails die with them)."""

@@ -20,6 +20,7 @@ from mesh.agents.budget import Budget
 from mesh.agents.code_agent import CodeAgent
 from mesh.agents.usage import AgentUsage
 from mesh.errors import ErrorInfo, InvalidRequestError, ToolDefinitionError
+from mesh.files import File
 from mesh.models.base import TokenUsage, ToolCall
 from mesh.models.images import MAX_IMAGES, Image, checked_images
 from mesh.rpc.tool_change import ToolChange
@@ -62,7 +63,12 @@ SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["AgentService"].full_name
 
 
 def to_json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, default=repr)
+    return json.dumps(value, ensure_ascii=False, default=_json_default)
+
+
+def _json_default(value: Any) -> Any:
+    """A file as its JSON shape (``mesh.files``); anything else JSON lacks as its repr."""
+    return value.to_json() if isinstance(value, File) else repr(value)
 
 
 def from_json(text: str) -> Any:
@@ -288,6 +294,8 @@ def event_to_proto(event: ev.AgentEvent) -> pb.RunEvent:
             )
         case ev.CodeAction():
             out.code_action.code = event.code
+        case ev.InputRequested():
+            out.input_requested.question = event.question
         case ev.ToolCallStarted():
             out.tool_call_started.CopyFrom(pb.ToolCallStarted(
                 call_id=event.call_id, name=event.name, arguments_json=to_json(event.arguments)
@@ -353,6 +361,8 @@ def event_from_proto(message: pb.RunEvent, depth_offset: int = 0) -> ev.AgentEve
         return ev.ModelOutputDelta(text=delta.text, planning=delta.planning, **common)
     if kind == "code_action":
         return ev.CodeAction(code=message.code_action.code, **common)
+    if kind == "input_requested":
+        return ev.InputRequested(question=message.input_requested.question, **common)
     if kind == "tool_call_started":
         s = message.tool_call_started
         return ev.ToolCallStarted(

@@ -15,20 +15,27 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+from google.protobuf import message_factory
+from google.protobuf.descriptor import Descriptor, ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from mesh._proto import agent_pb2 as pb
 from mesh.rpc.status import MalformedRequest, translate_errors
 
-__all__ = ["add_agent_service"]
+__all__ = ["add_agent_service", "add_service"]
 
 
 def add_agent_service(servicer: Any, server: grpc.aio.Server) -> None:
-    service = pb.DESCRIPTOR.services_by_name["AgentService"]
+    add_service(servicer, pb.DESCRIPTOR.services_by_name["AgentService"], server)
+
+
+def add_service(servicer: Any, service: ServiceDescriptor, server: grpc.aio.Server) -> None:
+    """Register ``servicer``'s methods for ``service`` (any service whose request and
+    response classes the descriptor names), each wrapped in ``translate_errors``."""
     handlers = {}
     for method in service.methods:
-        request: type[Message] = getattr(pb, method.input_type.name)
-        response: type[Message] = getattr(pb, method.output_type.name)
+        request = _message_class(method.input_type)
+        response = _message_class(method.output_type)
         make = (grpc.unary_stream_rpc_method_handler if method.server_streaming
                 else grpc.unary_unary_rpc_method_handler)  # fmt: skip
         handlers[method.name] = make(
@@ -39,6 +46,10 @@ def add_agent_service(servicer: Any, server: grpc.aio.Server) -> None:
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(service.full_name, handlers),)
     )
+
+
+def _message_class(descriptor: Descriptor) -> type[Message]:
+    return message_factory.GetMessageClass(descriptor)
 
 
 def _lenient(message: type[Message]) -> Callable[[bytes], Any]:

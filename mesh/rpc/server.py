@@ -24,6 +24,8 @@ from grpc_reflection.v1alpha import reflection
 from mesh._proto import agent_pb2 as pb
 from mesh.errors import ConfigError
 from mesh.host.served_agent import ServedAgent
+from mesh.rpc.a2a.card import agent_card
+from mesh.rpc.a2a.service import A2A_SERVICE_NAME, A2AOptions, CardServer, add_a2a_service
 from mesh.rpc.convert import SERVICE_NAME
 from mesh.rpc.handlers import add_agent_service
 from mesh.rpc.security import MESSAGE_SIZE_OPTIONS, MeshSecurity, TokenAuthInterceptor
@@ -45,9 +47,10 @@ async def serve(
     security: MeshSecurity | None = None,
     tool_admin: ToolAdmin | None = None,
     health_address: str | None = None,
+    a2a: A2AOptions | None = None,
 ) -> None:
     """Serve ``served`` at ``address`` ("host:port"; port 0 picks a free one) until
-    signalled."""
+    signalled; with ``a2a``, over A2A v1.0 too (``mesh.rpc.a2a``)."""
     interceptors: list[grpc.aio.ServerInterceptor] = [ServerSpans(SERVICE_NAME)]
     if security is not None and security.tokens:
         interceptors.insert(0, TokenAuthInterceptor(security))  # refuse before any work
@@ -56,17 +59,23 @@ async def serve(
         ("grpc.so_reuseport", 0),
     ])  # fmt: skip
     add_agent_service(AgentServicer(served, tool_admin, security), server)
+    services = [SERVICE_NAME]
+    if a2a is not None:
+        add_a2a_service(served, server)
+        services.append(A2A_SERVICE_NAME)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    reflection.enable_server_reflection((*services, health.SERVICE_NAME, reflection.SERVICE_NAME),
+                                        server)  # fmt: skip
     port = _listen(server, address, security)
+    card = _card_server(served, address, port, a2a, security) if a2a is not None else None
     before = asyncio.all_tasks()
     probes = _health_only_server(health_servicer, health_address) if health_address else None
     await server.start()
     if probes is not None:
         await probes.start()
+    if card is not None:
+        await card.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     if on_ready is not None:
@@ -89,6 +98,8 @@ async def serve(
     await stopping
     if probes is not None:
         await probes.stop(0)
+    if card is not None:
+        await card.stop()
     await _settle(asyncio.all_tasks() - before, timeout_s=5.0)
 
 
@@ -112,6 +123,17 @@ def _listen(server: grpc.aio.Server, address: str, security: MeshSecurity | None
             f"cannot listen on {address}: the address is in use or not this machine's "
             "(is another mesh running? `mesh up` and `mesh demo` accept port 0)"
         ) from err
+
+
+def _card_server(served: ServedAgent[pb.RunEvent], address: str, port: int, a2a: A2AOptions,
+                 security: MeshSecurity | None) -> CardServer:  # fmt: skip
+    """The A2A card's server; the card names the gRPC address clients reach (given, or this
+    server's own, with a wildcard host as localhost)."""
+    host = address.rpartition(":")[0]
+    if host in ("", "0.0.0.0", "[::]"):
+        host = "localhost"
+    url = a2a.public_url or f"{host}:{port}"
+    return CardServer(agent_card(served.agent, url, security), a2a.http_address)
 
 
 def _health_only_server(health_servicer: health.aio.HealthServicer, address: str

@@ -26,6 +26,7 @@ from mesh.agents.base import RunResult
 from mesh.agents.events import (
     AgentEvent,
     FinalAnswer,
+    InputRequested,
     ModelOutputDelta,
     RunFinished,
     RunStarted,
@@ -69,7 +70,8 @@ __all__ = ["AgentServicer", "ProtoCodec"]
 
 Context = grpc.aio.ServicerContext[Any, Any]
 RunRequest = pb.RunRequest | pb.RunStreamRequest | pb.StartRunRequest
-_STRUCTURAL = (RunStarted, RunFinished, ToolCallStarted, ToolCallFinished, FinalAnswer)
+_STRUCTURAL = (RunStarted, RunFinished, ToolCallStarted, ToolCallFinished, FinalAnswer,
+               InputRequested)  # fmt: skip
 """Events a run's record always keeps: a replay still pairs every start with its end."""
 
 

@@ -43,6 +43,7 @@ from mesh.host.allocator import limit_retained_memory
 from mesh.host.audit import AuditLog
 from mesh.host.run_store import DEFAULT_RUN_MEMORY_BYTES, DEFAULT_RUN_RETENTION_S, RunStore
 from mesh.host.served_agent import ServedAgent
+from mesh.rpc.a2a.service import A2AOptions
 from mesh.rpc.definition_log import record_definition
 from mesh.rpc.security import MeshSecurity
 from mesh.rpc.server import serve as serve_async
@@ -71,13 +72,16 @@ def serve(
     run_retention_s: float = DEFAULT_RUN_RETENTION_S,
     run_memory_mb: int = DEFAULT_RUN_MEMORY_BYTES // 2**20,
     state: str | None = None,
+    a2a: A2AOptions | None = None,
 ) -> None:
     """Serve ``agent`` at ``address`` (port 0: a free one, given to ``on_ready``) until
     SIGTERM or SIGINT; runs in flight get a grace period, then are cancelled.
     ``data_limit_mb``: what it keeps on disk (None: ``$MESH_DATA_LIMIT_MB``, else 50).
     Finished runs' records and events stay findable for ``run_retention_s``, within
     ``run_memory_mb`` of memory (the oldest go first). ``state``: a postgresql:// DSN
-    whose database the agent's replicas share (None: ``$MESH_STATE_DSN``, else files)."""
+    whose database the agent's replicas share (None: ``$MESH_STATE_DSN``, else files).
+    ``a2a``: serve the agent over A2A v1.0 too, on the same server, with its card over
+    HTTP (``mesh.rpc.a2a``)."""
     limit_retained_memory()  # before the server's threads allocate (see allocator)
     limit = DataLimit.resolve() if data_limit_mb is None else DataLimit(data_limit_mb)
     if state is not None:
@@ -115,6 +119,7 @@ def serve(
                 security=security,
                 tool_admin=tool_admin,
                 health_address=health_address,
+                a2a=a2a,
             )
         )
     finally:

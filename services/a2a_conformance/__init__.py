@@ -1,0 +1,1 @@
+"""The A2A conformance agent: a mesh agent whose scripted model plays the TCK's scenarios."""
