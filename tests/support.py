@@ -76,10 +76,12 @@ def serving(
     *args: str,
     env: Mapping[str, str] | None = None,
     stdout: int = subprocess.DEVNULL,
+    log: Path | None = None,
 ) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     """``script`` (Python that serves an agent at the address it is given first, then
-    ``args``) in a process of its own, its traces and audit log under ``directory``: its
-    address and process once it serves, stopped gracefully after (so its spans flush)."""
+    ``args``) in a process of its own, its traces and audit log under ``directory`` (its
+    stderr in ``log``, if given): its address and process once it serves, stopped
+    gracefully after (so its spans flush)."""
     from mesh.launcher import wait_healthy
 
     path = directory / "service.py"
@@ -87,8 +89,9 @@ def serving(
     address = f"127.0.0.1:{free_port()}"
     environment = {**os.environ, "MESH_TRACE_DIR": str(directory / "t"),
                    "MESH_AUDIT_DIR": str(directory / "a"), **(env or {})}  # fmt: skip
+    errors = log.open("w") if log is not None else subprocess.DEVNULL
     process = subprocess.Popen([sys.executable, str(path), address, *args], cwd=directory,
-                               env=environment, stdout=stdout, stderr=subprocess.DEVNULL,
+                               env=environment, stdout=stdout, stderr=errors,
                                text=True)  # fmt: skip
     try:
         wait_healthy(address, 30)
@@ -96,6 +99,8 @@ def serving(
     finally:
         process.terminate()
         process.wait(timeout=30)
+        if log is not None:
+            errors.close()  # type: ignore[union-attr]
 
 
 def wait_until(condition: Callable[[], T], timeout_s: float = 15.0) -> T:

@@ -51,7 +51,7 @@ async def serve(
 ) -> None:
     """Serve ``served`` at ``address`` ("host:port"; port 0 picks a free one) until
     signalled; with ``a2a``, over A2A v1.0 too (``mesh.rpc.a2a``)."""
-    interceptors: list[grpc.aio.ServerInterceptor] = [ServerSpans(SERVICE_NAME)]
+    interceptors: list[grpc.aio.ServerInterceptor] = [ServerSpans(SERVICE_NAME, A2A_SERVICE_NAME)]
     if security is not None and security.tokens:
         interceptors.insert(0, TokenAuthInterceptor(security))  # refuse before any work
     server = grpc.aio.server(interceptors=interceptors, options=[

@@ -20,8 +20,8 @@ Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 
 
 class ServerSpans(grpc.aio.ServerInterceptor):
-    """A SERVER span per call of ``service`` (not health or reflection), under the caller's
-    W3C trace context.
+    """A SERVER span per call of the ``services`` (not health or reflection), under the
+    caller's W3C trace context.
 
     By hand, like the client span in ``remote``: OpenTelemetry's aio interceptor holds a
     streaming call's span and attached context in an async generator, which gRPC drops
@@ -31,8 +31,8 @@ class ServerSpans(grpc.aio.ServerInterceptor):
     span opens and closes in the call's own task.
     """
 
-    def __init__(self, service: str) -> None:
-        self.prefix = f"/{service}/"
+    def __init__(self, *services: str) -> None:
+        self.prefixes = tuple(f"/{service}/" for service in services)
 
     async def intercept_service(
         self,
@@ -41,7 +41,7 @@ class ServerSpans(grpc.aio.ServerInterceptor):
     ) -> Handler | None:
         handler = await continuation(details)
         method = details.method or ""
-        if handler is None or not method.startswith(self.prefix):
+        if handler is None or not method.startswith(self.prefixes):
             return handler
         carrier = {key: value for key, value in details.invocation_metadata or ()
                    if isinstance(value, str)}  # fmt: skip
