@@ -26,7 +26,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from mesh.telemetry.trace_file import read_spans
-from tests.support import free_port, serving, wait_until
+from tests.support import free_port, serving
 
 ROOT = Path(__file__).parent.parent
 T = TypeVar("T")
@@ -341,12 +341,10 @@ def test_the_callers_trace_context_parents_the_run(tmp_path: Path) -> None:
     card = f"127.0.0.1:{free_port()}"
     trace_id = uuid.uuid4().hex
     traceparent = f"00-{trace_id}-{uuid.uuid4().hex[:16]}-01"
-    with serving(SERVE, tmp_path, card) as (address, _):
-        with grpc.insecure_channel(address) as channel:
-            stub = a2a_pb2_grpc.A2AServiceStub(channel)  # type: ignore[no-untyped-call]
-            request = a2a.SendMessageRequest(message=message("tck-complete-task"))
-            stub.SendMessage(request, metadata=(*VERSION, ("traceparent", traceparent)),
-                             timeout=30)  # fmt: skip
+    with serving(SERVE, tmp_path, card) as (address, _), grpc.insecure_channel(address) as channel:
+        stub = a2a_pb2_grpc.A2AServiceStub(channel)  # type: ignore[no-untyped-call]
+        request = a2a.SendMessageRequest(message=message("tck-complete-task"))
+        stub.SendMessage(request, metadata=(*VERSION, ("traceparent", traceparent)), timeout=30)
     spans = [s for s in read_spans(tmp_path / "t") if s.trace_id == trace_id]
     names = {s.name for s in spans}
     assert any("SendMessage" in name for name in names), names
