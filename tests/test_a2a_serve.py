@@ -26,7 +26,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from mesh.telemetry.trace_file import read_spans
-from tests.support import free_port, serving
+from tests.support import free_port, serving, wait_until
 
 ROOT = Path(__file__).parent.parent
 T = TypeVar("T")
@@ -112,7 +112,10 @@ def error_info(err: grpc.RpcError) -> tuple[grpc.StatusCode, str, str]:
 
 
 def test_the_card_describes_the_agent_its_tools_and_how_to_reach_it(agent: Served) -> None:
-    card = httpx.get(f"{agent.card_url}/.well-known/agent-card.json", timeout=10).json()
+    response = httpx.get(f"{agent.card_url}/.well-known/agent-card.json", timeout=10)
+    assert "max-age" in response.headers["cache-control"]
+    assert response.headers["etag"] and response.headers["last-modified"]
+    card = response.json()
     assert card["name"] == "a2a_conformance"
     assert card["supportedInterfaces"] == [{"url": agent.address, "protocolBinding": "GRPC",
                                             "protocolVersion": "1.0"}]  # fmt: skip
@@ -156,6 +159,14 @@ def test_data_and_file_answers_are_data_and_file_parts(
     task = send(agent, message(prefix))
     assert task.status.state == a2a.TASK_STATE_COMPLETED
     assert check(task.artifacts[0].parts[0])
+
+
+def test_a_run_may_answer_with_a_message_instead_of_its_task(agent: Served) -> None:
+    request = a2a.SendMessageRequest(message=message("tck-message-response"))
+    reply = agent.stub.SendMessage(request, metadata=VERSION, timeout=30)
+    assert reply.WhichOneof("payload") == "message"
+    assert reply.message.role == a2a.ROLE_AGENT
+    assert reply.message.parts[0].text == "Direct message response"
 
 
 def test_a_stream_starts_with_the_task_and_ends_at_its_terminal_state(agent: Served) -> None:
@@ -218,17 +229,22 @@ def test_list_filters_by_state(agent: Served) -> None:
 
 
 def test_a_question_pauses_the_task_and_the_answer_resumes_it(agent: Served) -> None:
-    asked = send(agent, message("tck-input-required"))
+    first = message("tck-input-required")
+    asked = send(agent, first)
     assert asked.status.state == a2a.TASK_STATE_INPUT_REQUIRED
     assert asked.status.message.parts[0].text == "What should I do next?"
-    again = send(agent, message("tck-input-required", "detail one", task_id=asked.id))
+    second = message("tck-input-required", "detail one", task_id=asked.id)
+    again = send(agent, second)
     assert (again.id, again.status.state) == (asked.id, a2a.TASK_STATE_INPUT_REQUIRED)
-    done = send(agent, message("tck-complete-task", "go on", task_id=asked.id))
+    third = message("tck-complete-task", "go on", task_id=asked.id)
+    done = send(agent, third)
     assert (done.id, done.context_id) == (asked.id, asked.context_id)
     assert done.status.state == a2a.TASK_STATE_COMPLETED
     said = [(m.role, m.parts[0].text) for m in done.history]
     assert [text for role, text in said if role == a2a.ROLE_USER] == [
         "hello", "detail one", "go on"]  # fmt: skip
+    users = [m.message_id for m in done.history if m.role == a2a.ROLE_USER]
+    assert users == [first.message_id, second.message_id, third.message_id]  # as sent
     # The next message in the context is a new task of the same conversation.
     later = send(agent, message("tck-complete-task", context_id=asked.context_id))
     assert later.id != asked.id and later.context_id == asked.context_id
@@ -270,6 +286,23 @@ def test_cancel_stops_the_run_and_is_idempotent(agent: Served) -> None:
         agent.stub.CancelTask(a2a.CancelTaskRequest(id=done.id), metadata=VERSION, timeout=10)
     assert error_info(err.value) == (grpc.StatusCode.FAILED_PRECONDITION, "TASK_NOT_CANCELABLE",
                                      "a2a-protocol.org")  # fmt: skip
+
+
+def test_the_calls_deadline_is_the_runs(agent: Served) -> None:
+    context = f"deadline-{uuid.uuid4().hex[:8]}"
+    msg = message("test-resubscribe-message-id", context_id=context)  # 4 s of work
+    with pytest.raises(grpc.RpcError) as err:
+        agent.stub.SendMessage(a2a.SendMessageRequest(message=msg), metadata=VERSION, timeout=1)
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+    def ended() -> a2a.Task | None:
+        listed = agent.stub.ListTasks(a2a.ListTasksRequest(context_id=context),
+                                      metadata=VERSION, timeout=10)  # fmt: skip
+        over = [t for t in listed.tasks if t.status.state == a2a.TASK_STATE_CANCELED]
+        return over[0] if over else None
+
+    task = wait_until(ended, timeout_s=10)  # stopped at its deadline, not after its 4 s
+    assert task.status.message.parts[0].text.startswith("deadline_exceeded")
 
 
 # ------------------------------------------------------------------------ errors

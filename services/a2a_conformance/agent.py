@@ -9,9 +9,9 @@ for input, ``wait`` to take time, ``final_answer`` with text, data or a file
 (``mesh.files``). So every scenario runs through the real run model: jail
 aside, the same runs, events, records, cancellation and facade as any agent.
 
-Two scenarios have no equivalent in a mesh run and are approximated, as the
-note in ``README.md`` says: a "message instead of a task" is a completed task
-with that text, and "rejected" is a failed run.
+A "message instead of a task" is a run that asks to be answered as a direct
+message (``REPLY_KEY`` in its metadata); "rejected", which a mesh run has no
+state for, is a failed run.
 """
 
 from __future__ import annotations
@@ -22,10 +22,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mesh import ChatMessage, Model, ModelResponse, Tool, ToolCall, ToolCallingAgent
-from mesh.agents.context import active_run
+from mesh.agents.context import RunContext, active_run
 from mesh.agents.user_input import UserInputTool
 from mesh.errors import ModelCallError
 from mesh.files import File
+from mesh.rpc.a2a.handler import REPLY_KEY
 
 __all__ = ["ConformanceModel", "WaitTool", "build"]
 
@@ -46,6 +47,7 @@ ANSWERS: list[tuple[str, Any]] = [
     ("tck-stream-artifact-text", "Streamed text content"),
     ("tck-stream-artifact-file", _FILE),
     ("tck-stream-artifact-chunked", "chunk-1 chunk-2"),
+    ("test-resubscribe-message-id", "Done waiting"),
 ]
 WAIT_S = 4.0
 """How long the resubscription scenario's task works (twice the TCK's streaming timeout)."""
@@ -81,11 +83,15 @@ class ConformanceModel(Model):
     ) -> ModelResponse:
         run = active_run()
         message_id = run.metadata.get("a2a.message_id", "") if run is not None else ""
-        return ModelResponse(ChatMessage("assistant", None, (self._call(message_id, messages),)))
+        call = self._call(run, message_id, messages)
+        return ModelResponse(ChatMessage("assistant", None, (call,)))
 
-    def _call(self, message_id: str, messages: Sequence[ChatMessage]) -> ToolCall:
+    def _call(self, run: RunContext | None, message_id: str, messages: Sequence[ChatMessage]
+              ) -> ToolCall:  # fmt: skip
         if message_id.startswith("tck-input-required"):
             return self._tool("user_input", {"question": "What should I do next?"})
+        if message_id.startswith("tck-message-response") and run is not None:
+            run.metadata[REPLY_KEY] = "message"  # answered as a Message, not a Task
         if message_id.startswith("tck-reject-task"):
             raise ModelCallError("rejected", retryable=False)
         if message_id.startswith("test-resubscribe-message-id") and not _waited(messages):

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import Any
 
@@ -29,7 +30,6 @@ from a2a.server.events.event_queue import Event
 from a2a.server.request_handlers.request_handler import RequestHandler, validate_request_params
 from a2a.types import a2a_pb2 as a2a
 from a2a.utils import errors as a2a_errors
-
 from mesh._proto import agent_pb2 as pb
 from mesh.errors import InvalidRequestError, NotFoundError
 from mesh.host.run_record import RunFilter, RunRecord, RunStatus
@@ -50,7 +50,13 @@ DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 100
 MAX_COUNTED = 10_000
 """ListTasks counts at most this many matching runs for ``total_size``."""
+REPLY_KEY = "a2a.reply"
+"""A run that sets its metadata's ``a2a.reply`` to ``"message"`` (small talk, say) is
+answered, when a blocking SendMessage started it and it completed, by a direct Message
+holding its answer rather than by its task (the spec lets an agent do either)."""
 CANCEL_WAIT_S = 10.0
+MAX_REMEMBERED_TASKS = 2_000
+MAX_REMEMBERED_PER_TASK = 20
 """How long CancelTask waits for the run to have stopped, to answer its final state."""
 
 _STATES: dict[int, frozenset[RunStatus]] = {
@@ -67,6 +73,15 @@ _STATES: dict[int, frozenset[RunStatus]] = {
 class MeshTaskHandler(RequestHandler):
     def __init__(self, served: ServedAgent[pb.RunEvent]) -> None:
         self.served = served
+        self._sent: OrderedDict[str, list[str]] = OrderedDict()
+        """The ids of the messages each task was sent, for its history (the newest tasks')."""
+
+    def _remember(self, run_id: str, message_id: str) -> None:
+        sent = self._sent.setdefault(run_id, [])
+        if len(sent) < MAX_REMEMBERED_PER_TASK:
+            sent.append(message_id)
+        while len(self._sent) > MAX_REMEMBERED_TASKS:
+            self._sent.popitem(last=False)
 
     # ------------------------------------------------------------------ messages
 
@@ -76,12 +91,16 @@ class MeshTaskHandler(RequestHandler):
         with _a2a_errors():
             blocking = not params.configuration.return_immediately
             record, since = await self._deliver(params.message, context, bound=blocking)
+            run = self.served.runs.get(record.run_id)  # its metadata, read once it has ended
             if blocking:
                 async for _ in self._updates(record, since, stop_at_pause=True):
                     pass
             length = (params.configuration.history_length
                       if params.configuration.HasField("history_length") else None)  # fmt: skip
-            return await self._task(record.run_id, history_length=length)
+            task = await self._task(record.run_id, history_length=length)
+            if run is not None and run.metadata.get(REPLY_KEY) == "message":
+                return _as_message(task) or task
+            return task
 
     @validate_request_params
     async def on_message_send_stream(
@@ -195,6 +214,7 @@ class MeshTaskHandler(RequestHandler):
                          additional_args=given.additional_args, images=given.images,
                          accepts_input=True, metadata=metadata)  # fmt: skip
         record, _ = await self.served.start(order)
+        self._remember(record.run_id, message.message_id)
         return record, 0
 
     async def _answer(self, message: a2a.Message, text: str, metadata: dict[str, str]
@@ -217,6 +237,7 @@ class MeshTaskHandler(RequestHandler):
             )
         since = self.served.store.get(record.run_id).event_count
         self.served.answer(record.run_id, text, {**metadata, "a2a.context_id": record.session_id})
+        self._remember(record.run_id, message.message_id)
         return record, since
 
     async def _updates(self, record: RunRecord, since: int, *, stop_at_pause: bool
@@ -253,7 +274,8 @@ class MeshTaskHandler(RequestHandler):
         events = self.served.store.kept(record.run_id) if history_length != 0 else []
         for index, event in events:
             event.index = index
-        history = history_of(record, [event for _, event in events])
+        sent = self._sent.get(record.run_id, [])
+        history = history_of(record, [event for _, event in events], sent)
         return task_of(record, question=self.served.question(record.run_id), history=history,
                        history_length=history_length,
                        include_artifacts=include_artifacts)  # fmt: skip
@@ -266,6 +288,14 @@ class MeshTaskHandler(RequestHandler):
             if not token:
                 break
         return total
+
+
+def _as_message(task: a2a.Task) -> a2a.Message | None:
+    """A completed task's answer as a direct reply (see ``REPLY_KEY``)."""
+    if task.status.state != a2a.TASK_STATE_COMPLETED or not task.artifacts:
+        return None
+    return a2a.Message(message_id=f"{task.id}:reply", role=a2a.ROLE_AGENT,
+                       context_id=task.context_id, parts=task.artifacts[0].parts)  # fmt: skip
 
 
 def _filter(params: a2a.ListTasksRequest) -> tuple[RunFilter, Any]:

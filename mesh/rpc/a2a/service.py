@@ -20,11 +20,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from dataclasses import dataclass
+from email.utils import formatdate
 from typing import Any
 
 import grpc
 import uvicorn
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+from packaging.version import InvalidVersion, Version
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 from a2a.server.context import ServerCallContext
 from a2a.server.request_handlers.grpc_handler import GrpcHandler
 from a2a.server.routes.agent_card_routes import create_agent_card_routes
@@ -32,12 +42,6 @@ from a2a.types import a2a_pb2 as a2a
 from a2a.utils import errors as a2a_errors
 from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH
 from a2a.utils.proto_utils import validation_errors_to_bad_request
-from google.protobuf import any_pb2
-from google.rpc import error_details_pb2, status_pb2
-from grpc_status import rpc_status
-from packaging.version import InvalidVersion, Version
-from starlette.applications import Starlette
-
 from mesh._proto import agent_pb2 as pb
 from mesh.errors import ConfigError
 from mesh.host.served_agent import ServedAgent
@@ -53,6 +57,8 @@ log = logging.getLogger(__name__)
 A2A_SERVICE_NAME = a2a.DESCRIPTOR.services_by_name["A2AService"].full_name
 ERROR_DOMAIN = "a2a-protocol.org"
 MAX_STATUS_MESSAGE_CHARS = 1000
+CARD_MAX_AGE_S = 300
+"""How long a client may cache the card: it changes when the agent's tools do."""
 
 _STATUS: dict[type[a2a_errors.A2AError], grpc.StatusCode] = {
     a2a_errors.TaskNotFoundError: grpc.StatusCode.NOT_FOUND,
@@ -128,6 +134,22 @@ def add_a2a_service(served: ServedAgent[pb.RunEvent], server: grpc.aio.Server) -
     add_service(SpecGrpcHandler(MeshTaskHandler(served)), service, server)
 
 
+class _LastModified:
+    """Adds ``Last-Modified`` (the server's start: the card is built then) to responses."""
+
+    def __init__(self, app: ASGIApp, since: float) -> None:
+        self.app = app
+        self.value = formatdate(since, usegmt=True).encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def stamped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", []).append((b"last-modified", self.value))
+            await send(message)
+
+        await self.app(scope, receive, stamped)
+
+
 class CardServer:
     """The agent card over HTTP, in the server's own event loop (uvicorn, no threads)."""
 
@@ -143,7 +165,8 @@ class CardServer:
                               ) from err  # fmt: skip
         self.port: int = self._socket.getsockname()[1]
         self.url = f"http://{host or '127.0.0.1'}:{self.port}{AGENT_CARD_WELL_KNOWN_PATH}"
-        app = Starlette(routes=create_agent_card_routes(card))
+        routes = create_agent_card_routes(card, cache_control=f"public, max-age={CARD_MAX_AGE_S}")
+        app = Starlette(routes=routes, middleware=[Middleware(_LastModified, since=time.time())])
         config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
         self._server = uvicorn.Server(config)
         self._task: asyncio.Task[None] | None = None

@@ -136,10 +136,13 @@ def agent_message(text: str, task_id: str, context_id: str, message_id: str = ""
     )
 
 
-def history_of(record: RunRecord, events: Iterable[pb.RunEvent]) -> list[a2a.Message]:
+def history_of(record: RunRecord, events: Iterable[pb.RunEvent],
+               sent: Sequence[str] = ()) -> list[a2a.Message]:  # fmt: skip
     """The conversation of the task: its request, then each question the run asked and the
-    answer it got, oldest first (from the events the run's record keeps)."""
+    answer it got, oldest first (from the events the run's record keeps). The user's
+    messages keep the ids their sender gave them, where ``sent`` has them (in order)."""
     ids = (record.run_id, record.session_id)
+    given = iter(sent)
     messages = []
     for event in events:
         if event.depth != 0:
@@ -147,13 +150,15 @@ def history_of(record: RunRecord, events: Iterable[pb.RunEvent]) -> list[a2a.Mes
         kind = event.WhichOneof("kind")
         number = f"{record.run_id}:{event.index}"
         if kind == "run_started":
-            messages.append(_message(a2a.ROLE_USER, event.run_started.task, *ids, number))
+            said = event.run_started.task
+            messages.append(_message(a2a.ROLE_USER, said, *ids, next(given, number)))
         elif kind == "input_requested":
             messages.append(_message(a2a.ROLE_AGENT, event.input_requested.question, *ids, number))
         elif kind == "tool_call_finished" and event.tool_call_finished.name == "user_input":
             finished = event.tool_call_finished
             if not finished.HasField("error"):
-                messages.append(_message(a2a.ROLE_USER, finished.result, *ids, number))
+                messages.append(_message(a2a.ROLE_USER, finished.result, *ids,
+                                         next(given, number)))  # fmt: skip
     return messages
 
 
