@@ -28,23 +28,26 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
-import grpc  # noqa: E402
-from a2a.client import ClientConfig, create_client  # noqa: E402
-from a2a.types import a2a_pb2 as a2a  # noqa: E402
-from a2a.types import a2a_pb2_grpc  # noqa: E402
+import grpc
+from a2a.client import ClientConfig, create_client
+from a2a.types import a2a_pb2 as a2a
+from a2a.types import a2a_pb2_grpc
 
-from mesh._proto import agent_pb2 as pb  # noqa: E402
-from mesh._proto import agent_pb2_grpc  # noqa: E402
-from tests.support import free_port, serving  # noqa: E402
-from tests.test_a2a_serve import SERVE  # noqa: E402
+from mesh._proto import agent_pb2 as pb
+from mesh._proto import agent_pb2_grpc
+from tests.support import free_port, serving
+from tests.test_a2a_serve import SERVE
 
 VERSION = (("a2a-version", "1.0"),)
 WARM_UP = 20
 
 
 def a2a_message() -> a2a.SendMessageRequest:
-    message = a2a.Message(message_id=f"tck-complete-task-{uuid.uuid4().hex[:8]}",
-                          role=a2a.ROLE_USER, parts=[a2a.Part(text="hello")])  # fmt: skip
+    message = a2a.Message(
+        message_id=f"tck-complete-task-{uuid.uuid4().hex[:8]}",
+        role=a2a.ROLE_USER,
+        parts=[a2a.Part(text="hello")],
+    )
     return a2a.SendMessageRequest(message=message)
 
 
@@ -53,8 +56,11 @@ def kinds(address: str, card_url: str) -> dict[str, Callable[[], None]]:
     native = agent_pb2_grpc.AgentServiceStub(channel)  # type: ignore[no-untyped-call]
     facade = a2a_pb2_grpc.A2AServiceStub(channel)  # type: ignore[no-untyped-call]
     loop = asyncio.new_event_loop()
-    config = ClientConfig(streaming=False, supported_protocol_bindings=["GRPC"],
-                          grpc_channel_factory=grpc.aio.insecure_channel)  # fmt: skip
+    config = ClientConfig(
+        streaming=False,
+        supported_protocol_bindings=["GRPC"],
+        grpc_channel_factory=grpc.aio.insecure_channel,
+    )
     client = loop.run_until_complete(create_client(card_url, client_config=config))
 
     async def through_sdk() -> None:
@@ -68,13 +74,11 @@ def kinds(address: str, card_url: str) -> dict[str, Callable[[], None]]:
         ),
         "native RunStream": lambda: list(
             native.RunStream(pb.RunStreamRequest(task="hello"), timeout=30)
-        ),  # fmt: skip
-        "A2A SendMessage": lambda: facade.SendMessage(
-            a2a_message(), metadata=VERSION, timeout=30
-        ),  # fmt: skip
+        ),
+        "A2A SendMessage": lambda: facade.SendMessage(a2a_message(), metadata=VERSION, timeout=30),
         "A2A SendStreamingMessage": lambda: list(
             facade.SendStreamingMessage(a2a_message(), metadata=VERSION, timeout=30)
-        ),  # fmt: skip
+        ),
         "A2A SendMessage (SDK client)": lambda: loop.run_until_complete(through_sdk()),
     }
 
@@ -101,8 +105,10 @@ def main(calls: int) -> None:
     print(f"{'call':30} {'median':>8} {'p90':>8} {'p99':>8} {'vs Run':>7}")
     for name, values in times.items():
         median = statistics.median(values)
-        print(f"{name:30} {median:6.2f}ms {percentile(values, 0.9):6.2f}ms "
-              f"{percentile(values, 0.99):6.2f}ms {median / base:6.2f}x")  # fmt: skip
+        print(
+            f"{name:30} {median:6.2f}ms {percentile(values, 0.9):6.2f}ms "
+            f"{percentile(values, 0.99):6.2f}ms {median / base:6.2f}x"
+        )
 
 
 if __name__ == "__main__":
