@@ -16,7 +16,9 @@ from mesh.agents import (
     ToolCallingAgent,
     Turn,
 )
+from mesh.agents.user_input import UserInputTool
 from mesh.errors import ErrorInfo, MeshError
+from mesh.files import File
 from mesh.host.run_record import RunFilter, RunRecord, RunStatus
 from mesh.mcp import MCPServerParameters, mcp_tools
 from mesh.models import (
@@ -34,6 +36,8 @@ from mesh.models import (
 )
 from mesh.project import ResolvedAgent
 from mesh.rpc.client import AgentClient
+from mesh.rpc.a2a import A2AAgent
+from mesh.rpc.a2a.service import A2AOptions
 from mesh.rpc.remote import RemoteAgent
 from mesh.rpc.serving import serve
 from mesh.sandbox import NsjailExecutor, SandboxConfig, UnsafeLocalExecutor
@@ -50,6 +54,8 @@ from mesh.tools import (
 from mesh.version import __version__
 
 __all__ = [
+    "A2AAgent",
+    "A2AOptions",
     "ActionStep",
     "AgentClient",
     "AgentEvent",
@@ -59,6 +65,7 @@ __all__ = [
     "CodeAgent",
     "DuckDuckGoTool",
     "ErrorInfo",
+    "File",
     "FinalAnswerStep",
     "FinalAnswerTool",
     "Image",
@@ -89,6 +96,7 @@ __all__ = [
     "ToolCallingAgent",
     "Turn",
     "UnsafeLocalExecutor",
+    "UserInputTool",
     "__version__",
     "celsius_to_fahrenheit",
     "factorial",

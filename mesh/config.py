@@ -35,6 +35,8 @@ overrides ``data_limit_mb``.
     [[agents.math_specialist.remote_tools]]   # tools another gRPC service runs
     agent = "research_specialist"             # or address = "host:port"
     tools = ["memo"]
+    [[agents.math_specialist.a2a_agents]]     # an agent of any framework, over A2A
+    card_url = "http://127.0.0.1:9999"        # its agent card (or the base URL of it)
 
 Paths are relative to this file's directory, which is also put on the
 import path: a project's ``services/`` package is importable wherever the
@@ -44,10 +46,13 @@ project lives. ``docs/config.md`` describes every field.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
+from keyword import iskeyword
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from mesh import untrusted_json
 from mesh.agents.answer_schema import AnswerSchema
@@ -62,7 +67,14 @@ from mesh.sandbox.config import SandboxConfig
 from mesh.state.setting import resolve_state
 from mesh.text import clip
 
-__all__ = ["AgentConfig", "MeshConfig", "RemoteToolsConfig", "load_config"]
+__all__ = [
+    "A2AAgentConfig",
+    "A2AServeConfig",
+    "AgentConfig",
+    "MeshConfig",
+    "RemoteToolsConfig",
+    "load_config",
+]
 
 KINDS = ("code", "tool-calling")
 REPLAY_MODES = ("auto", "always", "never")
@@ -77,8 +89,11 @@ AGENT_KEYS = {
     "instructions_file", "agent", "mcp", "remote_tools", "sandbox", "authorized_imports",
     "budget", "rate_limit_rpm", "cache", "idempotent", "max_parallel", "output_schema_file",
     "planning_interval", "stream_outputs", "use_structured_outputs_internally",
+    "a2a_agents", "a2a",
 }  # fmt: skip
 REMOTE_TOOLS_KEYS = {"agent", "address", "tools", "timeout_s", "untrusted"}
+A2A_AGENT_KEYS = {"card_url", "name", "description", "timeout_s", "token_env"}
+A2A_SERVE_KEYS = {"http_address", "public_url"}
 
 
 @dataclass(frozen=True)
@@ -94,6 +109,34 @@ class RemoteToolsConfig:
     untrusted: bool = True
     """Whether the model reads their results fenced as data (``Tool.untrusted``): by default
     it does, as the wire does not say which of a service's tools are untrusted there."""
+
+
+@dataclass(frozen=True)
+class A2AAgentConfig:
+    """An agent of any framework, reached over A2A, that this agent manages
+    (``[[agents.NAME.a2a_agents]]``; see ``mesh.rpc.a2a.A2AAgent``)."""
+
+    card_url: str
+    """Its agent card's URL, or its base URL (the well-known card path is added)."""
+    name: str = ""
+    """Its tool name ("": from its card, which is then fetched when the agent is built)."""
+    description: str = ""
+    """What the model reads about it ("": its card's description and skills)."""
+    timeout_s: float | None = None
+    """The longest a call may take (None: only the caller's deadline bounds it)."""
+    token_env: str = ""
+    """The environment variable holding a bearer token for it ("": none is sent)."""
+
+
+@dataclass(frozen=True)
+class A2AServeConfig:
+    """How this agent is offered over A2A (``[agents.NAME.a2a]``): its agent card is
+    served over HTTP, its A2A gRPC service beside the agent's own."""
+
+    http_address: str = "127.0.0.1:0"
+    """Where the agent card is served, "host:port" (port 0: any free port)."""
+    public_url: str = ""
+    """The base URL callers reach it at ("": derived from the agent's address)."""
 
 
 @dataclass(frozen=True)
@@ -137,6 +180,10 @@ class AgentConfig:
     ``response_format``, for models that support structured outputs."""
     output_schema: dict[str, Any] | None = None
     """The JSON Schema a final answer must match (read from ``output_schema_file``)."""
+    a2a_agents: tuple[A2AAgentConfig, ...] = ()
+    """Agents of any framework, over A2A, that this agent manages beside ``managed_agents``."""
+    a2a: A2AServeConfig | None = None
+    """How this agent is offered over A2A; None: it is not."""
 
     def depends_on(self) -> tuple[str, ...]:
         """The agents this one calls: they must be up before it starts."""
@@ -306,6 +353,8 @@ def _agent(
         output_schema=_output_schema(
             get(data, "output_schema_file", str, where, ""), base, f"{where}.output_schema_file"
         ),
+        a2a_agents=_a2a_agents(data, where),
+        a2a=_a2a_serve(data, where),
     )
 
 
@@ -406,6 +455,58 @@ def _remote_tools(value: Any, where: str) -> tuple[RemoteToolsConfig, ...]:
         out.append(RemoteToolsConfig(agent, address, tuple(get(item, "tools", list, at, [])),
                                      float(timeout), untrusted))  # fmt: skip
     return tuple(out)
+
+
+def _a2a_agents(data: dict[str, Any], where: str) -> tuple[A2AAgentConfig, ...]:
+    """``[[agents.NAME.a2a_agents]]``; a name may not be another managed agent's."""
+    value, where = data.get("a2a_agents", []), f"{where}.a2a_agents"
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ConfigError(f"{where}: expected an array of tables ([[{where}]])")
+    out, names = [], set(data.get("managed_agents") or ())
+    for n, item in enumerate(value):
+        at = f"{where}[{n}]"
+        only(item, A2A_AGENT_KEYS, at)
+        name = get(item, "name", str, at, "")
+        if name and not (name.isascii() and name.isidentifier() and not iskeyword(name)):
+            raise ConfigError(f"{at}.name: must be a Python identifier, got {clip(name, 80)!r}")
+        if name in names:
+            raise ConfigError(f"{at}.name: {name!r} is taken by another managed agent")
+        names.add(name)
+        timeout = get(item, "timeout_s", (int, float), at, None)
+        if timeout is not None and timeout <= 0:
+            raise ConfigError(f"{at}.timeout_s: must be positive")
+        token_env = get(item, "token_env", str, at, "")
+        if token_env and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", token_env):
+            raise ConfigError(f"{at}.token_env: {clip(token_env, 80)!r} is no variable name")
+        out.append(A2AAgentConfig(
+            card_url=_http_url(get(item, "card_url", str, at), f"{at}.card_url"), name=name,
+            description=get(item, "description", str, at, ""), token_env=token_env,
+            timeout_s=None if timeout is None else float(timeout),
+        ))  # fmt: skip
+    return tuple(out)
+
+
+def _a2a_serve(data: dict[str, Any], where: str) -> A2AServeConfig | None:
+    """``[agents.NAME.a2a]``; None when the table is absent."""
+    if "a2a" not in data:
+        return None
+    serve, where = table(data, "a2a", where), f"{where}.a2a"
+    only(serve, A2A_SERVE_KEYS, where)
+    http_address = get(serve, "http_address", str, where, "127.0.0.1:0")
+    host, _, port = http_address.rpartition(":")
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"{where}.http_address: {clip(http_address, 80)!r} is not host:port")
+    public_url = get(serve, "public_url", str, where, "")
+    if public_url:
+        _http_url(public_url, f"{where}.public_url")
+    return A2AServeConfig(http_address, public_url)
+
+
+def _http_url(value: str, where: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"{where}: expected an http(s):// URL, got {clip(value, 80)!r}")
+    return value
 
 
 def _addresses(name: str, value: Any, where: str) -> tuple[str, ...]:

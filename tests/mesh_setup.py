@@ -40,6 +40,8 @@ description = "Delegates."
 address = "127.0.0.1:0"
 managed_agents = ["research_specialist", "math_specialist", "slow_specialist"]
 cassette = "manager.jsonl"
+[agents.manager.a2a]              # served over A2A too (tests/test_mesh.py)
+http_address = "127.0.0.1:0"
 
 [agents.research_specialist]
 kind = "tool-calling"

@@ -8,7 +8,14 @@ from dataclasses import fields
 from pathlib import Path
 
 from mesh.agents.budget import BUDGET_FIELDS
-from mesh.config import AGENT_KEYS, MESH_KEYS, MODELS_KEYS, REMOTE_TOOLS_KEYS
+from mesh.config import (
+    A2A_AGENT_KEYS,
+    A2A_SERVE_KEYS,
+    AGENT_KEYS,
+    MESH_KEYS,
+    MODELS_KEYS,
+    REMOTE_TOOLS_KEYS,
+)
 from mesh.mcp.config import MCP_KEYS
 from mesh.rpc.security import AUTH_KEYS
 from mesh.sandbox.config import SandboxConfig
@@ -20,6 +27,8 @@ ACCEPTED = {
     "[agents.NAME]": AGENT_KEYS,
     "[[agents.NAME.mcp]]": MCP_KEYS,
     "[[agents.NAME.remote_tools]]": REMOTE_TOOLS_KEYS,
+    "[[agents.NAME.a2a_agents]]": A2A_AGENT_KEYS,
+    "[agents.NAME.a2a]": A2A_SERVE_KEYS,
     "[agents.NAME.sandbox]": {f.name for f in fields(SandboxConfig)},
     "[agents.NAME.budget]": BUDGET_FIELDS,
     "[auth]": AUTH_KEYS,

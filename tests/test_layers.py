@@ -17,7 +17,8 @@ PACKAGE = Path(mesh.__file__).parent
 LAYERS: list[set[str]] = [
     # Foundations: no knowledge of agents, models or the wire.
     {"errors", "text", "paths", "untrusted_json", "append_only", "rotating_file",
-     "sqlite_usage", "data_limit", "references", "config_fields", "run_scope", "data", "version"},
+     "sqlite_usage", "data_limit", "references", "config_fields", "run_scope", "data", "version",
+     "files"},
     {"state"},  # the shared state database: a pool, migrations, notifications
     {"tools", "sandbox"},
     {"models"},

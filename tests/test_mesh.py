@@ -21,6 +21,8 @@ from typing import Any
 
 import grpc
 import pytest
+from a2a.types import a2a_pb2 as a2a
+from a2a.types import a2a_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
@@ -210,6 +212,37 @@ def test_cancel_mid_run_stops_the_specialist_and_its_jail(mesh: MeshProcesses) -
                == pb.RUN_STATE_CANCELLED)  # fmt: skip
     over = specialist.Cancel(pb.CancelRequest(run_id=child.run_id), timeout=5)
     assert (over.cancelled, over.state) == (False, pb.RUN_STATE_CANCELLED)
+
+
+def test_an_a2a_cancel_stops_the_specialist_and_its_jail(mesh: MeshProcesses) -> None:
+    """The manager served over A2A: CancelTask cascades as our Cancel does."""
+    slow = service_pid(mesh, "slow_specialist")
+    channel = grpc.insecure_channel(mesh.addresses["manager"][0])
+    a2a_stub = a2a_pb2_grpc.A2AServiceStub(channel)  # type: ignore[no-untyped-call]
+    version = (("a2a-version", "1.0"),)
+    message = a2a.Message(message_id="a2a-cancel-1", role=a2a.ROLE_USER,
+                          parts=[a2a.Part(text=SLOW_TASK)])  # fmt: skip
+    call = a2a_stub.SendStreamingMessage(a2a.SendMessageRequest(message=message),
+                                         metadata=version, timeout=60)  # fmt: skip
+    task = next(call).task
+    identities = (_identity(r) for r in call)  # each update's event, nested in the manager's
+    child = next(i for i in identities if i.get("event") == "run_started" and i["depth"] == 1)
+    spinning = wait_until(lambda: busy_jails(slow))
+    cancelled = a2a_stub.CancelTask(a2a.CancelTaskRequest(id=task.id), metadata=version,
+                                    timeout=15)  # fmt: skip
+    assert cancelled.status.state == a2a.TASK_STATE_CANCELED
+    rest = list(call)  # the stream ends at the terminal state
+    assert rest[-1].status_update.status.state == a2a.TASK_STATE_CANCELED
+    wait_until(lambda: not busy_jails(slow) & spinning)
+    specialist = stub(mesh, "slow_specialist")
+    wait_until(lambda: specialist.GetRun(pb.GetRunRequest(run_id=child["run_id"]), timeout=5)
+               .run.state == pb.RUN_STATE_CANCELLED)  # fmt: skip
+    channel.close()
+
+
+def _identity(response: a2a.StreamResponse) -> dict[str, Any]:
+    metadata = response.status_update.status.message.metadata
+    return dict(metadata["smolmesh"]) if "smolmesh" in metadata else {}
 
 
 def test_a_deadline_shorter_than_the_work_leaves_nothing_running(mesh: MeshProcesses) -> None:

@@ -8,6 +8,8 @@ import mesh
 def test_public_exports() -> None:
     assert sorted(mesh.__all__) == sorted(
         [
+            "A2AAgent",
+            "A2AOptions",
             "ActionStep",
             "AgentClient",
             "AgentEvent",
@@ -17,6 +19,7 @@ def test_public_exports() -> None:
             "CodeAgent",
             "DuckDuckGoTool",
             "ErrorInfo",
+            "File",
             "FinalAnswerStep",
             "FinalAnswerTool",
             "Image",
@@ -47,6 +50,7 @@ def test_public_exports() -> None:
             "ToolCallingAgent",
             "Turn",
             "UnsafeLocalExecutor",
+            "UserInputTool",
             "__version__",
             "celsius_to_fahrenheit",
             "factorial",

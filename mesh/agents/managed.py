@@ -47,7 +47,8 @@ class ManagedAgentTool(Tool):
                 "default": None,
             },
         }
-        super().__init__()
+        # An agent from outside the mesh (A2AAgent) says so: the model reads its answers as data.
+        super().__init__(untrusted=getattr(agent, "untrusted", None))
 
     def forward(self, task: str, additional_args: dict[str, Any] | None = None) -> Any:
         try:

@@ -23,8 +23,8 @@ from typing import Any
 from mesh.agents.events import (
     AgentEvent,
     CodeAction,
-    InputRequested,
     FinalAnswer,
+    InputRequested,
     ModelOutput,
     Observation,
     Planning,

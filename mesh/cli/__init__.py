@@ -152,6 +152,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--health-address", metavar="HOST:PORT",
                        help="also serve health checks here, in plaintext and alone (for "
                        "probes that cannot speak TLS, like Kubernetes')")  # fmt: skip
+    serve.add_argument("--a2a", metavar="HOST:PORT",
+                       help="also serve the agent over A2A v1.0 (on its gRPC port), its "
+                       "card over HTTP at HOST:PORT (instead of [agents.NAME.a2a]'s)")  # fmt: skip
     serve.set_defaults(func=mesh_commands.serve)
 
     add_record_command(commands)

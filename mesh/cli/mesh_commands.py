@@ -18,7 +18,7 @@ from mesh.agents.events import FinalAnswer
 from mesh.agents.run_args import args_from_json
 from mesh.cli.console import EventPrinter, say
 from mesh.cli.supervise import supervise
-from mesh.config import MeshConfig
+from mesh.config import AgentConfig, MeshConfig
 from mesh.errors import AgentUnavailableError, ConfigError, MeshError, NotFoundError
 from mesh.host.allocator import limit_retained_memory
 from mesh.host.audit import default_audit_dir, read_run
@@ -27,6 +27,7 @@ from mesh.models import Cassette, RecordingModel
 from mesh.models.base import Model
 from mesh.models.images import checked_images
 from mesh.project import CONFIG_NAME, build_agent, load_mesh_config, replays
+from mesh.rpc.a2a.service import A2AOptions
 from mesh.rpc.client import AgentClient, channel_target
 from mesh.rpc.dev_credentials import (
     DEFAULT_CALLERS,
@@ -67,8 +68,19 @@ def serve(args: argparse.Namespace) -> int:
                     security=config.security, health_address=args.health_address,
                     on_ready=ready, data_limit_mb=config.data_limit_mb,
                     run_retention_s=config.run_retention_hours * 3600,
-                    run_memory_mb=config.run_memory_mb, state=config.state)  # fmt: skip
+                    run_memory_mb=config.run_memory_mb, state=config.state,
+                    a2a=_a2a_options(args.a2a, agent_config))  # fmt: skip
     return 0
+
+
+def _a2a_options(flag: str | None, agent: AgentConfig) -> A2AOptions | None:
+    """Serving over A2A: the flag's card address, else the config's table, else not."""
+    if flag:
+        public_url = agent.a2a.public_url if agent.a2a is not None else ""
+        return A2AOptions(http_address=flag, public_url=public_url)
+    if agent.a2a is not None:
+        return A2AOptions(http_address=agent.a2a.http_address, public_url=agent.a2a.public_url)
+    return None
 
 
 def certs(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ Managed agents are always remote: each one is its own service.
 from __future__ import annotations
 
 import atexit
+import os
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -17,13 +18,14 @@ from typing import Any
 
 from mesh.agents import CodeAgent, ToolCallingAgent
 from mesh.agents.base import MultiStepAgent
-from mesh.config import AgentConfig, MeshConfig
+from mesh.config import A2AAgentConfig, AgentConfig, MeshConfig
 from mesh.errors import ConfigError, MeshError
 from mesh.models import LiteLLMModel, Model, ReplayModel
 from mesh.models.litellm_model import has_provider_key
 from mesh.models.wrappers import CachingModel, RateLimitedModel
 from mesh.project.tools import resolve_tools
 from mesh.references import import_object, on_import_path
+from mesh.rpc.a2a.remote import A2AAgent
 from mesh.rpc.remote import RemoteAgent
 from mesh.tools.base import Tool
 
@@ -38,7 +40,8 @@ class ResolvedAgent:
     mesh: MeshConfig
     model: Model
     tools: list[Tool]
-    managed_agents: list[RemoteAgent]
+    managed_agents: list[RemoteAgent | A2AAgent]
+    """The mesh agents it manages, then the A2A agents (``a2a_agents``)."""
     replay: bool
     """Whether the model answers from the agent's cassette rather than live."""
 
@@ -118,7 +121,10 @@ def build_agent(
         mesh=config,
         model=model,
         tools=resolve_tools(config, agent, resources),
-        managed_agents=[_remote(config, child) for child in agent.managed_agents],
+        managed_agents=[
+            *(_remote(config, child) for child in agent.managed_agents),
+            *(_a2a(config, agent, n, resources) for n in range(len(agent.a2a_agents))),
+        ],
         replay=replay,
     )
     if not agent.factory:
@@ -151,6 +157,25 @@ def _remote(config: MeshConfig, name: str) -> RemoteAgent:
     child = config.agent(name)
     return RemoteAgent(name, child.addresses, child.description, idempotent=child.idempotent,
                        security=config.security)  # fmt: skip
+
+
+def _a2a(config: MeshConfig, agent: AgentConfig, n: int, resources: ExitStack) -> A2AAgent:
+    """The ``n``th of ``agent.a2a_agents``: its card is fetched now unless the config names
+    and describes it (then on its first call)."""
+    where = f"agents.{agent.name}.a2a_agents[{n}]"
+    entry: A2AAgentConfig = agent.a2a_agents[n]
+    token = os.environ.get(entry.token_env, "") if entry.token_env else None
+    if entry.token_env and not token:
+        raise ConfigError(f"{where}.token_env: ${entry.token_env} is not set")
+    try:
+        remote = A2AAgent(
+            entry.card_url, entry.name or None, entry.description or None,
+            timeout_s=entry.timeout_s, token=token, security=config.security,
+        )  # fmt: skip
+    except MeshError as err:
+        raise ConfigError(f"{where}: {err.message}") from err
+    resources.callback(remote.close)
+    return remote
 
 
 def _model(config: MeshConfig, agent: AgentConfig, replay: bool) -> Model:

@@ -30,6 +30,7 @@ from a2a.server.events.event_queue import Event
 from a2a.server.request_handlers.request_handler import RequestHandler, validate_request_params
 from a2a.types import a2a_pb2 as a2a
 from a2a.utils import errors as a2a_errors
+
 from mesh._proto import agent_pb2 as pb
 from mesh.errors import InvalidRequestError, NotFoundError
 from mesh.host.run_record import RunFilter, RunRecord, RunStatus

@@ -27,6 +27,13 @@ from typing import Any
 
 import grpc
 import uvicorn
+from a2a.server.context import ServerCallContext
+from a2a.server.request_handlers.grpc_handler import GrpcHandler
+from a2a.server.routes.agent_card_routes import create_agent_card_routes
+from a2a.types import a2a_pb2 as a2a
+from a2a.utils import errors as a2a_errors
+from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH
+from a2a.utils.proto_utils import validation_errors_to_bad_request
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
@@ -35,13 +42,6 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from a2a.server.context import ServerCallContext
-from a2a.server.request_handlers.grpc_handler import GrpcHandler
-from a2a.server.routes.agent_card_routes import create_agent_card_routes
-from a2a.types import a2a_pb2 as a2a
-from a2a.utils import errors as a2a_errors
-from a2a.utils.constants import AGENT_CARD_WELL_KNOWN_PATH
-from a2a.utils.proto_utils import validation_errors_to_bad_request
 from mesh._proto import agent_pb2 as pb
 from mesh.errors import ConfigError
 from mesh.host.served_agent import ServedAgent

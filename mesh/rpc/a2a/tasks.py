@@ -23,9 +23,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from a2a.types import a2a_pb2 as a2a
 from google.protobuf import json_format, struct_pb2
 
-from a2a.types import a2a_pb2 as a2a
 from mesh import untrusted_json
 from mesh._proto import agent_pb2 as pb
 from mesh.agents.render import StepRenderer
