@@ -22,11 +22,13 @@ import pytest
 from a2a.client import Client, ClientConfig, create_client
 from a2a.types import a2a_pb2 as a2a
 from a2a.types import a2a_pb2_grpc
+from google.protobuf import struct_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from mesh.telemetry.trace_file import read_spans
 from tests.support import free_port, serving, wait_until
+from tests.test_images import PNG
 
 ROOT = Path(__file__).parent.parent
 T = TypeVar("T")
@@ -159,6 +161,22 @@ def test_data_and_file_answers_are_data_and_file_parts(
     task = send(agent, message(prefix))
     assert task.status.state == a2a.TASK_STATE_COMPLETED
     assert check(task.artifacts[0].parts[0])
+
+
+def test_data_parts_are_the_values_beside_the_task(agent: Served) -> None:
+    values = struct_pb2.Value()
+    values.struct_value.update({"city": "Oslo", "year": 2015})
+    msg = message("smolmesh-echo", "Describe the city.")
+    msg.parts.add(data=values)
+    seen = send(agent, msg).artifacts[0].parts[0].text
+    assert "Describe the city." in seen
+    assert "city" in seen and "Oslo" in seen and "2015" in seen  # described to the model
+
+
+def test_image_parts_are_shown_to_the_model(agent: Served) -> None:
+    msg = message("smolmesh-echo", "What is in the picture?")
+    msg.parts.add(raw=PNG, media_type="image/png", filename="grey.png")
+    assert send(agent, msg).artifacts[0].parts[0].text.endswith("(1 image(s))")
 
 
 def test_a_run_may_answer_with_a_message_instead_of_its_task(agent: Served) -> None:
@@ -323,7 +341,21 @@ def test_every_error_has_the_specs_status_and_error_info(agent: Served) -> None:
         role=a2a.ROLE_USER,
         parts=[a2a.Part(text="read this"), a2a.Part(raw=b"%PDF-1.4", media_type="application/pdf")],
     )
+    listed, tool_named = struct_pb2.Value(), struct_pb2.Value()
+    listed.list_value.values.add().number_value = 1
+    tool_named.struct_value.update({"wait": 1})  # a value may not take a tool's name
+    data = [a2a.Message(message_id=f"m-data-{n}", role=a2a.ROLE_USER, parts=[
+        a2a.Part(text="with data"), a2a.Part(data=value)]) for n, value in enumerate(
+            [listed, tool_named])]  # fmt: skip
+    fake_png = a2a.Message(
+        message_id="m-png",
+        role=a2a.ROLE_USER,
+        parts=[a2a.Part(text="look"), a2a.Part(raw=b"not a png", media_type="image/png")],
+    )
+    data.append(fake_png)
     cases: list[tuple[str, Any, Any, grpc.StatusCode, str]] = [
+        *[("SendMessage", a2a.SendMessageRequest(message=m), VERSION,
+           grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PARAMS") for m in data],
         ("GetTask", a2a.GetTaskRequest(id="no-such-task"), VERSION,
          grpc.StatusCode.NOT_FOUND, "TASK_NOT_FOUND"),
         ("CancelTask", a2a.CancelTaskRequest(id="no-such-task"), VERSION,

@@ -96,12 +96,15 @@ class ConformanceModel(Model):
             raise ModelCallError("rejected", retryable=False)
         if message_id.startswith("test-resubscribe-message-id") and not _waited(messages):
             return self._tool("wait", {"seconds": WAIT_S})
+        task = next((m for m in messages if m.role == "user"), ChatMessage("user", ""))
+        if message_id.startswith("smolmesh-echo"):  # what the model was told (our tests)
+            seen = f"{task.content} ({len(task.images)} image(s))"
+            return self._tool("final_answer", {"answer": seen})
         for prefix, answer in ANSWERS:
             if message_id.startswith(prefix):
                 return self._tool("final_answer", {"answer": answer})
-        task = next((m.content for m in messages if m.role == "user"), "") or ""
-        return self._tool("final_answer", {"answer": f"Unhandled messageId prefix: {message_id}"
-                                           if message_id else task})  # fmt: skip
+        unhandled = f"Unhandled messageId prefix: {message_id}"
+        return self._tool("final_answer", {"answer": unhandled if message_id else task.content})
 
     def _tool(self, name: str, arguments: Mapping[str, Any]) -> ToolCall:
         return ToolCall(f"call_{next(self._ids)}", name, json.dumps(arguments))

@@ -205,7 +205,7 @@ class MeshTaskHandler(RequestHandler):
                        ) -> tuple[RunRecord, int]:  # fmt: skip
         """Start the run ``message`` asks for, or answer the question its task's run waits on;
         the run's record and the index of its first event this call reports."""
-        given = run_input(message, self.served.agent.toolbox())
+        given = run_input(message, self.served.agent.toolbox)
         if message.task_id:
             return await self._answer(message, given.task, given.metadata)
         session_id = check_identifier(message.context_id, "context_id") or _new_id()

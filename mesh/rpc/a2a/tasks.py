@@ -19,7 +19,7 @@ carries the whole text.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -304,8 +304,9 @@ class RunInput:
     metadata: dict[str, str]
 
 
-def run_input(message: a2a.Message, taken: Iterable[str] = ()) -> RunInput:
-    """The run request of ``message``; InvalidRequestError (or ContentTypeError) otherwise."""
+def run_input(message: a2a.Message, taken: Callable[[], Iterable[str]] = tuple) -> RunInput:
+    """The run request of ``message``; InvalidRequestError (or ContentTypeError) otherwise.
+    ``taken``: the names a value beside the task may not have (asked only if there are)."""
     if message.role != a2a.ROLE_USER:
         raise InvalidRequestError("a message to an agent has the role ROLE_USER")
     if not message.message_id or len(message.message_id) > MAX_MESSAGE_ID_CHARS:
@@ -339,6 +340,6 @@ def run_input(message: a2a.Message, taken: Iterable[str] = ()) -> RunInput:
     task = "\n".join(t for t in texts if t.strip())
     if not task:
         raise InvalidRequestError("a message needs a text part: the task")
-    args = args_from_json(json.dumps(values), taken) if values else {}
+    args = args_from_json(json.dumps(values), taken()) if values else {}
     metadata = {"a2a.message_id": message.message_id}
     return RunInput(task, args, tuple(images), metadata)
