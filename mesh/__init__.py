@@ -35,9 +35,9 @@ from mesh.models import (
     ToolCall,
 )
 from mesh.project import ResolvedAgent
-from mesh.rpc.client import AgentClient
 from mesh.rpc.a2a import A2AAgent
 from mesh.rpc.a2a.service import A2AOptions
+from mesh.rpc.client import AgentClient
 from mesh.rpc.remote import RemoteAgent
 from mesh.rpc.serving import serve
 from mesh.sandbox import NsjailExecutor, SandboxConfig, UnsafeLocalExecutor
