@@ -399,6 +399,34 @@ def test_bytes_that_are_no_request_are_refused_not_crashed_on(agent: Served) -> 
     assert "Traceback" not in (err.value.details() or "")
 
 
+# -------------------------------------------------------------------------- auth
+
+SERVE_WITH_TOKENS = SERVE.replace(
+    "serve(build(), sys.argv[1], a2a=A2AOptions(http_address=sys.argv[2]))",
+    "from mesh.rpc.security import MeshSecurity\n"
+    "serve(build(), sys.argv[1], a2a=A2AOptions(http_address=sys.argv[2]),\n"
+    "      security=MeshSecurity(tokens={'alice': 'a' * 32}))",
+)
+
+
+def test_a_mesh_with_tokens_asks_a2a_callers_for_one(tmp_path: Path) -> None:
+    card = f"127.0.0.1:{free_port()}"
+    with (
+        serving(SERVE_WITH_TOKENS, tmp_path, card) as (address, _),
+        grpc.insecure_channel(address) as channel,
+    ):
+        stub = a2a_pb2_grpc.A2AServiceStub(channel)  # type: ignore[no-untyped-call]
+        request = a2a.SendMessageRequest(message=message("tck-complete-task"))
+        with pytest.raises(grpc.RpcError) as err:
+            stub.SendMessage(request, metadata=VERSION, timeout=30)
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        token = ("authorization", "Bearer " + "a" * 32)
+        task = stub.SendMessage(request, metadata=(*VERSION, token), timeout=30).task
+        assert task.status.state == a2a.TASK_STATE_COMPLETED
+        declared = httpx.get(f"http://{card}/.well-known/agent-card.json", timeout=10).json()
+        assert "bearer" in declared["securitySchemes"]
+
+
 # ------------------------------------------------------------------------- trace
 
 
