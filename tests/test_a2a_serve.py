@@ -232,6 +232,19 @@ def test_tasks_are_listed_by_context_page_by_page_and_fetched(agent: Served) -> 
     assert got.artifacts[0].parts[0].text == "Hello from TCK"
 
 
+def test_the_most_recently_updated_task_is_listed_first(agent: Served) -> None:
+    older = send(agent, message("tck-input-required"))  # created first, waits
+    newer = send(agent, message("tck-complete-task"))  # created and ended after it
+    send(agent, message("tck-complete-task", task_id=older.id))  # the older one ends last
+
+    def order() -> list[str]:
+        listed = agent.stub.ListTasks(a2a.ListTasksRequest(page_size=100), metadata=VERSION,
+                                      timeout=10)  # fmt: skip
+        return [t.id for t in listed.tasks if t.id in (older.id, newer.id)]
+
+    assert order() == [older.id, newer.id]
+
+
 def test_list_filters_by_state(agent: Served) -> None:
     waiting = send(agent, message("tck-input-required"))
     listed = agent.stub.ListTasks(
@@ -376,6 +389,8 @@ def test_every_error_has_the_specs_status_and_error_info(agent: Served) -> None:
         ("SendStreamingMessage", a2a.SendMessageRequest(message=message("tck-complete-task")),
          (("a2a-version", "99.0"),), grpc.StatusCode.UNIMPLEMENTED, "VERSION_NOT_SUPPORTED"),
         ("ListTasks", a2a.ListTasksRequest(page_size=1000), VERSION,
+         grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PARAMS"),
+        ("ListTasks", a2a.ListTasksRequest(page_token="not-ours"), VERSION,
          grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PARAMS"),
         ("CreateTaskPushNotificationConfig",
          a2a.TaskPushNotificationConfig(task_id=done.id, url="https://example.com/hook"),

@@ -18,6 +18,8 @@ run's too. Our errors become A2A's here, once (``_a2a_errors``).
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import time
 import uuid
@@ -49,8 +51,8 @@ __all__ = ["MeshTaskHandler"]
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 100
-MAX_COUNTED = 10_000
-"""ListTasks counts at most this many matching runs for ``total_size``."""
+MAX_LISTED = 10_000
+"""ListTasks orders (and counts, for ``total_size``) at most this many matching runs."""
 REPLY_KEY = "a2a.reply"
 """A run that sets its metadata's ``a2a.reply`` to ``"message"`` (small talk, say) is
 answered, when a blocking SendMessage started it and it completed, by a direct Message
@@ -134,12 +136,14 @@ class MeshTaskHandler(RequestHandler):
             if length is not None and length < 0:
                 raise InvalidRequestError("history_length must be >= 0")
             where, keep = _filter(params)
-            records, token = await self.served.list_runs(where, size, params.page_token)
-            tasks = [self._snapshot(r, length, params.include_artifacts)
-                     for r in records if keep(r, self.served.question(r.run_id))]  # fmt: skip
-            total = await self._count(where, keep)
+            matching = await self._matching(where, keep)
+            start = _page_start(matching, params.page_token)
+            page = matching[start : start + size]
+            more = start + size < len(matching)
+            token = _page_token(page[-1]) if more and page else ""
+            tasks = [self._snapshot(r, length, params.include_artifacts) for r in page]
             return a2a.ListTasksResponse(tasks=tasks, next_page_token=token, page_size=size,
-                                         total_size=total)  # fmt: skip
+                                         total_size=len(matching))  # fmt: skip
 
     @validate_request_params
     async def on_cancel_task(self, params: a2a.CancelTaskRequest, context: ServerCallContext
@@ -281,14 +285,17 @@ class MeshTaskHandler(RequestHandler):
                        history_length=history_length,
                        include_artifacts=include_artifacts)  # fmt: skip
 
-    async def _count(self, where: RunFilter, keep: Any) -> int:
-        total, token = 0, ""
-        while total < MAX_COUNTED:
+    async def _matching(self, where: RunFilter, keep: Any) -> list[RunRecord]:
+        """The runs a ListTasks asks for, the most recently updated first (the spec's order;
+        our store keeps them by creation), at most ``MAX_LISTED``."""
+        found: list[RunRecord] = []
+        token = ""
+        while len(found) < MAX_LISTED:
             records, token = await self.served.list_runs(where, MAX_PAGE_SIZE, token)
-            total += sum(1 for r in records if keep(r, self.served.question(r.run_id)))
+            found += [r for r in records if keep(r, self.served.question(r.run_id))]
             if not token:
                 break
-        return total
+        return sorted(found[:MAX_LISTED], key=_update_order, reverse=True)
 
 
 def _as_message(task: a2a.Task) -> a2a.Message | None:
@@ -297,6 +304,31 @@ def _as_message(task: a2a.Task) -> a2a.Message | None:
         return None
     return a2a.Message(message_id=f"{task.id}:reply", role=a2a.ROLE_AGENT,
                        context_id=task.context_id, parts=task.artifacts[0].parts)  # fmt: skip
+
+
+def _updated(record: RunRecord) -> float:
+    return record.ended or record.started or record.created
+
+
+def _update_order(record: RunRecord) -> tuple[float, str]:
+    return _updated(record), record.run_id
+
+
+def _page_token(last: RunRecord) -> str:
+    """Where the next page starts: after the last task of this one, in update order."""
+    return base64.urlsafe_b64encode(f"{_updated(last)!r} {last.run_id}".encode()).decode()
+
+
+def _page_start(ordered: list[RunRecord], token: str) -> int:
+    """The index of the first task after the one ``token`` names (0 without a token)."""
+    if not token:
+        return 0
+    try:
+        updated, _, run_id = base64.urlsafe_b64decode(token.encode()).decode().partition(" ")
+        after = (float(updated), run_id)
+    except (ValueError, UnicodeDecodeError, binascii.Error):
+        raise InvalidRequestError("page_token is not one this server gave") from None
+    return next((n for n, r in enumerate(ordered) if _update_order(r) < after), len(ordered))
 
 
 def _filter(params: a2a.ListTasksRequest) -> tuple[RunFilter, Any]:
