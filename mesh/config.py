@@ -82,7 +82,7 @@ MAX_INSTRUCTIONS_CHARS = 100_000
 MAX_MODEL_PARAMS = 32
 MESH_KEYS = {"entry", "replay", "task", "replay_latency_ms", "data_limit_mb", "state",
              "run_retention_hours", "run_memory_mb"}  # fmt: skip
-MODELS_KEYS = {"default", "api_base"}
+MODELS_KEYS = {"default", "api_base", "retries", "retry_delay_s"}
 AGENT_KEYS = {
     "kind", "description", "address", "tools", "managed_agents", "model", "api_base",
     "model_params", "cassette", "max_steps", "max_concurrent_runs", "instructions",
@@ -202,6 +202,10 @@ class MeshConfig:
     security: MeshSecurity | None = None
     """TLS and token settings of the whole mesh ([auth]); None: plaintext, no tokens."""
     api_base: str = ""
+    model_retries: int = 3
+    """How often a model call that failed for a passing reason (a rate limit, a 5xx) is
+    retried, with exponential backoff from ``model_retry_delay_s``."""
+    model_retry_delay_s: float = 1.0
     data_limit_mb: int = DEFAULT_DATA_LIMIT_MB
     """The most each service process keeps on disk: audit log, trace file, run ledger,
     sessions."""
@@ -300,6 +304,10 @@ def load_config(path: str | Path, tool_names: frozenset[str] | None = None) -> M
         default_model=os.environ.get("MESH_MODEL")
         or get(models, "default", str, "models", "openai/gpt-4o-mini"),
         api_base=os.environ.get("MESH_API_BASE") or get(models, "api_base", str, "models", ""),
+        model_retries=_not_negative(get(models, "retries", int, "models", 3), "models.retries"),
+        model_retry_delay_s=_not_negative(
+            float(get(models, "retry_delay_s", (int, float), "models", 1.0)), "models.retry_delay_s"
+        ),
         security=MeshSecurity.from_config(auth, path.parent)
         if (auth := table(data, "auth", ""))
         else None,
@@ -424,6 +432,12 @@ def _output_schema(value: str, base: Path, where: str) -> dict[str, Any] | None:
     except ConfigError as err:
         raise ConfigError(f"{where}: {err.message}") from err
     return data
+
+
+def _not_negative(value: float, where: str) -> Any:
+    if value < 0:
+        raise ConfigError(f"{where}: must be 0 or more, got {value}")
+    return value
 
 
 def _model_params(data: dict[str, Any], where: str) -> dict[str, Any]:

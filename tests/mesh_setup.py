@@ -74,6 +74,7 @@ LITELLM_MATH_CONFIG = """
 entry = "math_specialist"
 [models]
 api_base = "{api_base}"
+retry_delay_s = 0.05              # the fault tests retry a few times: quickly
 [agents.math_specialist]
 kind = "code"
 description = "Arithmetic."

@@ -81,6 +81,8 @@ def test_a_good_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         (('wall_seconds = 5', 'wallclock = 5'), "agents.helper.sandbox.wallclock: unknown field"),
         (('wall_seconds = 5', 'pool_size = 4'), "agents.helper.sandbox.pool_size: jails are no longer pooled"),
         (('entry = "boss"', 'entry = "chief"'), "mesh.entry: no agent 'chief'"),
+        (('[agents.boss]', '[models]\nretries = -1\n[agents.boss]'), "models.retries: must be 0 or more, got -1"),
+        (('[agents.boss]', '[models]\nretry_delay_s = "soon"\n[agents.boss]'), "models.retry_delay_s: expected"),
         (('[agents.helper]\nkind', '[agents.helper]\nmax_steps = 0\nkind'), "agents.helper.max_steps: must be at least 1"),
         (('tools = ["factorial"]', 'tools = ["factorial"]\nmanaged_agents = ["boss"]'), "cycle"),
         (('description = "Helps."', ''), "agents.helper.description: required"),
@@ -94,6 +96,15 @@ def test_a_wrong_field_is_named(tmp_path: Path, change: tuple[str, str], message
     with pytest.raises(ConfigError) as err:
         load(tmp_path, GOOD.replace(*change))
     assert message in err.value.message
+
+
+def test_model_retries_are_configured(tmp_path: Path) -> None:
+    config = load(tmp_path, GOOD)
+    assert (config.model_retries, config.model_retry_delay_s) == (3, 1.0)  # type: ignore[attr-defined]
+    tuned = load(tmp_path, GOOD.replace("[agents.boss]", "[models]\nretries = 1\nretry_delay_s = 0.2\n[agents.boss]"))
+    assert (tuned.model_retries, tuned.model_retry_delay_s) == (1, 0.2)  # type: ignore[attr-defined]
+    model = build_agent(tuned, "helper").model  # type: ignore[arg-type]
+    assert (model.retry.max_retries, model.retry.initial_delay_s) == (1, 0.2)  # type: ignore[attr-defined]
 
 
 def test_remote_tools_are_untrusted_unless_the_config_trusts_them(tmp_path: Path) -> None:

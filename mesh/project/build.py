@@ -20,7 +20,7 @@ from mesh.agents import CodeAgent, ToolCallingAgent
 from mesh.agents.base import MultiStepAgent
 from mesh.config import A2AAgentConfig, AgentConfig, MeshConfig
 from mesh.errors import ConfigError, MeshError
-from mesh.models import LiteLLMModel, Model, ReplayModel
+from mesh.models import LiteLLMModel, Model, ReplayModel, RetryPolicy
 from mesh.models.litellm_model import has_provider_key
 from mesh.models.wrappers import CachingModel, RateLimitedModel
 from mesh.project.tools import resolve_tools
@@ -189,8 +189,10 @@ def _model(config: MeshConfig, agent: AgentConfig, replay: bool) -> Model:
             latency_s=config.replay_latency_ms / 1000,
         )
     else:
+        retry = RetryPolicy(max_retries=config.model_retries,
+                            initial_delay_s=config.model_retry_delay_s)  # fmt: skip
         model = LiteLLMModel(agent.model or config.default_model,
-                             api_base=agent.api_base or config.api_base or None,
+                             api_base=agent.api_base or config.api_base or None, retry=retry,
                              **agent.model_params)  # fmt: skip
     if agent.rate_limit_rpm:
         model = RateLimitedModel(model, agent.rate_limit_rpm)
