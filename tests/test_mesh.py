@@ -75,6 +75,9 @@ def test_the_seed_scenario_runs_across_three_processes(mesh: MeshProcesses, mesh
         ("research_specialist", 1),
         ("math_specialist", 1),
     ]
+    # Each run names its trace, and it is one trace across the three processes.
+    (trace_id,) = {e.run_started.trace_id for e in starts}
+    assert len(trace_id) == 32 and int(trace_id, 16)
     assert all(e.parent_run_id == starts[0].run_id for e in starts[1:])
     pids = {
         service_pid(mesh, agent) for agent in ("manager", "research_specialist", "math_specialist")

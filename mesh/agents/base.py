@@ -66,6 +66,7 @@ from mesh.run_scope import current_scope
 from mesh.telemetry.spans import (
     agent_span,
     chat_span,
+    current_trace_id,
     planning_span,
     record_error,
     record_response,
@@ -386,7 +387,7 @@ class MultiStepAgent(ABC):
         if self.budget is not None:
             ctx.budget = self.budget.tighter(ctx.budget)
         ctx.spent = lambda: _total(state)
-        ctx.report(RunStarted, task=order.task)
+        ctx.report(RunStarted, task=order.task, trace_id=current_trace_id())
         error: ErrorInfo | None = None
         try:
             self._open_run(state)

@@ -48,6 +48,8 @@ class AgentEvent:
 @dataclass(frozen=True, kw_only=True)
 class RunStarted(AgentEvent):
     task: str
+    trace_id: str = ""
+    """The run's trace (W3C id, 32 hex digits; empty when nothing is traced)."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -121,6 +121,8 @@ def _entry(event: ev.AgentEvent) -> dict[str, Any]:
     match event:
         case ev.RunStarted():
             entry["task"] = shape(event.task)
+            if event.trace_id:
+                entry["trace_id"] = event.trace_id
         case ev.ModelOutput():
             entry.update(
                 model_id=event.model_id,

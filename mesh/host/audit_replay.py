@@ -56,7 +56,8 @@ def _event(
 ) -> ev.AgentEvent | None:
     match entry.get("event"):
         case "RunStarted":
-            return ev.RunStarted(**common, task=_text(entry, "task"))
+            return ev.RunStarted(**common, task=_text(entry, "task"),
+                                 trace_id=_text(entry, "trace_id"))  # fmt: skip
         case "ModelOutput" if _is_model_call(entry):
             usage = TokenUsage(_int(entry, "input_tokens"), _int(entry, "output_tokens"))
             run = common["run_id"]

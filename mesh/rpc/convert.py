@@ -274,6 +274,7 @@ def event_to_proto(event: ev.AgentEvent) -> pb.RunEvent:
     match event:
         case ev.RunStarted():
             out.run_started.task = event.task
+            out.run_started.trace_id = event.trace_id
         case ev.ModelOutput():
             out.model_output.CopyFrom(pb.ModelOutput(
                 text=event.text or "",
@@ -340,7 +341,8 @@ def event_from_proto(message: pb.RunEvent, depth_offset: int = 0) -> ev.AgentEve
     }
     kind = message.WhichOneof("kind")
     if kind == "run_started":
-        return ev.RunStarted(task=message.run_started.task, **common)
+        started = message.run_started
+        return ev.RunStarted(task=started.task, trace_id=started.trace_id, **common)
     if kind == "model_output":
         m = message.model_output
         return ev.ModelOutput(

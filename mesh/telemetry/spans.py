@@ -23,6 +23,7 @@ from mesh.telemetry.redact import content_mode, shape
 __all__ = [
     "agent_span",
     "chat_span",
+    "current_trace_id",
     "planning_span",
     "record_error",
     "record_response",
@@ -47,6 +48,12 @@ def agent_span(agent: str, run_id: str, parent_run_id: str | None) -> Iterator[S
         "mesh.parent_run_id": parent_run_id or "",
     }) as span:  # fmt: skip
         yield span
+
+
+def current_trace_id() -> str:
+    """The current span's trace id as 32 hex digits ("" outside any recorded trace)."""
+    context = trace.get_current_span().get_span_context()
+    return f"{context.trace_id:032x}" if context.is_valid else ""
 
 
 def step_span(agent: str, number: int) -> AbstractContextManager[Span]:
