@@ -101,7 +101,10 @@ def test_a_wrong_field_is_named(tmp_path: Path, change: tuple[str, str], message
 def test_model_retries_are_configured(tmp_path: Path) -> None:
     config = load(tmp_path, GOOD)
     assert (config.model_retries, config.model_retry_delay_s) == (3, 1.0)  # type: ignore[attr-defined]
-    tuned = load(tmp_path, GOOD.replace("[agents.boss]", "[models]\nretries = 1\nretry_delay_s = 0.2\n[agents.boss]"))
+    tuned = load(
+        tmp_path,
+        GOOD.replace("[agents.boss]", "[models]\nretries = 1\nretry_delay_s = 0.2\n[agents.boss]"),
+    )
     assert (tuned.model_retries, tuned.model_retry_delay_s) == (1, 0.2)  # type: ignore[attr-defined]
     model = build_agent(tuned, "helper").model  # type: ignore[arg-type]
     assert (model.retry.max_retries, model.retry.initial_delay_s) == (1, 0.2)  # type: ignore[attr-defined]

@@ -27,7 +27,7 @@ LAYERS: list[set[str]] = [
     {"host"},  # what a process serving an agent keeps: runs, ledger, audit
     {"rpc", "_proto"},
     {"config", "project", "deploy", "launcher"},  # a whole project: agents, models, auth
-    {"cli", "__main__", "__init__", "templates"},
+    {"cli", "console", "__main__", "__init__", "templates"},
 ]  # fmt: skip
 GENERATED = "_proto"
 
