@@ -3,6 +3,7 @@
 mesh new DIR              a working mesh project to start from
 mesh demo                 start the mesh, run its task, stop it
 mesh up                   start every agent of the config, each its own process
+mesh ui                   the web console: agents, runs, live run trees (127.0.0.1:8090)
 mesh run [TASK]           send a task to the mesh and show the steps live
 mesh agents               the agents' cards
 mesh health ADDRESS       exit 0 if the agent there is serving (a container health check)
@@ -33,6 +34,7 @@ from mesh.cli.new_project import add_new_command
 from mesh.cli.record import add_record_command
 from mesh.cli.replay_command import add_replay_command
 from mesh.cli.tool_commands import add_history_options, add_tool_commands
+from mesh.cli.ui_command import add_console_options, add_ui_options, ui
 from mesh.errors import MeshError
 
 __all__ = ["main"]
@@ -72,7 +74,15 @@ def _parser() -> argparse.ArgumentParser:
 
     up = command("up", "start every agent of the config, each its own process")
     up.add_argument("--logs", type=Path, help="write each service's log here")
+    up.add_argument("--ui", metavar="HOST:PORT",
+                    help="also serve the web console here (see `mesh ui`), stopped with the "
+                    "mesh")  # fmt: skip
+    add_console_options(up)
     up.set_defaults(func=mesh_commands.up)
+
+    console = command("ui", "serve the web console of a running mesh")
+    add_ui_options(console)
+    console.set_defaults(func=ui)
 
     run = command("run", "send a task to the mesh and show its steps live")
     run.add_argument("task", nargs="?", help="the task (default: the config's task)")

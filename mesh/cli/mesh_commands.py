@@ -18,6 +18,7 @@ from mesh.agents.events import FinalAnswer
 from mesh.agents.run_args import args_from_json
 from mesh.cli.console import EventPrinter, say
 from mesh.cli.supervise import supervise
+from mesh.cli.ui_command import check_console_args, console_beside
 from mesh.config import AgentConfig, MeshConfig
 from mesh.errors import AgentUnavailableError, ConfigError, MeshError, NotFoundError
 from mesh.host.allocator import limit_retained_memory
@@ -99,10 +100,12 @@ def certs(args: argparse.Namespace) -> int:
 
 def up(args: argparse.Namespace) -> int:
     config = load_mesh_config(args.config)
+    check_console_args(args)  # before the mesh starts, not after
     with MeshProcesses(config, log_dir=args.logs) as mesh:
         _print_table(config, mesh.addresses)
-        say("The mesh is up. Ctrl-C stops it.")
-        return _wait_for_signal(mesh)
+        with console_beside(args, config, mesh.addresses):
+            say("The mesh is up. Ctrl-C stops it.")
+            return _wait_for_signal(mesh)
 
 
 def run(args: argparse.Namespace) -> int:

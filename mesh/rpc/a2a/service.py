@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
 from dataclasses import dataclass
 from email.utils import formatdate
@@ -43,11 +42,11 @@ from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mesh._proto import agent_pb2 as pb
-from mesh.errors import ConfigError
 from mesh.host.served_agent import ServedAgent
 from mesh.rpc.a2a.card import PROTOCOL_VERSION
 from mesh.rpc.a2a.handler import MeshTaskHandler
 from mesh.rpc.handlers import add_service
+from mesh.rpc.http_socket import bound_socket
 from mesh.text import clip
 
 __all__ = ["A2A_SERVICE_NAME", "A2AOptions", "CardServer", "add_a2a_service"]
@@ -154,15 +153,8 @@ class CardServer:
     """The agent card over HTTP, in the server's own event loop (uvicorn, no threads)."""
 
     def __init__(self, card: a2a.AgentCard, address: str) -> None:
-        host, _, port = address.rpartition(":")
-        self._socket = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            self._socket.bind((host.strip("[]") or "127.0.0.1", int(port)))
-        except (OSError, ValueError) as err:
-            self._socket.close()
-            raise ConfigError(f"cannot serve the A2A agent card on {clip(address, 80)}: {err}"
-                              ) from err  # fmt: skip
+        host = address.rpartition(":")[0]
+        self._socket = bound_socket(address, "the A2A agent card")
         self.port: int = self._socket.getsockname()[1]
         self.url = f"http://{host or '127.0.0.1'}:{self.port}{AGENT_CARD_WELL_KNOWN_PATH}"
         routes = create_agent_card_routes(card, cache_control=f"public, max-age={CARD_MAX_AGE_S}")
