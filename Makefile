@@ -43,7 +43,7 @@ check-protos: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP) $(NPM_STAMP) $(NODE_CLIENT)/node_modules/.installed postgres container-engine
+unit: $(STAMP) $(NPM_STAMP) $(NODE_CLIENT)/node_modules/.installed postgres container-engine browser
 	$(BIN)/pytest
 
 # The tests start PostgreSQL servers of their own: Debian's server binaries, installed if missing.
@@ -53,6 +53,11 @@ postgres:
 # The container tests build the image and run the mesh under podman: Debian's, installed if missing.
 container-engine:
 	scripts/ensure_containers.sh
+
+# The web console's tests drive headless Chromium (Selenium): Debian's, installed if missing.
+.PHONY: browser
+browser:
+	scripts/ensure_browser.sh
 
 # The seed mesh in containers, offline: the Python base image from Debian packages (no registry
 # is reachable here), the image, one container per Deployment of deploy/k8s/overlays/dev with
