@@ -3,6 +3,8 @@
 The public API, with the names a smolagents user already knows.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from mesh.agents import (
     ActionStep,
     AgentEvent,
@@ -35,8 +37,7 @@ from mesh.models import (
     ToolCall,
 )
 from mesh.project import ResolvedAgent
-from mesh.rpc.a2a import A2AAgent
-from mesh.rpc.a2a.service import A2AOptions
+from mesh.rpc.a2a.options import A2AOptions
 from mesh.rpc.client import AgentClient
 from mesh.rpc.remote import RemoteAgent
 from mesh.rpc.serving import serve
@@ -52,6 +53,9 @@ from mesh.tools import (
     tool,
 )
 from mesh.version import __version__
+
+if TYPE_CHECKING:
+    from mesh.rpc.a2a.remote import A2AAgent
 
 __all__ = [
     "A2AAgent",
@@ -104,3 +108,12 @@ __all__ = [
     "serve",
     "tool",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``A2AAgent`` on first use (see ``mesh.rpc.a2a``)."""
+    if name == "A2AAgent":
+        from mesh.rpc.a2a.remote import A2AAgent
+
+        return A2AAgent
+    raise AttributeError(f"module 'mesh' has no attribute {name!r}")

@@ -62,6 +62,7 @@ from mesh.data_limit import DEFAULT_DATA_LIMIT_MB, DataLimit
 from mesh.errors import ConfigError
 from mesh.mcp import MCPServerParameters, mcp_servers_from_config
 from mesh.references import check_reference, is_reference
+from mesh.rpc.a2a.options import A2AOptions
 from mesh.rpc.security import MeshSecurity
 from mesh.sandbox.config import SandboxConfig
 from mesh.state.setting import resolve_state
@@ -69,7 +70,6 @@ from mesh.text import clip
 
 __all__ = [
     "A2AAgentConfig",
-    "A2AServeConfig",
     "AgentConfig",
     "MeshConfig",
     "RemoteToolsConfig",
@@ -129,17 +129,6 @@ class A2AAgentConfig:
 
 
 @dataclass(frozen=True)
-class A2AServeConfig:
-    """How this agent is offered over A2A (``[agents.NAME.a2a]``): its agent card is
-    served over HTTP, its A2A gRPC service beside the agent's own."""
-
-    http_address: str = "127.0.0.1:0"
-    """Where the agent card is served, "host:port" (port 0: any free port)."""
-    public_url: str = ""
-    """The base URL callers reach it at ("": derived from the agent's address)."""
-
-
-@dataclass(frozen=True)
 class AgentConfig:
     name: str
     kind: str
@@ -182,7 +171,7 @@ class AgentConfig:
     """The JSON Schema a final answer must match (read from ``output_schema_file``)."""
     a2a_agents: tuple[A2AAgentConfig, ...] = ()
     """Agents of any framework, over A2A, that this agent manages beside ``managed_agents``."""
-    a2a: A2AServeConfig | None = None
+    a2a: A2AOptions | None = None
     """How this agent is offered over A2A; None: it is not."""
 
     def depends_on(self) -> tuple[str, ...]:
@@ -500,7 +489,7 @@ def _a2a_agents(data: dict[str, Any], where: str) -> tuple[A2AAgentConfig, ...]:
     return tuple(out)
 
 
-def _a2a_serve(data: dict[str, Any], where: str) -> A2AServeConfig | None:
+def _a2a_serve(data: dict[str, Any], where: str) -> A2AOptions | None:
     """``[agents.NAME.a2a]``; None when the table is absent."""
     if "a2a" not in data:
         return None
@@ -512,8 +501,18 @@ def _a2a_serve(data: dict[str, Any], where: str) -> A2AServeConfig | None:
         raise ConfigError(f"{where}.http_address: {clip(http_address, 80)!r} is not host:port")
     public_url = get(serve, "public_url", str, where, "")
     if public_url:
-        _http_url(public_url, f"{where}.public_url")
-    return A2AServeConfig(http_address, public_url)
+        _grpc_address(public_url, f"{where}.public_url")
+    return A2AOptions(http_address, public_url)
+
+
+def _grpc_address(value: str, where: str) -> str:
+    """What an A2A card may give as its gRPC interface: host:port, or a URL that says it."""
+    parts = urlsplit(value if "://" in value else f"grpc://{value}")
+    scheme_ok = parts.scheme in ("grpc", "grpcs", "http", "https")
+    if not scheme_ok or not parts.hostname or ("://" not in value and parts.port is None):
+        raise ConfigError(f"{where}: expected host:port or a grpc(s):// or http(s):// URL, "
+                          f"got {clip(value, 80)!r}")  # fmt: skip
+    return value
 
 
 def _http_url(value: str, where: str) -> str:

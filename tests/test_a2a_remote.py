@@ -583,7 +583,7 @@ public_url = "https://boss.example"
         ("a2a = 'yes'", "agents.boss.a2a: expected a table"),
         ("[agents.boss.a2a]\nhttp_address = 'nowhere'", "agents.boss.a2a.http_address: 'nowhere' is not host:port"),
         ("[agents.boss.a2a]\nhttp_address = 8080", "agents.boss.a2a.http_address: expected str"),
-        ("[agents.boss.a2a]\npublic_url = 'boss.example'", "agents.boss.a2a.public_url: expected an http(s):// URL"),
+        ("[agents.boss.a2a]\npublic_url = 'boss.example'", "agents.boss.a2a.public_url: expected host:port or a grpc(s):// or http(s):// URL"),
         ("[agents.boss.a2a]\nport = 1", "agents.boss.a2a.port: unknown field"),
     ],
 )  # fmt: skip

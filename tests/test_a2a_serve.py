@@ -36,8 +36,7 @@ T = TypeVar("T")
 SERVE = f"""
 import sys
 sys.path.insert(0, {str(ROOT)!r})
-from mesh import serve
-from mesh.rpc.a2a.service import A2AOptions
+from mesh import A2AOptions, serve
 from services.a2a_conformance.agent import build
 serve(build(), sys.argv[1], a2a=A2AOptions(http_address=sys.argv[2]))
 """

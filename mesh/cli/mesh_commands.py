@@ -28,7 +28,7 @@ from mesh.models import Cassette, RecordingModel
 from mesh.models.base import Model
 from mesh.models.images import checked_images
 from mesh.project import CONFIG_NAME, build_agent, load_mesh_config, replays
-from mesh.rpc.a2a.service import A2AOptions
+from mesh.rpc.a2a.options import A2AOptions
 from mesh.rpc.client import AgentClient, channel_target
 from mesh.rpc.dev_credentials import (
     DEFAULT_CALLERS,
@@ -77,11 +77,8 @@ def serve(args: argparse.Namespace) -> int:
 def _a2a_options(flag: str | None, agent: AgentConfig) -> A2AOptions | None:
     """Serving over A2A: the flag's card address, else the config's table, else not."""
     if flag:
-        public_url = agent.a2a.public_url if agent.a2a is not None else ""
-        return A2AOptions(http_address=flag, public_url=public_url)
-    if agent.a2a is not None:
-        return A2AOptions(http_address=agent.a2a.http_address, public_url=agent.a2a.public_url)
-    return None
+        return dataclasses.replace(agent.a2a or A2AOptions(), http_address=flag)
+    return agent.a2a
 
 
 def certs(args: argparse.Namespace) -> int:

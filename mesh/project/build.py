@@ -14,7 +14,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mesh.agents import CodeAgent, ToolCallingAgent
 from mesh.agents.base import MultiStepAgent
@@ -25,9 +25,11 @@ from mesh.models.litellm_model import has_provider_key
 from mesh.models.wrappers import CachingModel, RateLimitedModel
 from mesh.project.tools import resolve_tools
 from mesh.references import import_object, on_import_path
-from mesh.rpc.a2a.remote import A2AAgent
 from mesh.rpc.remote import RemoteAgent
 from mesh.tools.base import Tool
+
+if TYPE_CHECKING:
+    from mesh.rpc.a2a.remote import A2AAgent
 
 __all__ = ["ResolvedAgent", "build_agent", "replays"]
 
@@ -167,6 +169,8 @@ def _a2a(config: MeshConfig, agent: AgentConfig, n: int, resources: ExitStack) -
     token = os.environ.get(entry.token_env, "") if entry.token_env else None
     if entry.token_env and not token:
         raise ConfigError(f"{where}.token_env: ${entry.token_env} is not set")
+    from mesh.rpc.a2a.remote import A2AAgent  # the A2A SDK: loaded by meshes that use it
+
     try:
         remote = A2AAgent(
             entry.card_url, entry.name or None, entry.description or None,

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -24,14 +24,16 @@ from grpc_reflection.v1alpha import reflection
 from mesh._proto import agent_pb2 as pb
 from mesh.errors import ConfigError
 from mesh.host.served_agent import ServedAgent
-from mesh.rpc.a2a.card import agent_card
-from mesh.rpc.a2a.service import A2A_SERVICE_NAME, A2AOptions, CardServer, add_a2a_service
+from mesh.rpc.a2a.options import A2A_SERVICE_NAME, A2AOptions
 from mesh.rpc.convert import SERVICE_NAME
 from mesh.rpc.handlers import add_agent_service
 from mesh.rpc.security import MESSAGE_SIZE_OPTIONS, MeshSecurity, TokenAuthInterceptor
 from mesh.rpc.server_spans import ServerSpans
 from mesh.rpc.servicer import AgentServicer
 from mesh.rpc.tool_admin import ToolAdmin
+
+if TYPE_CHECKING:
+    from mesh.rpc.a2a.service import CardServer
 
 __all__ = ["SERVICE_NAME", "serve"]
 
@@ -61,6 +63,8 @@ async def serve(
     add_agent_service(AgentServicer(served, tool_admin, security), server)
     services = [SERVICE_NAME]
     if a2a is not None:
+        from mesh.rpc.a2a.service import add_a2a_service  # the SDK: loaded only to be served
+
         add_a2a_service(served, server)
         services.append(A2A_SERVICE_NAME)
     health_servicer = health.aio.HealthServicer()
@@ -133,6 +137,9 @@ def _card_server(served: ServedAgent[pb.RunEvent], address: str, port: int, a2a:
     if host in ("", "0.0.0.0", "[::]"):
         host = "localhost"
     url = a2a.public_url or f"{host}:{port}"
+    from mesh.rpc.a2a.card import agent_card
+    from mesh.rpc.a2a.service import CardServer
+
     return CardServer(agent_card(served.agent, url, security), a2a.http_address)
 
 

@@ -43,7 +43,7 @@ from mesh.host.allocator import limit_retained_memory
 from mesh.host.audit import AuditLog
 from mesh.host.run_store import DEFAULT_RUN_MEMORY_BYTES, DEFAULT_RUN_RETENTION_S, RunStore
 from mesh.host.served_agent import ServedAgent
-from mesh.rpc.a2a.service import A2AOptions
+from mesh.rpc.a2a.options import A2AOptions
 from mesh.rpc.definition_log import record_definition
 from mesh.rpc.security import MeshSecurity
 from mesh.rpc.server import serve as serve_async

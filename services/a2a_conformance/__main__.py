@@ -3,8 +3,7 @@ conformance agent (defaults 127.0.0.1:9998 and its card at http://127.0.0.1:9999
 
 import sys
 
-from mesh import serve
-from mesh.rpc.a2a.service import A2AOptions
+from mesh import A2AOptions, serve
 from services.a2a_conformance.agent import build
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any
 
@@ -45,6 +44,7 @@ from mesh._proto import agent_pb2 as pb
 from mesh.host.served_agent import ServedAgent
 from mesh.rpc.a2a.card import PROTOCOL_VERSION
 from mesh.rpc.a2a.handler import MeshTaskHandler
+from mesh.rpc.a2a.options import A2A_SERVICE_NAME, A2AOptions
 from mesh.rpc.handlers import add_service
 from mesh.rpc.http_socket import bound_socket
 from mesh.text import clip
@@ -53,7 +53,6 @@ __all__ = ["A2A_SERVICE_NAME", "A2AOptions", "CardServer", "add_a2a_service"]
 
 log = logging.getLogger(__name__)
 
-A2A_SERVICE_NAME = a2a.DESCRIPTOR.services_by_name["A2AService"].full_name
 ERROR_DOMAIN = "a2a-protocol.org"
 MAX_STATUS_MESSAGE_CHARS = 1000
 CARD_MAX_AGE_S = 300
@@ -75,15 +74,6 @@ _STATUS: dict[type[a2a_errors.A2AError], grpc.StatusCode] = {
     a2a_errors.InternalError: grpc.StatusCode.INTERNAL,
 }
 """The 1.0 spec's table (section 5.4) for its errors, and gRPC's own codes for the rest."""
-
-
-@dataclass(frozen=True)
-class A2AOptions:
-    """Serving an agent over A2A: where its card is served over HTTP ("host:port", port 0:
-    a free one), and the gRPC URL the card gives (empty: the agent's own address)."""
-
-    http_address: str = "127.0.0.1:0"
-    public_url: str = ""
 
 
 class SpecGrpcHandler(GrpcHandler):
@@ -130,6 +120,7 @@ def _check_version(value: str | bytes) -> None:
 
 def add_a2a_service(served: ServedAgent[pb.RunEvent], server: grpc.aio.Server) -> None:
     service = a2a.DESCRIPTOR.services_by_name["A2AService"]
+    assert service.full_name == A2A_SERVICE_NAME
     add_service(SpecGrpcHandler(MeshTaskHandler(served)), service, server)
 
 
